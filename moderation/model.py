@@ -1,0 +1,214 @@
+"""The moderation model: text encoder + image encoder -> fusion -> one logit per category (multi-label).
+
+Assembled by injection (after torchmultimodal's LateFusion): `ModerationModel(config)` builds its encoders
+from the registry, or takes them ready-made (tests inject tiny ones). The architecture is described by a
+small `ModelConfig` dataclass that a model directory stores, so loading needs nothing else.
+
+`collate(items, model)` turns prepared posts into one batch; training, evaluation and scoring all use it,
+so preprocessing cannot drift between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from moderation.encoders import create_image_encoder, create_text_encoder
+from moderation.fusion import create_fusion
+from moderation.schema import DEFAULT_CATEGORIES, MODALITIES, normalize_category
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model's architecture. Stored in the model directory's config.json."""
+
+    #: Category names, in the order of the output logits.
+    categories: list[str] = field(default_factory=lambda: list(DEFAULT_CATEGORIES))
+    #: Arguments of `create_text_encoder` (None: a model without text).
+    text_encoder: dict[str, Any] | None = field(
+        default_factory=lambda: {"name": "all-MiniLM-L6-v2", "pooling": "mean", "max_length": 128})
+    #: Arguments of `create_image_encoder` (None: a model without images).
+    image_encoder: dict[str, Any] | None = field(default_factory=lambda: {"name": "efficientnet_lite0"})
+    #: Fusion module: "concat" or "gated".
+    fusion: str = "gated"
+    #: Width of the fused representation.
+    fusion_dim: int = 256
+    #: Dropout inside the fusion and before the classifier.
+    dropout: float = 0.1
+    #: How each encoder was trained: "frozen", "lora" (text only) or "full". Decides what is saved.
+    finetune: dict[str, str] = field(default_factory=lambda: {"text": "frozen", "image": "frozen"})
+    #: LoRA settings for the text encoder when finetune["text"] == "lora" (peft LoraConfig arguments).
+    text_lora: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.categories = [normalize_category(c) for c in self.categories]
+        if not self.categories:
+            raise ValueError("a model needs at least one category")
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError(f"duplicate categories: {self.categories}")
+        if self.text_encoder is None and self.image_encoder is None:
+            raise ValueError("a model needs a text encoder, an image encoder or both")
+        for modality, mode in self.finetune.items():
+            if modality not in MODALITIES or mode not in ("frozen", "lora", "full"):
+                raise ValueError(f"finetune must map 'text'/'image' to 'frozen'|'lora'|'full', got {self.finetune}")
+        if self.finetune.get("image") == "lora":
+            raise ValueError("LoRA is supported for the text encoder only")
+        if self.finetune.get("text") == "lora" and not self.text_lora:
+            self.text_lora = dict(DEFAULT_LORA)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modalities this model reads, canonical order."""
+        return tuple(m for m in MODALITIES if (self.image_encoder if m == "image" else self.text_encoder) is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+DEFAULT_LORA: dict[str, Any] = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.1,
+                                "target_modules": ["query", "key", "value", "dense"]}
+
+
+class FusionClassifier(nn.Module):
+    """Fusion module + dropout + linear layer: embeddings and presence mask in, (B, C) logits out."""
+
+    def __init__(self, fusion: nn.Module, num_categories: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.fusion = fusion
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(fusion.out_dim, num_categories)
+
+    def forward(self, embeddings: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.fusion(embeddings, present)))
+
+
+class ModerationModel(nn.Module):
+    """Encoders (a ModuleDict keyed by modality) + a FusionClassifier head.
+
+    `forward(batch)` -> (B, C) logits; `embed(batch)` -> {modality: (B, D)} (rows of absent modalities are
+    zeros and ignored by the fusion); `head(embeddings, present)` -> logits, which is what frozen-encoder
+    training fits on cached embeddings.
+    """
+
+    def __init__(self, config: ModelConfig, *, text_encoder: nn.Module | None = None,
+                 image_encoder: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = config
+        encoders: dict[str, nn.Module] = {}
+        if config.image_encoder is not None:
+            encoders["image"] = image_encoder if image_encoder is not None else create_image_encoder(**config.image_encoder)
+        if config.text_encoder is not None:
+            encoders["text"] = text_encoder if text_encoder is not None else create_text_encoder(**config.text_encoder)
+            if config.finetune.get("text") == "lora":
+                apply_lora(encoders["text"], config.text_lora or DEFAULT_LORA)
+        self.encoders = nn.ModuleDict(encoders)
+        dims = {m: int(enc.output_dim) for m, enc in self.encoders.items()}
+        self.head = FusionClassifier(create_fusion(config.fusion, dims, config.fusion_dim, config.dropout),
+                                     len(config.categories), config.dropout)
+
+    @property
+    def categories(self) -> list[str]:
+        return list(self.config.categories)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.config.modalities
+
+    def embed(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Encode the present rows of each modality; scatter them into (B, D) tensors (absent rows zero)."""
+        size = int(batch["present"].shape[0])
+        out: dict[str, torch.Tensor] = {}
+        for i, modality in enumerate(self.modalities):
+            encoder = self.encoders[modality]
+            index = batch["present"][:, i].nonzero(as_tuple=True)[0]
+            if index.numel() == 0:
+                out[modality] = torch.zeros(size, encoder.output_dim, device=batch["present"].device)
+                continue
+            if modality == "text":
+                feats = encoder(**batch["text"])
+            else:
+                feats = encoder(batch["image"])
+            full = torch.zeros(size, feats.shape[1], dtype=feats.dtype, device=feats.device)
+            out[modality] = full.index_copy(0, index, feats)
+        return out
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        embeddings = self.embed(batch)
+        dtype = next(iter(embeddings.values())).dtype
+        return self.head({m: e.to(dtype) for m, e in embeddings.items()}, batch["present"])
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The encoder tensors that training changed, by `config.finetune`: none, LoRA weights, or all."""
+        state: dict[str, torch.Tensor] = {}
+        for modality, encoder in self.encoders.items():
+            mode = self.config.finetune.get(modality, "frozen")
+            if mode == "frozen":
+                continue
+            for key, value in encoder.state_dict().items():
+                if mode == "full" or "lora_" in key:
+                    state[f"{modality}.{key}"] = value
+        return state
+
+
+def apply_lora(text_encoder: nn.Module, lora: dict[str, Any]) -> None:
+    """Inject LoRA adapters (peft) into a text encoder's transformer in place; base weights are frozen."""
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as exc:
+        raise ImportError("LoRA fine-tuning needs the package 'peft' (pip install peft)") from exc
+    inject_adapter_in_model(LoraConfig(**lora), text_encoder.model)
+
+
+@dataclass
+class PreparedPost:
+    """A post checked and preprocessed, ready to batch: text as a string, image as a (3, H, W) tensor."""
+
+    id: str
+    text: str | None
+    pixels: torch.Tensor | None
+    text_truncated: bool = False
+
+    @property
+    def modalities(self) -> list[str]:
+        return [m for m in MODALITIES if (self.pixels if m == "image" else self.text) is not None]
+
+
+def collate(items: Sequence[PreparedPost], model: ModerationModel,
+            device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Batch prepared posts for `model`: tokenized texts, stacked pixels, (B, M) presence mask.
+
+    Modalities the model does not read are dropped here (the caller decides whether that is an error).
+    The returned dict also holds `truncated` (B,) bool: text cut at the encoder's max length.
+    """
+    modalities = model.modalities
+    present = torch.zeros(len(items), len(modalities), dtype=torch.bool)
+    batch: dict[str, Any] = {}
+    truncated = torch.tensor([bool(it.text_truncated) for it in items], dtype=torch.bool)
+    if "text" in modalities:
+        col = modalities.index("text")
+        rows = [i for i, it in enumerate(items) if it.text is not None]
+        present[rows, col] = True
+        if rows:
+            tokens = model.encoders["text"].tokenize([items[i].text for i in rows])
+            truncated[rows] |= tokens.pop("truncated")
+            batch["text"] = {k: v.to(device) for k, v in tokens.items()}
+    if "image" in modalities:
+        col = modalities.index("image")
+        rows = [i for i, it in enumerate(items) if it.pixels is not None]
+        present[rows, col] = True
+        if rows:
+            batch["image"] = torch.stack([items[i].pixels for i in rows]).to(device)
+    batch["present"] = present.to(device)
+    batch["truncated"] = truncated
+    return batch

@@ -1,0 +1,190 @@
+"""Shared types: the post in, the result out, the category vocabulary and the per-item errors.
+
+Batch scoring, evaluation and the HTTP endpoint all speak these types. This module imports no torch, so
+that light clients (readers, validators, the endpoint's request models) can use it cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping
+
+#: Modalities in their canonical (sorted) order. Every fusion module and every batch uses this order.
+MODALITIES: tuple[str, ...] = ("image", "text")
+
+#: Categories the default model scores, with what each means. A model directory may carry others.
+CATEGORY_DESCRIPTIONS: dict[str, str] = {
+    "hate": "hateful content: attacks a person or group for a protected attribute (origin, religion, gender, ...)",
+    "offensive": "offensive content: insults, profanity or targeted abuse, hateful or not",
+}
+DEFAULT_CATEGORIES: tuple[str, ...] = ("hate", "offensive")
+
+# Label names seen in datasets and other models, normalised at load time so every model speaks one vocabulary.
+_CATEGORY_ALIASES: dict[str, str] = {
+    "hateful": "hate",
+    "hate_speech": "hate",
+    "hatespeech": "hate",
+    "identity_hate": "hate",
+    "offense": "offensive",
+    "offensive_language": "offensive",
+    "abusive": "offensive",
+    "toxic": "toxic",
+    "toxicity": "toxic",
+}
+
+
+def normalize_category(name: str) -> str:
+    """Return the canonical category name for a label name (case, spaces, dashes and aliases folded).
+
+    Raises ValueError for an empty name.
+    """
+    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
+    if not key:
+        raise ValueError("category name is empty")
+    return _CATEGORY_ALIASES.get(key, key)
+
+
+class ErrorCode(str, Enum):
+    """Why a post could not be scored. The value is stable and machine-readable."""
+
+    MALFORMED_ROW = "malformed_row"
+    MISSING_ID = "missing_id"
+    DUPLICATE_ID = "duplicate_id"
+    INVALID_FIELD = "invalid_field"
+    EMPTY_POST = "empty_post"
+    TEXT_NOT_UTF8 = "text_not_utf8"
+    TEXT_TOO_LONG = "text_too_long"
+    IMAGE_NOT_FOUND = "image_not_found"
+    IMAGE_PATH_REFUSED = "image_path_refused"
+    IMAGE_URL_REFUSED = "image_url_refused"
+    IMAGE_TOO_LARGE = "image_too_large"
+    IMAGE_DECOMPRESSION_BOMB = "image_decompression_bomb"
+    IMAGE_UNSUPPORTED_FORMAT = "image_unsupported_format"
+    IMAGE_CORRUPT = "image_corrupt"
+    BAD_BASE64 = "bad_base64"
+    MODALITY_UNSUPPORTED = "modality_unsupported"
+    INTERNAL = "internal_error"
+
+
+class InputError(ValueError):
+    """A post (or one of its fields) cannot be scored. Carries a stable `code` and a readable message."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Post:
+    """One post to moderate: text, image or both.
+
+    `image` is a path (resolved under the caller's image root; a path escaping it is refused), a
+    `data:` URL, or raw encoded bytes (JPEG, PNG, ...). Extra fields of the source row are not kept here:
+    batch scoring carries them through on its own.
+    """
+
+    id: str
+    text: str | None = None
+    image: str | bytes | None = None
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> "Post":
+        """Build a post from a dict such as a JSONL row; raises InputError with a clear code when invalid.
+
+        The id may be a string or an integer (kept as its decimal string). Empty strings count as absent.
+        Whether the post has any content at all is checked when it is prepared for scoring, so that the
+        error lands on the post's own result.
+        """
+        if not isinstance(row, Mapping):
+            raise InputError(ErrorCode.MALFORMED_ROW, f"a post must be an object, got {type(row).__name__}")
+        raw_id = row.get("id")
+        if raw_id is None or (isinstance(raw_id, float) and math.isnan(raw_id)) or raw_id == "":
+            raise InputError(ErrorCode.MISSING_ID, "the post has no 'id'")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+            raise InputError(ErrorCode.INVALID_FIELD, f"'id' must be a string or an integer, got {type(raw_id).__name__}")
+        text = _optional_field(row, "text", (str, bytes))
+        image = _optional_field(row, "image", (str, bytes))
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(ErrorCode.TEXT_NOT_UTF8, f"text is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        return cls(id=str(raw_id), text=text, image=image)
+
+
+def _optional_field(row: Mapping[str, Any], name: str, types: tuple[type, ...]) -> Any:
+    value = row.get(name)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if not isinstance(value, types):
+        raise InputError(ErrorCode.INVALID_FIELD, f"'{name}' must be a string, got {type(value).__name__}")
+    if isinstance(value, str) and value == "":
+        return None
+    return value
+
+
+@dataclass
+class CategoryResult:
+    """One category's verdict: calibrated probability, whether it is flagged, and the threshold used.
+
+    `threshold` is None when the model directory has no threshold for this category (not fitted, or the
+    target precision was not reachable on the calibration split): such a category never flags automatically.
+    """
+
+    score: float
+    flagged: bool
+    threshold: float | None
+
+
+@dataclass
+class ScoreResult:
+    """The result for one post, in the order of the input. Exactly one of `categories` / `error` is set."""
+
+    id: str | None
+    categories: dict[str, CategoryResult] = field(default_factory=dict)
+    #: Modalities the scores used, canonical order, e.g. ["image", "text"].
+    applied_input_types: list[str] = field(default_factory=list)
+    model_version: str = ""
+    thresholds_version: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    #: True when the text was cut to the encoder's maximum length (or the character limit) before scoring.
+    text_truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def flagged(self) -> bool:
+        """True when any category is flagged. An errored post is never 'flagged' and never 'safe': check `ok`."""
+        return any(c.flagged for c in self.categories.values())
+
+    @classmethod
+    def failure(cls, post_id: str | None, error: InputError | Exception, model_version: str = "",
+                thresholds_version: str | None = None) -> "ScoreResult":
+        if isinstance(error, InputError):
+            code, message = error.code.value, error.message
+        else:
+            code, message = ErrorCode.INTERNAL.value, f"{type(error).__name__}: {error}"
+        return cls(id=post_id, model_version=model_version, thresholds_version=thresholds_version,
+                   error=message, error_code=code)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: id, ok, flagged, categories {name: {score, flagged, threshold}}, ..."""
+        return {
+            "id": self.id,
+            "ok": self.ok,
+            "flagged": self.flagged if self.ok else None,
+            "categories": {k: {"score": v.score, "flagged": v.flagged, "threshold": v.threshold}
+                           for k, v in self.categories.items()},
+            "applied_input_types": list(self.applied_input_types),
+            "text_truncated": self.text_truncated,
+            "model_version": self.model_version,
+            "thresholds_version": self.thresholds_version,
+            "error_code": self.error_code,
+            "error": self.error,
+        }

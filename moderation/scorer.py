@@ -1,0 +1,292 @@
+"""The scorer: one object, built from a model directory, that turns a list of posts into a list of results.
+
+The CLI, batch scoring, evaluation and the Ray Serve deployment all call this code path, so what is
+measured is what is served. Lists in, lists out: one result per post, in order; a post that cannot be
+scored gets a result carrying its error, never a score.
+
+    scorer = Scorer.from_dir("path/to/model")          # or Scorer.default()
+    results = scorer.score([{"id": "1", "text": "..."}, {"id": "2", "image": "cat.jpg"}], image_root="data/")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from moderation.calibration import sigmoid
+from moderation.inputs import DEFAULT_LIMITS, InputLimits, check_text, load_image
+from moderation.model import ModelConfig, ModerationModel, PreparedPost, collate
+from moderation.model_dir import ModelInfo, default_model_dir, load_model
+from moderation.schema import (
+    CategoryResult,
+    ErrorCode,
+    InputError,
+    Post,
+    ScoreResult,
+)
+
+UNTRAINED_VERSION = "default-untrained"
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; anything else is passed to torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Scorer:
+    """Scores posts with a model, its calibration and its thresholds.
+
+    batch_size: posts per forward pass. precision: "fp32", or "bf16" autocast (faster on recent CPUs/GPUs;
+    the score difference is measured in the benchmarks). num_workers: threads that read and decode images
+    in parallel (0: in the calling thread). image_root: default folder that image paths resolve under.
+    """
+
+    def __init__(self, model: ModerationModel, info: ModelInfo, *, batch_size: int = 32, device: str = "cpu",
+                 precision: str = "fp32", image_root: str | os.PathLike | None = None,
+                 limits: InputLimits = DEFAULT_LIMITS, num_workers: int | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.info = info
+        self.batch_size = batch_size
+        self.precision = precision
+        self.image_root = image_root
+        self.limits = limits
+        self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+        self._pool: ThreadPoolExecutor | None = None
+
+    # --- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike, **kwargs: Any) -> "Scorer":
+        """Load a model directory (see moderation.model_dir) and wrap it. Raises ModelDirError."""
+        model, info = load_model(path)
+        return cls(model, info, **kwargs)
+
+    @classmethod
+    def default(cls, **kwargs: Any) -> "Scorer":
+        """The shipped default model; while none is trained, the default architecture with an UNTRAINED head.
+
+        An untrained scorer says so (`trained` is False, the version is "default-untrained") and has no
+        thresholds, so it flags nothing: its scores are not judgements.
+        """
+        path = default_model_dir()
+        if path is not None:
+            return cls.from_dir(path, **kwargs)
+        config = ModelConfig()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = ModerationModel(config)
+        info = ModelInfo(path=None, config=config, model_version=UNTRAINED_VERSION, trained=False,
+                         calibration=None, thresholds=None, meta={})
+        return cls(model, info, **kwargs)
+
+    # --- what it is ---------------------------------------------------------------------------------
+
+    @property
+    def categories(self) -> list[str]:
+        return self.model.categories
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.model.modalities
+
+    @property
+    def model_version(self) -> str:
+        return self.info.model_version
+
+    @property
+    def thresholds_version(self) -> str | None:
+        return self.info.thresholds.version if self.info.thresholds is not None else None
+
+    @property
+    def trained(self) -> bool:
+        return self.info.trained
+
+    def thresholds(self) -> dict[str, float | None]:
+        """Threshold per category (None: never flags automatically)."""
+        t = self.info.thresholds
+        return {c: (t.threshold(c) if t is not None else None) for c in self.categories}
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary: version, categories, modalities, thresholds, calibration, trained."""
+        return {
+            "model_version": self.model_version,
+            "trained": self.trained,
+            "categories": self.categories,
+            "modalities": list(self.modalities),
+            "thresholds": self.thresholds(),
+            "thresholds_version": self.thresholds_version,
+            "target_precision": self.info.thresholds.target_precision if self.info.thresholds else None,
+            "calibration_version": self.info.calibration.version if self.info.calibration else None,
+            "text_encoder": self.info.config.text_encoder,
+            "image_encoder": self.info.config.image_encoder,
+            "fusion": self.info.config.fusion,
+            "path": str(self.info.path) if self.info.path else None,
+        }
+
+    # --- preparing posts ----------------------------------------------------------------------------
+
+    def prepare(self, post: Post | Mapping[str, Any], image_root: str | os.PathLike | None = None) -> PreparedPost:
+        """Validate a post and preprocess it: text checked, image read, decoded and transformed.
+
+        Thread-safe. Raises InputError with a stable code when the post cannot be scored.
+        """
+        if not isinstance(post, Post):
+            post = Post.from_dict(post)
+        text, truncated = check_text(post.text, self.limits)
+        if text is None and post.image is None:
+            raise InputError(ErrorCode.EMPTY_POST, "the post has neither text nor an image")
+        pixels = None
+        if post.image is not None:
+            if "image" not in self.modalities:
+                if text is None:
+                    raise InputError(ErrorCode.MODALITY_UNSUPPORTED, "this model reads text only and the post has no text")
+            else:
+                root = image_root if image_root is not None else self.image_root
+                image = load_image(post.image, root, self.limits)
+                pixels = self.model.encoders["image"].transform(image)
+        if text is not None and "text" not in self.modalities:
+            if pixels is None:
+                raise InputError(ErrorCode.MODALITY_UNSUPPORTED, "this model reads images only and the post has no image")
+            text = None
+        return PreparedPost(id=post.id, text=text, pixels=pixels, text_truncated=truncated)
+
+    def prepare_many(self, posts: Sequence[Post | Mapping[str, Any]],
+                     image_root: str | os.PathLike | None = None) -> list[PreparedPost | ScoreResult]:
+        """Prepare each post (images decoded in `num_workers` threads); a failure becomes an error result.
+
+        Duplicate ids within `posts` are reported: every occurrence after the first gets a DUPLICATE_ID error.
+        """
+        def one(post: Post | Mapping[str, Any]) -> PreparedPost | ScoreResult:
+            try:
+                return self.prepare(post, image_root)
+            except InputError as exc:
+                return self._failure(_post_id(post), exc)
+            except Exception as exc:  # noqa: BLE001 - one bad post must not sink the others
+                return self._failure(_post_id(post), exc)
+
+        has_images = any(_has_image(p) for p in posts)
+        if self.num_workers > 0 and has_images and len(posts) > 1:
+            out = list(self._executor().map(one, posts))
+        else:
+            out = [one(p) for p in posts]
+        seen: set[str] = set()
+        for i, item in enumerate(out):
+            if isinstance(item, PreparedPost):
+                if item.id in seen:
+                    out[i] = self._failure(item.id, InputError(
+                        ErrorCode.DUPLICATE_ID, f"id {item.id!r} appears more than once in this request"))
+                seen.add(item.id)
+        return out
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="moderation-prep")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the image-decoding threads (also done at interpreter exit)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    # --- the model ----------------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def logits(self, items: Sequence[PreparedPost]) -> tuple[np.ndarray, np.ndarray]:
+        """Raw logits for prepared posts, (N, C) float64, plus (N,) bool 'text truncated'. Order kept.
+
+        Runs in chunks of `batch_size`, each chunk's posts sorted by text length to cut padding.
+        """
+        n = len(items)
+        logits = np.zeros((n, len(self.categories)), dtype=np.float64)
+        truncated = np.zeros(n, dtype=bool)
+        if n == 0:
+            return logits, truncated
+        order = sorted(range(n), key=lambda i: len(items[i].text or ""))
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, n, self.batch_size):
+                idx = order[start : start + self.batch_size]
+                batch = collate([items[i] for i in idx], self.model, self.device)
+                out = self.model(batch).float().cpu().numpy()
+                logits[idx] = out
+                truncated[idx] = batch["truncated"].numpy()
+        return logits, truncated
+
+    def results(self, items: Sequence[PreparedPost], logits: np.ndarray, truncated: np.ndarray) -> list[ScoreResult]:
+        """Turn logits into results: calibrate, apply thresholds, record modalities and versions."""
+        cats = self.categories
+        probs = self.info.calibration.apply(logits, cats) if self.info.calibration else sigmoid(logits)
+        thresholds = self.thresholds()
+        out = []
+        for i, item in enumerate(items):
+            categories = {}
+            for j, c in enumerate(cats):
+                score = float(probs[i, j])
+                t = thresholds[c]
+                categories[c] = CategoryResult(score=score, flagged=t is not None and score >= t, threshold=t)
+            out.append(ScoreResult(id=item.id, categories=categories, applied_input_types=item.modalities,
+                                   model_version=self.model_version, thresholds_version=self.thresholds_version,
+                                   text_truncated=bool(truncated[i])))
+        return out
+
+    def score_prepared(self, items: Sequence[PreparedPost | ScoreResult]) -> list[ScoreResult]:
+        """Score a mix of prepared posts and error results (from prepare_many); order kept."""
+        ready = [(i, it) for i, it in enumerate(items) if isinstance(it, PreparedPost)]
+        out: list[ScoreResult | None] = [it if isinstance(it, ScoreResult) else None for it in items]
+        if ready:
+            prepared = [it for _, it in ready]
+            try:
+                logits, truncated = self.logits(prepared)
+                scored = self.results(prepared, logits, truncated)
+            except Exception as exc:  # noqa: BLE001 - report on every post of the batch, never drop them
+                scored = [self._failure(p.id, exc) for p in prepared]
+            for (i, _), result in zip(ready, scored):
+                out[i] = result
+        return [r for r in out if r is not None]
+
+    def score(self, posts: Sequence[Post | Mapping[str, Any]], image_root: str | os.PathLike | None = None) -> list[ScoreResult]:
+        """Score posts: one result per post, in order. Never raises for a bad post: its result has the error."""
+        if isinstance(posts, (str, bytes, Mapping, Post)):
+            raise TypeError("score() takes a list of posts; wrap a single post in a list")
+        return self.score_prepared(self.prepare_many(list(posts), image_root))
+
+    def _failure(self, post_id: str | None, exc: Exception) -> ScoreResult:
+        return ScoreResult.failure(post_id, exc, self.model_version, self.thresholds_version)
+
+
+def _post_id(post: Any) -> str | None:
+    if isinstance(post, Post):
+        return post.id
+    if isinstance(post, Mapping):
+        raw = post.get("id")
+        return None if raw is None else str(raw)
+    return None
+
+
+def _has_image(post: Any) -> bool:
+    if isinstance(post, Post):
+        return post.image is not None
+    return isinstance(post, Mapping) and post.get("image") is not None
+
+
+def find_model(path: str | os.PathLike | None) -> Path | None:
+    """The model directory to use: `path` if given, else the shipped default (None: untrained default)."""
+    return Path(path) if path is not None else default_model_dir()
