@@ -1,0 +1,58 @@
+"""The `moderation` command line: help texts and the demo on the example dump."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moderation.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_describes_every_subcommand(capsys):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"demo", "info"} <= set(sub.choices)
+    for name, subparser in sub.choices.items():
+        help_text = subparser.format_help()
+        assert subparser.description, f"{name} has no description"
+        assert "usage: moderation " + name in help_text
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    assert "demo" in capsys.readouterr().out
+
+
+def test_no_subcommand_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "SUBCOMMAND" in capsys.readouterr().out
+
+
+def test_demo_on_tiny_model_scores_every_example(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "res.jsonl"
+    assert main(["demo", "--model", str(tiny_model_dir), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    examples = [json.loads(line) for line in (ROOT / "examples" / "posts.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [e["id"] for e in examples]
+    assert all(r["ok"] for r in rows)
+    kinds = {tuple(r["applied_input_types"]) for r in rows}
+    assert kinds == {("text",), ("image",), ("image", "text")}
+    printed = capsys.readouterr().out
+    assert f"{len(examples)} posts read, {len(examples)} scored, 0 errors" in printed
+
+
+def test_bad_model_dir_is_one_clear_line(tmp_path, capsys):
+    assert main(["info", "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a model directory" in err and "Traceback" not in err
+
+
+def test_console_script_help_runs():
+    exe = Path(sys.executable).parent / "moderation"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "Multimodal harmful-content moderation" in out.stdout

@@ -1,0 +1,68 @@
+"""Encoder registry and tiny encoders: output sizes, preprocessing config, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from moderation.encoders import UnknownEncoderError, create_image_encoder, create_text_encoder, list_encoders
+from moderation.encoders.image import map_lukemelas_to_timm
+
+
+def test_registry_lists_defaults_and_tiny_encoders():
+    names = list_encoders()
+    assert {"all-MiniLM-L6-v2", "tiny-random-bert"} <= set(names["text"])
+    assert {"efficientnet_lite0", "tiny-random-cnn"} <= set(names["image"])
+    with pytest.raises(ValueError, match="kind must be"):
+        list_encoders("audio")
+
+
+def test_unknown_names_list_the_known_ones(monkeypatch, tmp_path):
+    monkeypatch.delenv("MODERATION_ALLOW_DOWNLOAD", raising=False)
+    with pytest.raises(UnknownEncoderError, match="tiny-random-bert"):
+        create_text_encoder("no-such-org/no-such-model")
+    with pytest.raises(UnknownEncoderError, match="efficientnet_lite0"):
+        create_image_encoder("no_such_architecture")
+    with pytest.raises(UnknownEncoderError, match="no config.json"):
+        create_text_encoder(str(tmp_path))
+
+
+def test_tiny_text_encoder_shapes_pooling_and_truncation():
+    enc = create_text_encoder("tiny-random-bert", max_length=8)
+    tokens = enc.tokenize(["short", "a much longer sentence that cannot fit in eight tokens at all"])
+    assert tokens["truncated"].tolist() == [False, True]
+    out = enc(**tokens)
+    assert out.shape == (2, enc.output_dim) == (2, 32)
+    cls = create_text_encoder("tiny-random-bert", pooling="cls", max_length=8)
+    tokens.pop("truncated")
+    assert not torch.allclose(cls(**tokens), out)
+    with pytest.raises(ValueError, match="pooling must be"):
+        create_text_encoder("tiny-random-bert", pooling="max")
+
+
+def test_mean_pooling_ignores_padding():
+    enc = create_text_encoder("tiny-random-bert", max_length=16)
+    alone = enc(**{k: v for k, v in enc.tokenize(["hello there"]).items() if k != "truncated"})
+    padded = enc(**{k: v for k, v in enc.tokenize(["hello there", "a longer text pads the first one"]).items()
+                    if k != "truncated"})
+    torch.testing.assert_close(alone[0], padded[0], atol=1e-5, rtol=1e-4)
+
+
+def test_tiny_image_encoder_transform_from_data_config():
+    enc = create_image_encoder("tiny-random-cnn")
+    _, h, w = enc.data_config["input_size"]
+    pixels = enc.transform(Image.new("RGB", (300, 200), (10, 20, 30)))
+    assert pixels.shape == (3, h, w)
+    assert enc(pixels[None]).shape == (1, enc.output_dim)
+    assert enc.build_config() == {"name": "tiny-random-cnn"}
+
+
+def test_state_dict_mapping_checks_shapes():
+    src = {"_conv.weight": torch.zeros(2, 3), "_bn.bias": torch.zeros(2)}
+    ok = map_lukemelas_to_timm(src, {"conv.weight": torch.ones(2, 3), "bn.bias": torch.ones(2)})
+    assert list(ok) == ["conv.weight", "bn.bias"]
+    with pytest.raises(ValueError, match="cannot map _conv.weight"):
+        map_lukemelas_to_timm(src, {"conv.weight": torch.ones(3, 3), "bn.bias": torch.ones(2)})
+    with pytest.raises(ValueError, match="differ in size"):
+        map_lukemelas_to_timm(src, {"conv.weight": torch.ones(2, 3)})

@@ -1,0 +1,104 @@
+"""inputs: text checks and safe image reading (paths, data URLs, bombs, corrupt files)."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from moderation.inputs import InputLimits, check_text, decode_data_url, decode_image, load_image, resolve_image_path
+from moderation.schema import ErrorCode, InputError
+from tests.conftest import png_bytes
+
+
+def _code(exc_info) -> ErrorCode:
+    return exc_info.value.code
+
+
+def test_check_text_blank_truncation_and_surrogates():
+    assert check_text(None) == (None, False)
+    assert check_text("  \n ") == (None, False)
+    text, cut = check_text("x" * 50, InputLimits(max_text_chars=10))
+    assert text == "x" * 10 and cut
+    with pytest.raises(InputError, match="not valid UTF-8"):
+        check_text("bad \udcff byte")
+
+
+def test_path_resolution_refuses_escapes_and_urls(image_dir):
+    assert resolve_image_path("red.png", image_dir) == (image_dir / "red.png").resolve()
+    with pytest.raises(InputError, match="escapes the image root") as e:
+        resolve_image_path("../outside.png", image_dir)
+    assert _code(e) is ErrorCode.IMAGE_PATH_REFUSED
+    with pytest.raises(InputError, match="escapes the image root"):
+        resolve_image_path("/etc/passwd", image_dir)
+    (image_dir / "link.png").symlink_to("/etc/hostname")
+    with pytest.raises(InputError, match="escapes the image root"):
+        resolve_image_path("link.png", image_dir)
+    with pytest.raises(InputError, match="not fetched") as e:
+        resolve_image_path("https://example.com/a.png", image_dir)
+    assert _code(e) is ErrorCode.IMAGE_URL_REFUSED
+
+
+def test_load_image_good_files_and_data_url(image_dir):
+    assert load_image("red.png", image_dir).size == (40, 30)
+    assert load_image("blue.jpg", image_dir).mode == "RGB"
+    url = "data:image/png;base64," + base64.b64encode(png_bytes((5, 6))).decode()
+    assert load_image(url).size == (5, 6)
+    assert load_image(png_bytes((3, 4))).size == (3, 4)
+
+
+@pytest.mark.parametrize("name, code, match", [
+    ("truncated.jpg", ErrorCode.IMAGE_CORRUPT, "corrupt or truncated"),
+    ("notes.txt", ErrorCode.IMAGE_UNSUPPORTED_FORMAT, "not in a recognised image format"),
+    ("missing.png", ErrorCode.IMAGE_NOT_FOUND, "not found"),
+])
+def test_load_image_bad_files(image_dir, name, code, match):
+    with pytest.raises(InputError, match=match) as e:
+        load_image(name, image_dir)
+    assert _code(e) is code
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height: decoding it would need width*height*3 bytes."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_refused_before_decoding():
+    # Gigantic header: PIL refuses at open; our error code and wording still apply.
+    with pytest.raises(InputError, match="decompression bomb") as e:
+        decode_image(_png_header_only(50_000, 50_000))
+    assert _code(e) is ErrorCode.IMAGE_DECOMPRESSION_BOMB
+    # Over our own limit but under PIL's: refused from the header, before any pixel is decoded.
+    with pytest.raises(InputError, match="over the limit of 1000") as e:
+        decode_image(_png_header_only(100, 100), InputLimits(max_image_pixels=1000))
+    assert _code(e) is ErrorCode.IMAGE_DECOMPRESSION_BOMB
+
+
+def test_limits_on_bytes_and_formats(image_dir):
+    with pytest.raises(InputError, match="over the limit") as e:
+        load_image("red.png", image_dir, InputLimits(max_image_bytes=10))
+    assert _code(e) is ErrorCode.IMAGE_TOO_LARGE
+    with pytest.raises(InputError, match="format PNG is not supported") as e:
+        load_image("red.png", image_dir, InputLimits(image_formats=frozenset({"JPEG"})))
+    assert _code(e) is ErrorCode.IMAGE_UNSUPPORTED_FORMAT
+
+
+def test_bad_base64_and_data_urls():
+    with pytest.raises(InputError, match="not valid base64") as e:
+        decode_data_url("data:image/png;base64,@@@not-base64@@@")
+    assert _code(e) is ErrorCode.BAD_BASE64
+    with pytest.raises(InputError, match="must look like"):
+        decode_data_url("data:image/png,rawdata")
+
+
+def test_alpha_is_composited_on_white():
+    import io
+    buf = io.BytesIO()
+    Image.new("RGBA", (2, 2), (0, 0, 0, 0)).save(buf, format="PNG")
+    img = decode_image(buf.getvalue())
+    assert img.mode == "RGB" and img.getpixel((0, 0)) == (255, 255, 255)
