@@ -1,0 +1,97 @@
+"""`moderation score`: batch scoring of content dumps (argparse only at import; the work is in moderation.batch)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+EPILOG = """\
+examples:
+  moderation score posts.jsonl --out results.parquet
+  moderation score dumps/ 'more/*.csv' --model models/mine --out results.jsonl --image-root media/
+  moderation score big.parquet --out results.parquet --engine ray --ray-address auto
+
+Every input row gives exactly one output row (same id): per-category score, flag and threshold, the
+modalities used, model and thresholds versions, and an error column. Errored rows also go to
+OUT-stem.errors.jsonl. Interrupted (Ctrl-C, kill -9), run the same command again: it resumes.
+Exit status: 0 every row scored, 1 some rows errored, 2 bad arguments, 130 interrupted.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `score` subcommand."""
+    from moderation.cli import add_model_args
+
+    p = subparsers.add_parser(
+        "score", help="score JSONL / CSV / Parquet dumps of posts into one result row per post (resumable)",
+        description="Score every row of content dumps (files, folders or globs of JSONL, CSV or Parquet; columns "
+                    "id, text, image; other columns are carried through) into OUT (.parquet or .jsonl).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="dump files, folders or glob patterns")
+    p.add_argument("--out", required=True, help="output file, .parquet or .jsonl")
+    add_model_args(p)
+    p.add_argument("--image-root", default=None, metavar="DIR",
+                   help="folder image paths resolve under; a path escaping it is refused "
+                        "(default: the folder of each input file)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (threads in this process) or ray (Ray Data, local or existing cluster)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="threads reading and decoding images (default: min(4, cores))")
+    p.add_argument("--chunk-size", type=int, default=128,
+                   help="rows per part file and per model window sorted by text length (default: 128)")
+    p.add_argument("--max-row-bytes", type=int, default=None,
+                   help="refuse a row (line / record) larger than this (default: 8 MiB)")
+    p.add_argument("--restart", action="store_true", help="discard an unfinished earlier run instead of resuming it")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it already exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray = p.add_argument_group("ray engine")
+    ray.add_argument("--ray-address", default=None,
+                     help="address of an existing Ray cluster (default: start a local, loopback-only Ray)")
+    ray.add_argument("--ray-actors", type=int, default=1, help="scorer actors (model replicas) (default: 1)")
+    ray.add_argument("--ray-cpus-per-actor", type=float, default=None,
+                     help="CPUs each scorer actor reserves; its torch uses as many threads (default: all local cores)")
+    p.set_defaults(func=_cmd_score)
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from moderation.cli import _quiet_libraries, untrained_banner
+    from moderation.dumps import DEFAULT_MAX_ROW_BYTES
+
+    _quiet_libraries()
+    max_row_bytes = args.max_row_bytes or DEFAULT_MAX_ROW_BYTES
+    if args.engine == "ray":
+        try:
+            from serving.batch_ray import score_dump_ray
+        except ImportError as exc:
+            print(f"error: --engine ray needs the serving extra (pip install 'moderation[serve]'): {exc}",
+                  file=sys.stderr)
+            return 2
+        summary = score_dump_ray(args.inputs, args.out, model=args.model, image_root=args.image_root,
+                                 address=args.ray_address, num_actors=args.ray_actors,
+                                 cpus_per_actor=args.ray_cpus_per_actor, batch_size=args.batch_size,
+                                 precision=args.precision, device=args.device, chunk_size=args.chunk_size,
+                                 workers=args.workers, restart=args.restart, overwrite=args.overwrite,
+                                 max_row_bytes=max_row_bytes, progress=not args.no_progress)
+    else:
+        from moderation.batch import score_dump
+        from moderation.cli import build_scorer
+
+        scorer = build_scorer(args)
+        banner = untrained_banner(scorer)
+        if banner:
+            print(textwrap.fill(banner, 100), file=sys.stderr)
+        try:
+            summary = score_dump(args.inputs, args.out, scorer=scorer, image_root=args.image_root,
+                                 chunk_size=args.chunk_size, workers=args.workers, progress=not args.no_progress,
+                                 restart=args.restart, overwrite=args.overwrite, max_row_bytes=max_row_bytes)
+        except KeyboardInterrupt:
+            print("interrupted: the rows scored so far are kept; run the same command again to resume",
+                  file=sys.stderr)
+            return 130
+        finally:
+            scorer.close()
+    for old, new in summary.renamed_columns.items():
+        print(f"note: input column {old!r} clashes with a result column; written as {new!r}", file=sys.stderr)
+    print(summary.line())
+    return 0 if summary.ok else 1
