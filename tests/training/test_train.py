@@ -1,0 +1,156 @@
+"""Training: masked loss, modality dropout, frozen training learns, embedding cache, LoRA round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from training.train import (
+    TrainConfig,
+    masked_bce,
+    modality_dropout,
+    pos_weights,
+    train,
+    training_scorer,
+)
+
+
+def test_nan_label_gives_zero_loss_and_zero_gradient():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]], requires_grad=True)
+    labels = torch.tensor([[1.0, float("nan")], [0.0, float("nan")]])
+    loss = masked_bce(logits, labels, pos_weight=torch.tensor([2.0, 5.0]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.all(logits.grad[:, 1] == 0)
+    assert torch.all(logits.grad[:, 0] != 0)
+    # The known cells alone give the same loss: the unknown ones add nothing.
+    alone = masked_bce(logits[:, :1].detach(), labels[:, :1], pos_weight=torch.tensor([2.0]))
+    assert float(loss.detach()) == pytest.approx(float(alone))
+    # Changing the logit of an unknown cell does not change the loss.
+    other = logits.detach().clone()
+    other[:, 1] = -100.0
+    assert float(masked_bce(other, labels, torch.tensor([2.0, 5.0]))) == pytest.approx(float(loss.detach()))
+
+
+def test_masked_bce_all_unknown_is_zero():
+    logits = torch.zeros(3, 2, requires_grad=True)
+    loss = masked_bce(logits, torch.full((3, 2), float("nan")))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and torch.all(logits.grad == 0)
+
+
+def test_pos_weights_from_known_labels_only():
+    labels = np.array([[1, np.nan], [0, 1], [0, np.nan], [0, 0]], dtype=np.float32)
+    np.testing.assert_allclose(pos_weights(labels), [3.0, 1.0])
+    np.testing.assert_allclose(pos_weights(labels, "none"), [1.0, 1.0])
+
+
+def test_modality_dropout_never_hides_every_modality():
+    gen = torch.Generator().manual_seed(0)
+    present = torch.tensor([[True, True], [True, False], [False, True]] * 400)
+    out = modality_dropout(present, 0.9, gen)
+    assert bool(out.any(dim=1).all())
+    assert torch.equal(out[1::3], present[1::3]) and torch.equal(out[2::3], present[2::3])
+    both = out[0::3]
+    hidden_image, hidden_text = int((~both[:, 0]).sum()), int((~both[:, 1]).sum())
+    assert hidden_image + hidden_text == pytest.approx(0.9 * 400, abs=40)
+    assert hidden_image > 100 and hidden_text > 100  # either modality gets hidden
+    assert not bool((out & ~present).any())  # never reveals an absent modality
+    assert torch.equal(modality_dropout(present, 0.0, gen), present)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"mode": "adapter"}, "mode must be one of"),
+    ({"class_weight": "auto"}, "class_weight"),
+    ({"modality_dropout": 1.0}, "modality_dropout"),
+    ({"early_stopping": "test"}, "early_stopping"),
+])
+def test_train_config_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_frozen_training_learns_and_cache_hits(tiny_specs, tiny_model_config, tmp_path):
+    config = TrainConfig(mode="frozen", epochs=25, batch_size=16, lr=1e-2, patience=25, early_stopping="val",
+                         cache_dir=str(tmp_path / "cache"), seed=1)
+    logs: list[str] = []
+    result = train(tiny_specs, tmp_path / "model", tiny_model_config, config, progress=False, log=logs.append)
+    first, last = result.history[0], result.history[-1]
+    assert last["train_loss"] < 0.5 * first["train_loss"]
+    assert result.best["mean_ap"] > 0.9
+    assert result.best["mean_ap"] >= first["mean_ap"]
+    lines = (tmp_path / "model" / "training_log.jsonl").read_text().splitlines()
+    assert len(lines) == len(result.history) and "mean_ap" in json.loads(lines[0])
+    cfg = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert cfg["trained"] is True and cfg["training"]["config"]["mode"] == "frozen"
+    assert cfg["training"]["datasets"][0]["labels"] == {"label": "hate"}
+    assert not any(" 0 computed" in line for line in logs), logs
+    # Second run: every embedding comes from the cache.
+    logs.clear()
+    train(tiny_specs, tmp_path / "model2", tiny_model_config, TrainConfig(**{**config.__dict__, "epochs": 1}),
+          progress=False, log=logs.append)
+    assert any(" 0 computed" in line for line in logs), logs
+
+
+def test_embedding_cache_reuses_vectors(tiny_specs, tiny_model_config, tmp_path):
+    from moderation.model import ModerationModel
+    from training.data import load_labelled
+    from training.embeddings import embed_posts
+
+    data = load_labelled(tiny_specs, ["hate", "offensive"], "train")
+    model = ModerationModel(tiny_model_config)
+    scorer = training_scorer(model)
+    a = embed_posts(model, scorer.prepare, data.posts, cache=tmp_path / "c", progress=False)
+    b = embed_posts(model, scorer.prepare, data.posts, cache=tmp_path / "c", progress=False)
+    assert a.misses > 0 and b.misses == 0 and b.hits == len(data)
+    for m in model.modalities:
+        np.testing.assert_array_equal(a.embeddings[m], b.embeddings[m])
+    np.testing.assert_array_equal(a.present, b.present)
+    # The cached vectors are what the model's own embed() gives for the prepared post.
+    from moderation.model import collate
+    i = next(k for k, p in enumerate(data.posts) if p["image"] and p["text"])
+    post = data.posts[i]
+    from pathlib import Path
+    prepared = scorer.prepare({**post, "image": Path(post["image"]).name}, Path(post["image"]).parent)
+    with torch.inference_mode():
+        live = model.embed(collate([prepared], model))
+    for m in model.modalities:
+        np.testing.assert_allclose(b.embeddings[m][i], live[m][0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_posts_are_reported_not_trained(tiny_specs, tiny_model_config, tmp_path):
+    from PIL import Image  # noqa: F401 - the corrupt file below must fail to decode
+    folder = tiny_specs[1].path.parent
+    (folder / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with open(tiny_specs[1].path, "a") as fh:
+        fh.write(json.dumps({"id": "bad", "image": "images/broken.png", "label": 1, "split": "train"}) + "\n")
+    logs: list[str] = []
+    train(tiny_specs, tmp_path / "m", tiny_model_config,
+          TrainConfig(epochs=1, early_stopping="val", cache_dir=str(tmp_path / "c")), progress=False, log=logs.append)
+    assert any("1 posts could not be prepared" in line and "image" in line for line in logs), logs
+
+
+def test_lora_training_round_trips(tiny_specs, tiny_model_config, tmp_path):
+    pytest.importorskip("peft")
+    from moderation.model_dir import load_model
+    from moderation.scorer import Scorer
+
+    config = TrainConfig(mode="lora", epochs=2, batch_size=8, lr=3e-3, encoder_lr=3e-3, early_stopping="val",
+                         cache_dir=str(tmp_path / "cache"), eval_every=2)
+    result = train(tiny_specs, tmp_path / "lora", tiny_model_config, config, progress=False, log=lambda _: None)
+    assert (tmp_path / "lora" / "encoders.safetensors").is_file()
+    saved = result.model.trainable_state_dict()
+    assert saved and all("lora_" in k for k in saved)
+    # Training moved the adapters away from their initialisation (lora_B starts at zero).
+    assert any(float(v.abs().sum()) > 0 for k, v in saved.items() if "lora_B" in k)
+    model, info = load_model(tmp_path / "lora")
+    assert info.config.finetune["text"] == "lora" and info.trained
+    posts = [{"id": "1", "text": "vermin scum"}, {"id": "2", "text": "garden coffee"}]
+    a = Scorer(result.model, info, num_workers=0)
+    b = Scorer.from_dir(tmp_path / "lora", num_workers=0)
+    la, _ = a.logits([a.prepare(p) for p in posts])
+    lb, _ = b.logits([b.prepare(p) for p in posts])
+    np.testing.assert_allclose(la, lb, rtol=1e-5, atol=1e-6)
