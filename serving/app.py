@@ -1,0 +1,352 @@
+"""The Ray Serve application: a FastAPI ingress in front of a batched model deployment.
+
+    HTTP -> proxy -> ModerationAPI (FastAPI: auth, limits, parsing, per-item errors, OpenAI-shaped answer)
+                  -> ModerationModel (one Scorer; @serve.batch groups posts from concurrent requests)
+
+`build_app(args: ServeArgs)` is the app builder: `serve run serving.app:build_app model_dir=...`, a Serve
+config file (serving/config.yaml) and `moderation serve` all start the same app.
+
+No `from __future__ import annotations` here: Ray Serve converts the builder's argument dict into
+`ServeArgs` only when the annotation is the class itself.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve import Application
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from serving.metrics import IngressMetrics, ModelMetrics
+from serving.parsing import Item, RequestRejected, format_results, parse_request, request_items, response_status
+from serving.schemas import BatchConfig, RequestLimits, ServeArgs
+
+logger = logging.getLogger("ray.serve")
+
+MODEL_DEPLOYMENT = "ModerationModel"
+INGRESS_DEPLOYMENT = "ModerationAPI"
+
+
+# Helpers defined before the deployments: serve.ingress pickles the class with the globals it sees then.
+
+async def _wait(response: Any) -> Any:
+    return await response
+
+
+def _wire(item: Item) -> Dict[str, Any]:
+    return {"id": item.id, "text": item.text, "image": item.image}
+
+
+# --- the model deployment -----------------------------------------------------------------------------
+
+
+@serve.deployment(name=MODEL_DEPLOYMENT)
+class ModerationModel:
+    """Holds one Scorer and scores posts in batches that mix posts from concurrent requests.
+
+    `score(posts)` is what the ingress calls (one call per HTTP request); each post joins the batch queue
+    on its own, so max_batch_size counts posts. Batch size and wait are the deployment's `user_config`
+    (see `BatchConfig`), applied by `reconfigure` at start and whenever the config changes at run time.
+    """
+
+    def __init__(self, model_dir: Optional[str], device: str = "cpu", precision: str = "fp32",
+                 decode_workers: int = 2, torch_threads: int = 1, limits: Optional[Dict[str, Any]] = None) -> None:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        import torch
+        from moderation.inputs import InputLimits
+        from moderation.scorer import Scorer
+
+        # Ray sets the thread count from num_cpus only for some libraries; torch is told explicitly.
+        torch.set_num_threads(max(1, torch_threads))
+        req = RequestLimits.model_validate(limits or {})
+        input_limits = InputLimits(max_text_chars=req.max_text_chars, max_image_bytes=req.max_image_bytes,
+                                   max_image_pixels=req.max_image_pixels)
+        opts = dict(batch_size=BatchConfig().max_batch_size, device=device, precision=precision,
+                    limits=input_limits, num_workers=decode_workers)
+        self.scorer = Scorer.from_dir(model_dir, **opts) if model_dir else Scorer.default(**opts)
+        self.torch_threads = torch.get_num_threads()
+        self.batch_config = BatchConfig()
+        self.metrics = ModelMetrics()
+        # In-process counts, for /v1/model (the Prometheus histograms are the operator's view).
+        self.batches = 0
+        self.posts = 0
+        self.largest_batch = 0
+        # One thread runs the model, so the event loop stays free to accept posts and fill the next batch.
+        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moderation-model")
+        if not self.scorer.trained:
+            logger.warning("serving an UNTRAINED model head (%s): scores are not judgements and nothing is flagged",
+                           self.scorer.model_version)
+
+    def reconfigure(self, user_config: Dict[str, Any]) -> None:
+        """Apply a new `BatchConfig` (max_batch_size, batch_wait_timeout_s) without restarting the replica."""
+        config = BatchConfig.model_validate(user_config or {})
+        self._score_one.set_max_batch_size(config.max_batch_size)
+        self._score_one.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        # One Serve batch = one forward pass.
+        self.scorer.batch_size = config.max_batch_size
+        self.batch_config = config
+
+    async def score(self, posts: List[Dict[str, Any]]) -> List[Any]:
+        """Score posts ({id, text, image: bytes | None}); one ScoreResult per post, in order."""
+        return list(await asyncio.gather(*(self._score_one(p) for p in posts)))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def _score_one(self, posts: List[Dict[str, Any]]) -> List[Any]:
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        results = await loop.run_in_executor(self._compute, self._score_batch, posts)
+        self.metrics.batch(len(posts), (time.perf_counter() - start) * 1000)
+        self.batches += 1
+        self.posts += len(posts)
+        self.largest_batch = max(self.largest_batch, len(posts))
+        return results
+
+    def _score_batch(self, posts: List[Dict[str, Any]]) -> List[Any]:
+        from moderation.schema import Post
+
+        # Posts from different requests share a batch and may share ids ("0" from OpenAI-shaped requests):
+        # score them under their batch position so that the scorer's duplicate-id check does not fire.
+        batch = [Post(id=str(i), text=p.get("text"), image=p.get("image")) for i, p in enumerate(posts)]
+        results = self.scorer.score(batch)
+        for result, post in zip(results, posts):
+            result.id = post["id"]
+        return results
+
+    def describe(self) -> Dict[str, Any]:
+        """The scorer's description plus the serving settings in force."""
+        return {**self.scorer.describe(), "batch": self.batch_config.model_dump(), "device": str(self.scorer.device),
+                "precision": self.scorer.precision, "torch_threads": self.torch_threads,
+                "stats": {"batches": self.batches, "posts": self.posts, "largest_batch": self.largest_batch}}
+
+
+# --- the ingress --------------------------------------------------------------------------------------
+
+api = FastAPI(
+    title="Moderation endpoint",
+    description="Scores posts (text, image or both) per harm category with calibrated, high-precision thresholds. "
+                "POST /v1/moderations takes OpenAI's moderation request shape or a list of posts.",
+    version="1",
+)
+
+
+def _error(status: int, code: str, message: str, details: Optional[list] = None,
+           headers: Optional[Dict[str, str]] = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "details": details}}, status_code=status,
+                        headers=headers)
+
+
+@serve.deployment(name=INGRESS_DEPLOYMENT)
+@serve.ingress(api)
+class ModerationAPI:
+    """The HTTP front: checks auth and limits, parses requests, sends the good items to the model."""
+
+    def __init__(self, model: DeploymentHandle, limits: Optional[Dict[str, Any]] = None,
+                 token_sha256: Optional[str] = None, request_timeout_s: float = 30.0) -> None:
+        self.model = model
+        self.limits = RequestLimits.model_validate(limits or {})
+        self._token_sha256 = token_sha256
+        self.request_timeout_s = request_timeout_s
+        self.metrics = IngressMetrics()
+        self._static: Optional[Dict[str, Any]] = None
+
+    # --- plain methods (also called through a handle in tests) ---
+
+    def authorized(self, authorization: Optional[str]) -> bool:
+        """True when no token is configured, or the header is `Bearer <token>` with the right token."""
+        if self._token_sha256 is None:
+            return True
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        digest = hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
+        return hmac.compare_digest(digest, self._token_sha256)
+
+    async def _model_call(self, method: str, *args: Any) -> Any:
+        response = getattr(self.model, method).remote(*args)
+        try:
+            return await asyncio.wait_for(_wait(response), timeout=self.request_timeout_s)
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise
+
+    async def _static_info(self) -> Dict[str, Any]:
+        # Version, categories and thresholds do not change while a replica lives (a new model = a new deployment).
+        if self._static is None:
+            info = await self._model_call("describe")
+            self._static = {k: info[k] for k in ("model_version", "thresholds_version", "trained", "categories")}
+        return self._static
+
+    async def moderate(self, body: bytes, authorization: Optional[str] = None) -> Tuple[int, Dict[str, Any]]:
+        """The whole of POST /v1/moderations on a body: (HTTP status, JSON body). Never raises."""
+        if not self.authorized(authorization):
+            return 401, {"error": {"code": "unauthorized", "details": None,
+                                   "message": "missing or wrong bearer token; send 'Authorization: Bearer <token>'"}}
+        try:
+            request = parse_request(body, self.limits)
+            items = request_items(request, self.limits)
+            info = await self._static_info()
+            good = [it for it in items if it.ok]
+            scored = await self._model_call("score", [_wire(it) for it in good]) if good else []
+            results = format_results(items, scored, info["categories"])
+        except RequestRejected as exc:
+            return exc.status, exc.body()
+        except BackPressureError:
+            return 503, {"error": {"code": "overloaded", "details": None,
+                                   "message": "the model is at capacity (queue full); retry after a short wait"}}
+        except asyncio.TimeoutError:
+            return 504, {"error": {"code": "timeout", "details": None,
+                                   "message": f"the model did not answer within {self.request_timeout_s} s; retry later"}}
+        except Exception as exc:  # noqa: BLE001 - an unexpected failure is a 500 with a JSON body, logged
+            logger.exception("moderation request failed")
+            return 500, {"error": {"code": "internal_error", "details": None,
+                                   "message": f"internal error ({type(exc).__name__}); the server log has the details"}}
+        self.metrics.results(results)
+        payload = {
+            "id": f"modr-{uuid.uuid4().hex}",
+            "model": info["model_version"],
+            "model_version": info["model_version"],
+            "thresholds_version": info["thresholds_version"],
+            "trained": info["trained"],
+            "results": results,
+            "errors": sum(r["error_code"] is not None for r in results),
+        }
+        return response_status(results), payload
+
+    async def ready(self) -> Tuple[bool, Dict[str, Any]]:
+        """Whether the model answers (it only does once loaded), with its version."""
+        try:
+            info = await asyncio.wait_for(_wait(self.model.describe.remote()), timeout=5.0)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said in the body
+            return False, {"ready": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}
+        return True, {"ready": True, "model_version": info["model_version"], "trained": info["trained"]}
+
+    async def model_info(self) -> Dict[str, Any]:
+        info = await self._model_call("describe")
+        return {**info, "limits": self.limits.model_dump(), "auth": self._token_sha256 is not None}
+
+    # --- routes ---
+
+    @api.get("/healthz")
+    async def healthz(self) -> Dict[str, str]:
+        """Alive: the ingress answers (says nothing about the model)."""
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        """Ready: the model replica is loaded and answers. 503 otherwise."""
+        ok, body = await self.ready()
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @api.get("/v1/model")
+    async def model_route(self, request: Request) -> JSONResponse:
+        """Model version, categories, thresholds, batching settings and request limits."""
+        start = time.perf_counter()
+        if not self.authorized(request.headers.get("authorization")):
+            status, response = 401, _error(401, "unauthorized", "missing or wrong bearer token",
+                                           headers={"WWW-Authenticate": "Bearer"})
+        else:
+            try:
+                status, response = 200, JSONResponse(await self.model_info())
+            except BackPressureError:
+                status, response = 503, _error(503, "overloaded", "the model is at capacity; retry after a short wait")
+            except Exception as exc:  # noqa: BLE001
+                status, response = 503, _error(503, "not_ready", f"the model does not answer ({type(exc).__name__})")
+        self.metrics.request("/v1/model", status, (time.perf_counter() - start) * 1000)
+        return response
+
+    @api.post("/v1/moderations")
+    async def moderations(self, request: Request) -> JSONResponse:
+        """Score posts: OpenAI's request shape or ours; OpenAI's response shape plus our fields."""
+        start = time.perf_counter()
+        try:
+            body = await self._read_body(request)
+        except RequestRejected as exc:
+            status, payload = exc.status, exc.body()
+        else:
+            status, payload = await self.moderate(body, request.headers.get("authorization"))
+        headers = {}
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        elif status == 503:
+            headers["Retry-After"] = "1"
+        self.metrics.request("/v1/moderations", status, (time.perf_counter() - start) * 1000)
+        return JSONResponse(payload, status_code=status, headers=headers)
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The body, refused with 413 as soon as it is known to exceed the limit (header or stream)."""
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RequestRejected(413, "body_too_large", f"the request body is {declared} bytes, over the limit of {limit}; "
+                                  "send fewer or smaller items per request")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise RequestRejected(413, "body_too_large", f"the request body is over the limit of {limit} bytes; "
+                                      "send fewer or smaller items per request")
+        return bytes(body)
+
+
+# --- the app builder ----------------------------------------------------------------------------------
+
+
+def model_deployment_options(args: ServeArgs) -> Dict[str, Any]:
+    """Serve options of the model deployment: batching can fill, overload is shed, replicas as asked."""
+    options: Dict[str, Any] = dict(
+        max_ongoing_requests=args.model_max_ongoing_requests(),
+        max_queued_requests=args.max_queued_requests,
+        user_config=args.batch.model_dump(),
+        ray_actor_options={"num_cpus": args.num_cpus, **({"num_gpus": args.num_gpus} if args.num_gpus else {})},
+    )
+    if args.autoscaling is not None:
+        options["autoscaling_config"] = args.autoscaling.model_dump()
+    else:
+        options["num_replicas"] = args.num_replicas
+    return options
+
+
+def build_app(args: ServeArgs) -> Application:
+    """Build the application from typed arguments (a dict is validated into ServeArgs).
+
+    Raises ValueError when the model directory does not exist or the auth token's variable is unset.
+    """
+    if not isinstance(args, ServeArgs):
+        args = ServeArgs.model_validate(args or {})
+    model_dir = None
+    if args.model_dir:
+        path = Path(args.model_dir).expanduser().resolve()
+        if not (path / "config.json").is_file():
+            raise ValueError(f"model directory {args.model_dir!r} not found or has no config.json; "
+                             "give a directory written by `moderation train` (or leave model_dir unset for the default)")
+        model_dir = str(path)
+    token_sha256 = None
+    if args.auth_token_env:
+        token = os.environ.get(args.auth_token_env, "").strip()
+        if not token:
+            raise ValueError(f"auth_token_env is {args.auth_token_env!r} but that environment variable is unset or empty; "
+                             f"export {args.auth_token_env}=<token> before starting the server")
+        # Only a digest travels to the replicas: the token is not stored in Serve's deployment state.
+        token_sha256 = hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+    model = ModerationModel.options(**model_deployment_options(args)).bind(
+        model_dir, device=args.device, precision=args.precision, decode_workers=args.decode_workers,
+        torch_threads=max(1, int(args.num_cpus)), limits=args.limits.model_dump())
+    return ModerationAPI.options(
+        num_replicas=args.ingress_replicas,
+        max_ongoing_requests=args.ingress_max_ongoing_requests,
+        max_queued_requests=args.ingress_max_queued_requests,
+        ray_actor_options={"num_cpus": 0},
+    ).bind(model, limits=args.limits.model_dump(), token_sha256=token_sha256, request_timeout_s=args.request_timeout_s)

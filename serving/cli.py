@@ -1,0 +1,109 @@
+"""`moderation serve`: run the moderation endpoint on a local, loopback-only Ray.
+
+Light at import (argparse only); Ray, FastAPI and torch are imported by the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def register(subparsers: Any) -> None:
+    from moderation.cli import add_model_args
+
+    p = subparsers.add_parser(
+        "serve", help="run the real-time moderation endpoint (Ray Serve, HTTP on 127.0.0.1 by default)",
+        description="Start a local Ray (loopback only) and serve POST /v1/moderations, GET /healthz, /readyz and "
+                    "/v1/model. The app is serving.app:build_app; --config takes a Serve config file (the app's "
+                    "`args:` and `http_options`) and the other options override it. Stop with Ctrl-C.")
+    add_model_args(p)  # --batch-size here is the largest batch the model replica groups (max_batch_size)
+    p.add_argument("--config", metavar="YAML", default=None, help="Serve config file, e.g. serving/config.yaml")
+    p.add_argument("--host", default=None, help=f"address to bind (default: {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=None, help=f"port (default: {DEFAULT_PORT})")
+    p.add_argument("--batch-wait-ms", type=float, default=None, help="ms to wait for a batch to fill (default: 10)")
+    p.add_argument("--max-ongoing-requests", type=int, default=None,
+                   help="requests a model replica holds at once (default: 2 x batch size)")
+    p.add_argument("--max-queued-requests", type=int, default=None,
+                   help="requests queued beyond that before answering 503 (default: 64)")
+    p.add_argument("--num-replicas", type=int, default=None, help="model replicas (default: 1)")
+    p.add_argument("--num-cpus", type=float, default=None, help="CPUs (= torch threads) per model replica (default: 1)")
+    p.add_argument("--auth-token-env", metavar="VAR", default=None,
+                   help="require 'Authorization: Bearer <token>', the token read from this environment variable")
+    # None = not given, so that a config file's values stand unless overridden (the help's defaults still hold).
+    p.set_defaults(func=_cmd_serve, batch_size=None, device=None, precision=None)
+
+
+def _serve_args(args: argparse.Namespace) -> tuple[dict, str, int]:
+    """Merge the config file (if any) with the command-line options; return (ServeArgs dict, host, port)."""
+    app_args: dict[str, Any] = {}
+    http: dict[str, Any] = {}
+    if args.config:
+        import yaml
+        with open(args.config, encoding="utf-8") as fh:
+            config = yaml.safe_load(fh) or {}
+        apps = config.get("applications") or []
+        if len(apps) != 1:
+            raise ValueError(f"{args.config}: expected exactly one application, found {len(apps)}")
+        if apps[0].get("import_path") not in (None, "serving.app:build_app"):
+            raise ValueError(f"{args.config}: import_path must be serving.app:build_app, got {apps[0].get('import_path')!r}")
+        app_args = dict(apps[0].get("args") or {})
+        http = dict(config.get("http_options") or {})
+    batch = dict(app_args.get("batch") or {})
+    if args.model:
+        app_args["model_dir"] = args.model
+    if args.device is not None:
+        app_args["device"] = args.device
+    if args.precision is not None:
+        app_args["precision"] = args.precision
+    if args.batch_size is not None:
+        batch["max_batch_size"] = args.batch_size
+    if args.batch_wait_ms is not None:
+        batch["batch_wait_timeout_s"] = args.batch_wait_ms / 1000.0
+    app_args["batch"] = batch
+    for name in ("max_ongoing_requests", "max_queued_requests", "num_replicas", "num_cpus", "auth_token_env"):
+        value = getattr(args, name)
+        if value is not None:
+            app_args[name] = value
+    host = args.host or http.get("host") or DEFAULT_HOST
+    port = args.port or int(http.get("port") or DEFAULT_PORT)
+    return app_args, host, port
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from serving.schemas import ServeArgs
+
+    app_args, host, port = _serve_args(args)
+    serve_args = ServeArgs.model_validate(app_args)  # a config mistake is reported before Ray starts
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"WARNING: binding {host}: the endpoint is reachable from other machines"
+              + ("" if serve_args.auth_token_env else " and has NO authentication (see --auth-token-env)"), file=sys.stderr)
+
+    from ray import serve
+
+    from serving.app import build_app
+    from serving.local_ray import local_ray, start_http
+
+    app = build_app(serve_args)  # checks the model directory and the token variable before Ray starts
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with local_ray():
+        start_http(host, port)
+        print(f"starting the model replica (loading {serve_args.model_dir or 'the default model'}) ...", file=sys.stderr)
+        serve.run(app, name="moderation", route_prefix="/", blocking=False)
+        print(f"serving on http://{host}:{port}  (POST /v1/moderations, GET /healthz /readyz /v1/model); "
+              "Ctrl-C to stop", file=sys.stderr)
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        print("shutting down ...", file=sys.stderr)
+    return 0

@@ -1,0 +1,266 @@
+"""Pydantic models of the endpoint: the app builder's typed arguments, the request and response bodies.
+
+`ServeArgs` is what `serve run serving.app:build_app key=value`, a Serve config file's `args:` and
+`moderation serve` all fill in, so the three start the same app with the same validation.
+
+Request bodies take two shapes (exactly one of `input` / `posts`):
+
+* OpenAI's: `{"model": ..., "input": "text" | ["text", ...] | [content part, ...]}` where a list of
+  content parts (`{"type": "text", "text": ...}`, `{"type": "image_url", "image_url": {"url": "data:..."}}`)
+  is ONE multimodal input, as in OpenAI's API;
+* ours: `{"posts": [{"id": ..., "text": ..., "image": "<base64 or data URL>"}, ...]}`.
+
+Structure and types are checked here (a violation is a 422 for the whole request); content (base64,
+image bytes, text length, empty posts, duplicate ids) is checked per item in `serving.parsing`.
+
+No `from __future__ import annotations` here: Ray Serve converts builder arguments to `ServeArgs` only
+when the builder's annotation is a real class, not a string.
+"""
+
+import math
+from typing import Annotated, Dict, List, Literal, Optional, Union
+
+from pydantic import (BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
+
+# --- the app builder's arguments ----------------------------------------------------------------------
+
+
+class BatchConfig(BaseModel):
+    """Run-time batching settings of the model deployment: its `user_config`, applied by `reconfigure`.
+
+    max_batch_size counts posts (not requests): a request of several posts adds each of them to the queue.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(32, ge=1, le=1024, description="posts per forward pass at most")
+    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0,
+                                        description="seconds to wait for a batch to fill after its first post")
+
+
+class AutoscalingArgs(BaseModel):
+    """Replica autoscaling of the model deployment (Ray Serve's autoscaling_config, the common fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(16.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "AutoscalingArgs":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be >= min_replicas ({self.min_replicas})")
+        return self
+
+
+class RequestLimits(BaseModel):
+    """Limits on one request. Units: bytes, items, characters, pixels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Request body; a larger one gets 413 before it is parsed.
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    #: Posts (or OpenAI inputs) per request; more gets 422.
+    max_items: int = Field(64, ge=1)
+    #: Characters of text per post; a longer text is a per-item `text_too_long` error (never silently cut).
+    max_text_chars: int = Field(20_000, ge=1)
+    #: Decoded image bytes per post; more is a per-item `image_too_large` error.
+    max_image_bytes: int = Field(5 * 1024 * 1024, ge=1)
+    #: Image width x height per post; more is a per-item `image_decompression_bomb` error (checked from the header).
+    max_image_pixels: int = Field(20_000_000, ge=1)
+
+
+class ServeArgs(BaseModel):
+    """Typed arguments of `serving.app:build_app` (also the fields of `args:` in a Serve config file)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    #: Model directory; None serves the shipped default model (untrained head until one is trained: says so).
+    model_dir: Optional[str] = None
+    device: str = "cpu"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    #: Threads that decode images inside the model replica (0: decode in the batch thread).
+    decode_workers: int = Field(2, ge=0, le=16)
+
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    #: Requests a model replica holds at once. None: 2 x max_batch_size, so one batch fills while one runs.
+    max_ongoing_requests: Optional[int] = Field(None, ge=1)
+    #: Requests waiting for a model replica beyond that; more are refused at once with 503 (load shedding).
+    max_queued_requests: int = Field(64, ge=-1)
+    num_replicas: int = Field(1, ge=1)
+    #: When set, replicas scale between its bounds and num_replicas is ignored.
+    autoscaling: Optional[AutoscalingArgs] = None
+    #: CPUs reserved per model replica; torch uses this many threads (at least 1).
+    num_cpus: float = Field(1.0, ge=0.0)
+    #: GPUs per model replica (with device "cuda").
+    num_gpus: float = Field(0.0, ge=0.0)
+
+    ingress_replicas: int = Field(1, ge=1)
+    #: Requests an ingress replica holds at once; beyond that and its queue, the HTTP proxy answers 503.
+    ingress_max_ongoing_requests: int = Field(256, ge=1)
+    ingress_max_queued_requests: int = Field(256, ge=-1)
+
+    limits: RequestLimits = Field(default_factory=RequestLimits)
+    #: Name of the environment variable that holds the bearer token; None: no authentication.
+    #: The token itself is never an argument (it would land in config files and logs).
+    auth_token_env: Optional[str] = None
+    #: Seconds the ingress waits for the model before answering 504.
+    request_timeout_s: float = Field(30.0, gt=0)
+
+    @field_validator("auth_token_env")
+    @classmethod
+    def _env_name(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not value or not value.replace("_", "").isalnum()):
+            raise ValueError(f"auth_token_env must be an environment variable NAME such as MODERATION_API_TOKEN, "
+                             f"got {value!r}")
+        return value
+
+    def model_max_ongoing_requests(self) -> int:
+        return self.max_ongoing_requests or 2 * self.batch.max_batch_size
+
+
+# --- request bodies -----------------------------------------------------------------------------------
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ImageURL(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: StrictStr
+
+
+class ImagePart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = Annotated[Union[TextPart, ImagePart], Field(discriminator="type")]
+_CONTENT_PART: TypeAdapter = TypeAdapter(ContentPart)
+
+
+class PostIn(BaseModel):
+    """One of our posts: `image` is base64 (standard alphabet) or a `data:image/...;base64,` URL."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: Union[StrictStr, StrictInt]
+    text: Optional[StrictStr] = None
+    image: Optional[StrictStr] = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_empty(cls, value: Union[str, int]) -> Union[str, int]:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("id must not be empty")
+        return value
+
+
+class ModerationRequest(BaseModel):
+    """The body of POST /v1/moderations. Exactly one of `input` (OpenAI's shape) or `posts` (ours)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    #: Accepted for OpenAI compatibility and ignored: the response names the model actually served.
+    model: Optional[StrictStr] = None
+    input: Optional[Union[StrictStr, List[StrictStr], List[ContentPart]]] = None
+    posts: Optional[List[PostIn]] = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_shape(cls, value: object) -> object:
+        # Route by shape first, so that an error names what is wrong instead of listing every union branch.
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise ValueError("must be a string, a list of strings, or a list of content parts "
+                             "({'type': 'text', 'text': ...} / {'type': 'image_url', 'image_url': {'url': ...}})")
+        if all(isinstance(v, str) for v in value):
+            return value
+        if not all(isinstance(v, dict) for v in value):
+            raise ValueError("a list must hold only strings or only content parts (objects), not a mix or other types")
+        parts = []
+        for i, part in enumerate(value):
+            try:
+                parts.append(_CONTENT_PART.validate_python(part))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                loc = list(err["loc"])
+                if loc and loc[0] == part.get("type"):
+                    loc = loc[1:]  # the discriminator's tag, not a field
+                where = ".".join(str(p) for p in loc)
+                raise ValueError(f"part {i}{'.' + where if where else ''}: {err['msg']}") from None
+        return parts
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> "ModerationRequest":
+        if (self.input is None) == (self.posts is None):
+            raise ValueError("give exactly one of 'input' (OpenAI's shape) or 'posts' (a list of {id, text, image})")
+        if isinstance(self.input, list) and not self.input:
+            raise ValueError("'input' is an empty list")
+        if self.posts is not None and not self.posts:
+            raise ValueError("'posts' is an empty list")
+        return self
+
+
+# --- response bodies ----------------------------------------------------------------------------------
+
+
+class ModerationResult(BaseModel):
+    """One item's verdict: OpenAI's fields plus ours.
+
+    An item that could not be scored has `flagged: null`, every category `null` in `categories` and
+    `category_scores`, empty `category_applied_input_types`, and `error_code` / `error` set: never "safe".
+    """
+
+    id: str
+    flagged: Optional[bool]
+    categories: Dict[str, Optional[bool]]
+    category_scores: Dict[str, Optional[float]]
+    category_applied_input_types: Dict[str, List[str]]
+    category_thresholds: Dict[str, Optional[float]]
+    text_truncated: bool = False
+    error_code: Optional[str] = None
+    error: Optional[str] = None
+
+    @field_validator("category_scores")
+    @classmethod
+    def _finite(cls, value: Dict[str, Optional[float]]) -> Dict[str, Optional[float]]:
+        for name, score in value.items():
+            if score is not None and not math.isfinite(score):
+                raise ValueError(f"score of {name} is not finite")
+        return value
+
+
+class ModerationResponse(BaseModel):
+    """The body of a 200 from POST /v1/moderations (and of a 422 where every item failed)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: str
+    #: The served model's version (OpenAI's field; the request's `model` is not used to pick a model).
+    model: str
+    model_version: str
+    thresholds_version: Optional[str]
+    #: False for the default architecture with an untrained head: its scores are not judgements.
+    trained: bool
+    results: List[ModerationResult]
+    #: Items that carry an error.
+    errors: int
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Optional[list] = None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx / 5xx: `{"error": {"code", "message", "details"}}`."""
+
+    error: ErrorBody
