@@ -1,0 +1,266 @@
+"""`moderation evaluate`, `moderation calibrate` and `moderation report`.
+
+Light at import (argparse only): numpy, torch, scikit-learn and matplotlib are imported in the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+DATA_HELP = ("labelled dataset: PATH[:FIELD=CATEGORY,...][@NAME], PATH a JSONL file or a folder holding data.jsonl "
+             "(rows: id, text, image, label fields, split); repeat for several. Default: the shared datasets "
+             "(tweeteval_hate -> hate, tweeteval_offensive and multioff -> offensive) under --data-root")
+
+
+def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
+    p.add_argument("--data", action="append", metavar="SPEC", default=None, help=DATA_HELP)
+    p.add_argument("--data-root", metavar="DIR", default=None,
+                   help="folder of the shared datasets (default: $MODERATION_DATA_ROOT, else ../shared/datasets)")
+    p.add_argument("--split", default=split, help=f"split(s) to use, comma-separated (default: {split})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap resamples for the confidence intervals of the headline figures (0: none; default 1000)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence level of intervals and bounds (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+
+
+def _load_data(args: argparse.Namespace, categories: list[str]) -> Any:
+    from training.data import default_dataset_specs, load_labelled, parse_dataset_arg
+
+    splits = {s.strip() for s in args.split.split(",") if s.strip()}
+    if not splits:
+        raise ValueError("--split is empty; give e.g. --split val")
+    if args.data:
+        specs = [parse_dataset_arg(a) for a in args.data]
+    else:
+        # The default datasets that label at least one of this model's categories.
+        specs = [s for s in default_dataset_specs(args.data_root) if set(s.labels.values()) & set(categories)]
+        if not specs:
+            raise ValueError(f"none of the default datasets labels this model's categories {categories}; pass --data")
+    data = load_labelled(specs, categories, splits)
+    if len(data) == 0:
+        raise ValueError(f"no rows of split(s) {sorted(splits)} in {', '.join(s.name for s in specs)}; "
+                         "check --split (the shared datasets have train, val and test)")
+    counts = data.counts()
+    print(f"data: {len(data):,} posts from {', '.join(s.name for s in specs)} (split {', '.join(sorted(splits))}); "
+          + "; ".join(f"{c}: {v['known']:,} labelled, {v['positive']:,} positive" for c, v in counts.items()),
+          file=sys.stderr)
+    return data
+
+
+def _print_summary(evaluation: dict[str, Any]) -> None:
+    cats = evaluation["categories"]
+    print(f"\n{'category':<12} {'slice':<11} {'n':>6} {'pos':>6} {'ROC-AUC':>8} {'PR-AUC':>7} {'thresh':>7} "
+          f"{'prec':>6} {'(lb)':>6} {'recall':>7} {'F1':>6} {'ECE':>6}")
+    for c in cats:
+        for g in evaluation["slices"]:
+            m = evaluation["metrics"][c].get(g) or {}
+            if not m.get("n"):
+                continue
+            op = m["operating"]
+
+            def f(v: Any, w: int = 6) -> str:
+                return f"{v:>{w}.3f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"
+            print(f"{c:<12} {g:<11} {m['n']:>6} {m['n_positive']:>6} {f(m.get('roc_auc'), 8)} {f(m.get('average_precision'), 7)} "
+                  f"{f(op.get('threshold'), 7)} {f(op.get('precision'))} {f(op.get('precision_lower_bound'))} "
+                  f"{f(op.get('recall'), 7)} {f(op.get('f1'))} {f(m.get('ece'))}")
+    if evaluation.get("errors"):
+        print(f"\nunscored posts (excluded from every metric): {evaluation['errors']}")
+    for c in cats:
+        if evaluation["thresholds"].get(c) is None:
+            print(f"note: {c} has no operating threshold: it flags nothing automatically")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from moderation.cli import build_scorer, untrained_banner
+
+    from eval.pipeline import evaluate_scorer, report_run
+
+    scorer = build_scorer(args)
+    banner = untrained_banner(scorer)
+    if banner:
+        print(textwrap.fill(banner, 100), file=sys.stderr)
+    data = _load_data(args, scorer.categories)
+    run = evaluate_scorer(scorer, data, bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
+                          progress=not args.no_progress)
+    run.evaluation["split"] = args.split
+    path = run.save(args.out)
+    _print_summary(run.evaluation)
+    print(f"\nevaluation: {path.resolve()}")
+    if args.report:
+        paths = report_run(run, args.out, title=args.title)
+        print(f"report: {paths['html'].resolve()}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import warnings
+
+    from moderation.cli import build_scorer
+
+    from eval.calibrate import calibrate_model_dir
+
+    if not args.model:
+        raise ValueError("calibrate needs --model DIR: calibration.json and thresholds.json are written into that "
+                         "model directory (train one with `moderation train`)")
+    if not 0 < args.target_precision < 1:
+        raise ValueError(f"--target-precision must be between 0 and 1, got {args.target_precision}")
+    split_set = {s.strip() for s in args.split.split(",")}
+    if "test" in split_set:
+        print("warning: calibrating on the test split makes every later test figure optimistic; "
+              "use a held-out calibration split such as --split val", file=sys.stderr)
+    scorer = build_scorer(args)
+    data = _load_data(args, scorer.categories)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cal, thr = calibrate_model_dir(args.model, data, target_precision=args.target_precision, method=args.method,
+                                       confidence=args.confidence, scorer=scorer, min_positives=args.min_positives,
+                                       seed=args.seed, progress=not args.no_progress)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(f"\ncalibration {cal.version}, thresholds {thr.version} written to {Path(args.model).resolve()}")
+    print(f"target precision {args.target_precision:g}, {args.confidence:.0%} Clopper-Pearson lower bound\n")
+    print(f"{'category':<12} {'method':<12} {'threshold':>9} {'precision':>9} {'lower bd':>9} {'recall':>7} {'flagged':>8}  status")
+    unreachable = []
+    for c in scorer.categories:
+        ce = cal.categories.get(c, {})
+        te = thr.categories.get(c, {})
+        t = te.get("threshold")
+
+        def f(v: Any, w: int) -> str:
+            return f"{v:>{w}.4f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"
+        print(f"{c:<12} {ce.get('method', 'identity'):<12} {f(t, 9)} {f(te.get('precision'), 9)} "
+              f"{f(te.get('precision_lower_bound'), 9)} {f(te.get('recall'), 7)} {f(te.get('flag_rate'), 8)}  {te.get('status')}")
+        if t is None:
+            unreachable.append(f"{c}: {te.get('reason')}")
+    for line in unreachable:
+        print("\nWARNING " + textwrap.fill(line, 100))
+    errors = thr.meta.get("fitted_on", {}).get("errors")
+    if errors:
+        print(f"\nunscored posts (left out of the fit): {errors}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from moderation.cli import build_scorer
+
+    from eval.pipeline import EvaluationRun, evaluate_scorer, report_run
+
+    if args.from_eval:
+        if args.model or args.compare or args.data:
+            raise ValueError("--from-eval reads a saved run; do not combine it with --model, --compare or --data")
+        run = EvaluationRun.load(args.from_eval)
+        other = EvaluationRun.load(args.compare_eval) if args.compare_eval else None
+    else:
+        if args.compare_eval:
+            raise ValueError("--compare-eval goes with --from-eval; to compare two model directories use --compare DIR")
+        scorer = build_scorer(args)
+        data = _load_data(args, scorer.categories)
+        run = evaluate_scorer(scorer, data, bootstrap=args.bootstrap, seed=args.seed, confidence=args.confidence,
+                              progress=not args.no_progress)
+        other = None
+        if args.compare:
+            from moderation.scorer import Scorer
+            other_scorer = Scorer.from_dir(args.compare, batch_size=args.batch_size, device=args.device,
+                                           precision=args.precision)
+            if list(other_scorer.categories) != list(scorer.categories):
+                print(f"note: the models score different categories ({scorer.categories} vs {other_scorer.categories}); "
+                      "only the shared ones are compared", file=sys.stderr)
+            other = evaluate_scorer(other_scorer, data, bootstrap=args.bootstrap, seed=args.seed,
+                                    confidence=args.confidence, progress=not args.no_progress)
+        run.save(Path(args.out) / "run")
+        if other is not None:
+            other.save(Path(args.out) / "run-compare")
+    paths = report_run(run, args.out, title=args.title, compare=other)
+    _print_summary(run.evaluation)
+    for kind, p in paths.items():
+        print(f"{kind}: {p.resolve()}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the evaluate, calibrate and report subcommands."""
+    from moderation.cli import add_model_args
+
+    ev = subparsers.add_parser(
+        "evaluate", help="measure a model on a labelled split: per category and modality slice, with intervals",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            Score a labelled split with the model (its calibration and thresholds, the serving code path) and
+            measure, per category and per modality slice (text, image, image+text): ROC-AUC, PR-AUC, precision
+            at recall 0.80/0.90/0.95, recall at precision 0.90/0.95, recall at 1% false-positive rate, precision,
+            recall, F1 and macro-F1 at the operating threshold, ECE, Brier score and log-loss, with bootstrap
+            intervals on the headline figures. Unknown labels are left out, never counted as negatives; posts
+            that cannot be scored are counted and left out.
+
+            Writes OUT/evaluation.json and OUT/predictions.npz (raw logits, for `moderation report --from-eval`)."""),
+        epilog="example: moderation evaluate --model runs/m1 --split test --out runs/m1/eval-test --report")
+    add_model_args(ev)
+    _add_data_args(ev, "test")
+    _add_eval_args(ev)
+    ev.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    ev.add_argument("--report", action="store_true", help="also write the HTML/JSON/Markdown report into OUT")
+    ev.add_argument("--title", default=None, help="report title")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    cal = subparsers.add_parser(
+        "calibrate", help="fit probability calibration and high-precision thresholds; write them into the model dir",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            On a held-out calibration split (neither the training nor the test split), fit per category:
+              1. probability calibration of the raw logits: temperature, Platt or isotonic; `auto` picks the one
+                 with the lowest cross-validated log-loss (all scores are recorded);
+              2. the operating threshold on the calibrated probability: the highest-recall threshold whose exact
+                 one-sided Clopper-Pearson lower confidence bound on precision reaches --target-precision.
+                 When no threshold reaches it, the category gets no threshold and flags nothing automatically.
+            Both are written as versioned files (calibration.json, thresholds.json) into --model; every scorer
+            loaded from that directory uses them from then on."""),
+        epilog="example: moderation calibrate --model runs/m1 --split val --target-precision 0.9")
+    cal.add_argument("--model", metavar="DIR", default=None,
+                     help="model directory to calibrate (required): calibration.json and thresholds.json are written into it")
+    cal.add_argument("--batch-size", type=int, default=32, help="posts per forward pass (default: 32)")
+    cal.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    cal.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                     help="fp32 or bf16 autocast; calibrate with the precision you serve with (default: fp32)")
+    _add_data_args(cal, "val")
+    cal.add_argument("--target-precision", type=float, default=0.9, help="precision the thresholds must reach (default 0.9)")
+    cal.add_argument("--method", choices=("auto", "temperature", "platt", "isotonic"), default="auto",
+                     help="calibration method (default auto: lowest cross-validated log-loss per category)")
+    cal.add_argument("--confidence", type=float, default=0.95,
+                     help="confidence of the lower bound on precision (default 0.95)")
+    cal.add_argument("--min-positives", type=int, default=20,
+                     help="labelled positives a category needs before a threshold is fitted (default 20)")
+    cal.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds (default 0)")
+    cal.set_defaults(func=_cmd_calibrate)
+
+    rep = subparsers.add_parser(
+        "report", help="write the calibration report (self-contained HTML with plots, JSON, Markdown)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            Write OUT/report.html (one self-contained file, plots embedded), OUT/report.json and OUT/report.md:
+            per category the PR curve with the operating point and target precision, the ROC curve, reliability
+            diagrams before and after calibration, score histograms per class, a threshold table for several
+            target precisions (threshold, expected precision and its lower bound, recall, share of traffic
+            flagged), per-slice and per-dataset tables, the anchors' figures (ROC-AUC, precision at recall
+            0.80/0.90/0.95, recall at 1% FPR), and a side-by-side comparison with --compare.
+
+            Either evaluate now (--model/--compare, --data, --split), or rebuild from saved runs of
+            `moderation evaluate` (--from-eval DIR [--compare-eval DIR2]) without running a model."""),
+        epilog="examples:\n  moderation report --model runs/m1 --compare runs/m0 --split test --out reports/m1-vs-m0\n"
+               "  moderation report --from-eval runs/m1/eval-test --out reports/m1")
+    add_model_args(rep)
+    _add_data_args(rep, "test")
+    _add_eval_args(rep)
+    rep.add_argument("--compare", metavar="DIR2", default=None, help="second model directory to compare side by side")
+    rep.add_argument("--from-eval", metavar="DIR", default=None, help="report a saved `moderation evaluate --out DIR` run")
+    rep.add_argument("--compare-eval", metavar="DIR2", default=None, help="with --from-eval: a second saved run to compare")
+    rep.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    rep.add_argument("--title", default=None, help="report title")
+    rep.set_defaults(func=_cmd_report)

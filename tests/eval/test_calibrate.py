@@ -1,0 +1,169 @@
+"""Calibration fits, threshold search, and calibrate_model_dir through the real Scorer."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.metrics import log_loss
+
+from moderation.calibration import Calibration, Thresholds, sigmoid
+from moderation.scorer import Scorer
+
+from eval.calibrate import (
+    CalibrationSplitWarning,
+    calibrate_model_dir,
+    fit_calibration,
+    fit_thresholds,
+    select_threshold,
+    training_overlap,
+)
+from eval.metrics import clopper_pearson_lower
+from eval.predict import predict_logits
+
+
+def _miscalibrated(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits 3x too confident and shifted: true P(y=1 | z) = sigmoid(z / 3 - 0.5)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 6, n)
+    y = (rng.random(n) < sigmoid(z / 3 - 0.5)).astype(float)
+    return z[:, None], y[:, None]
+
+
+@pytest.mark.parametrize("method", ["temperature", "platt", "isotonic"])
+def test_each_method_improves_log_loss_on_held_out_data(method):
+    z, y = _miscalibrated()
+    z_test, y_test = _miscalibrated(seed=1)
+    cal = fit_calibration(z, y, ["hate"], method=method)
+    entry = cal.categories["hate"]
+    assert entry["method"] == method
+    before = log_loss(y_test[:, 0], sigmoid(z_test[:, 0]))
+    after = log_loss(y_test[:, 0], np.clip(cal.apply(z_test, ["hate"])[:, 0], 1e-15, 1 - 1e-15))
+    assert after < before - 0.05, (method, before, after)
+    if method == "temperature":
+        assert 2.0 < entry["params"]["temperature"] < 4.0
+    if method == "platt":
+        assert entry["params"]["a"] == pytest.approx(1 / 3, abs=0.05) and entry["params"]["b"] == pytest.approx(-0.5, abs=0.15)
+
+
+def test_auto_picks_lowest_cv_log_loss_and_records_scores():
+    z, y = _miscalibrated()
+    cal = fit_calibration(z, y, ["hate"], method="auto", seed=3)
+    entry = cal.categories["hate"]
+    cv = entry["cv_log_loss"]
+    assert set(cv) == {"identity", "temperature", "platt", "isotonic"}
+    assert entry["method"] == min(("temperature", "platt", "isotonic"), key=cv.get)
+    assert entry["method"] == "platt"  # the shift makes temperature alone insufficient
+    assert cv["identity"] > cv["platt"]
+    # Round trip through the artifact format the scorer reads.
+    again = Calibration.from_json(json.loads(json.dumps(cal.to_json())))
+    np.testing.assert_allclose(again.apply(z, ["hate"]), cal.apply(z, ["hate"]))
+    assert cal.version.startswith("cal-")
+
+
+def test_nan_labels_ignored_and_tiny_categories_left_alone():
+    z, y = _miscalibrated(400)
+    labels = np.column_stack([y[:, 0], np.full(400, np.nan)])
+    labels[:50, 0] = np.nan
+    logits = np.column_stack([z[:, 0], z[:, 0]])
+    cal = fit_calibration(logits, labels, ["hate", "offensive"], method="temperature")
+    assert cal.categories["hate"]["n"] == 350
+    assert cal.categories["offensive"]["method"] == "identity" and "not fitted" in cal.categories["offensive"]["note"]
+    with pytest.raises(ValueError, match="unknown calibration method"):
+        fit_calibration(logits, labels, ["hate", "offensive"], method="beta")
+
+
+def test_threshold_reaches_target_with_highest_recall():
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.3).astype(float)
+    p = np.clip(0.45 * y + 0.55 * rng.random(2000), 0, 1)
+    r = select_threshold(y, p, 0.9, 0.95, min_positives=10)
+    assert r["status"] == "ok"
+    t = r["threshold"]
+    flagged = p >= t
+    k, n = int(y[flagged].sum()), int(flagged.sum())
+    assert r["precision_lower_bound"] == pytest.approx(clopper_pearson_lower(k, n, 0.95))
+    assert r["precision_lower_bound"] >= 0.9
+    assert r["recall"] == pytest.approx(k / y.sum())
+    # No lower threshold (higher recall) passes: brute force over every candidate.
+    for cand in np.unique(p[p < t]):
+        f = p >= cand
+        if y[f].sum() > k:
+            assert clopper_pearson_lower(int(y[f].sum()), int(f.sum()), 0.95) < 0.9
+
+
+def test_unreachable_target_gives_null_and_reason():
+    rng = np.random.default_rng(1)
+    y = (rng.random(300) < 0.5).astype(float)
+    p = rng.random(300)  # no signal
+    thr = fit_thresholds(p[:, None], y[:, None], ["hate"], target_precision=0.9)
+    entry = thr.categories["hate"]
+    assert entry["threshold"] is None and entry["status"] == "unreachable"
+    assert "unreachable" in entry["reason"] and entry["best_lower_bound"] < 0.9
+    assert thr.threshold("hate") is None
+    few = fit_thresholds(p[:30, None], y[:30, None], ["hate"], min_positives=50)
+    assert few.categories["hate"]["status"] == "too_few_positives"
+    with pytest.raises(ValueError, match="target_precision must be in"):
+        fit_thresholds(p[:, None], y[:, None], ["hate"], target_precision=1.0)
+
+
+def test_training_overlap_reads_config_defensively():
+    assert training_overlap({}, ["a"], ["train"]) == 0
+    assert training_overlap({"training": {"splits": ["train"]}}, ["a", "a"], ["train", "val"]) == 1
+    assert training_overlap({"training": {"splits": "train", "datasets": ["b"]}}, ["a"], ["train"]) == 0
+    assert training_overlap({"training": {"splits": {"a": ["train", "val"]}}}, ["a", "b"], ["val", "val"]) == 1
+    assert training_overlap({"training": {"splits": 3}}, ["a"], ["train"]) == 0
+
+
+def test_calibrate_model_dir_writes_files_the_scorer_uses(tiny_model_dir, tiny_scorer, labelled_set):
+    posts = [dict(p) for p in labelled_set.posts]
+    before = tiny_scorer.score(posts[:40], image_root="/")
+    assert not any(r.flagged for r in before) and all(r.ok for r in before)  # no thresholds yet: nothing flags
+
+    cal, thr = calibrate_model_dir(tiny_model_dir, labelled_set, target_precision=0.9, progress=False, min_positives=10)
+    assert (tiny_model_dir / "calibration.json").is_file() and (tiny_model_dir / "thresholds.json").is_file()
+    assert thr.categories["offensive"]["status"] == "ok"
+    assert thr.categories["hate"]["threshold"] is None and thr.categories["hate"]["status"] == "unreachable"
+    assert thr.version.startswith("thr-") and thr.meta["calibration_version"] == cal.version
+
+    scorer = Scorer.from_dir(tiny_model_dir, batch_size=16, num_workers=0)
+    assert scorer.thresholds_version == thr.version and scorer.thresholds()["hate"] is None
+    results = scorer.score(posts, image_root="/")
+    assert all(r.ok for r in results)
+    flagged_off = np.array([r.categories["offensive"].flagged for r in results])
+    labels_off = labelled_set.labels[:, labelled_set.categories.index("offensive")]
+    assert flagged_off.any()
+    assert labels_off[flagged_off].mean() >= 0.9  # the labels follow the model, so precision holds here
+    assert not any(r.categories["hate"].flagged for r in results)  # unreachable -> never flags
+    # What the scorer returns is the calibrated probability the thresholds were fitted on.
+    preds = predict_logits(scorer, labelled_set, progress=False)
+    probs = preds.probs(scorer.info.calibration)
+    np.testing.assert_allclose([r.categories["offensive"].score for r in results], probs[:, 1], rtol=1e-6, atol=1e-6)
+
+    # Refitting with another target changes the content and therefore the version.
+    _, thr2 = calibrate_model_dir(tiny_model_dir, labelled_set, target_precision=0.8, progress=False,
+                                  min_positives=10, scorer=scorer)
+    assert thr2.version != thr.version
+    assert scorer.thresholds_version == thr2.version  # the passed scorer was updated in place
+    assert Thresholds.from_json(json.loads((tiny_model_dir / "thresholds.json").read_text())).version == thr2.version
+
+
+def test_calibrate_warns_on_training_rows(tiny_model_dir, labelled_set):
+    cfg_path = tiny_model_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["training"] = {"splits": ["val"], "datasets": ["toyset"]}
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.warns(CalibrationSplitWarning, match="trained on"):
+        calibrate_model_dir(tiny_model_dir, labelled_set, progress=False, min_positives=10)
+
+
+def test_calibrate_refuses_when_nothing_scores(tiny_model_dir, labelled_set):
+    broken = labelled_set.subset(np.arange(5))
+    for p in broken.posts:
+        p["text"], p["image"] = None, "/nonexistent/x.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="could be scored"):
+            calibrate_model_dir(tiny_model_dir, broken, progress=False)
