@@ -1,0 +1,56 @@
+"""`moderation calibrate | evaluate | report` end to end on the tiny model and a small labelled folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moderation.cli import main
+
+
+def test_calibrate_evaluate_report(tiny_model_dir, labelled_folder, tmp_path, capsys):
+    spec = f"{labelled_folder}:off_label=offensive,hate_label=hate@toyset"
+    assert main(["calibrate", "--model", str(tiny_model_dir), "--data", spec, "--split", "val", "--no-progress",
+                 "--min-positives", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "thresholds thr-" in out and "unreachable" in out and "WARNING hate" in out
+    thresholds = json.loads((tiny_model_dir / "thresholds.json").read_text())
+    assert thresholds["fitted_on"]["splits"] == ["val"]
+
+    run_dir = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", spec, "--split", "test", "--out", str(run_dir),
+                 "--bootstrap", "20", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "image+text" in out and "hate has no operating threshold" in out
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert evaluation["thresholds_file"]["version"] == thresholds["version"]
+    assert evaluation["metrics"]["offensive"]["all"]["n"] == 120
+    assert evaluation["data"]["splits"] == ["test"] and evaluation["split"] == "test"
+
+    rep = tmp_path / "rep"
+    assert main(["report", "--from-eval", str(run_dir), "--compare-eval", str(run_dir), "--out", str(rep)]) == 0
+    html = (rep / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "Comparison" in html
+
+    rep2 = tmp_path / "rep2"
+    assert main(["report", "--model", str(tiny_model_dir), "--data", spec, "--split", "test", "--out", str(rep2),
+                 "--bootstrap", "0", "--no-progress"]) == 0
+    assert (rep2 / "report.md").is_file() and (rep2 / "run" / "evaluation.json").is_file()
+
+
+def test_cli_user_errors(tiny_model_dir, labelled_folder, tmp_path, capsys):
+    spec = f"{labelled_folder}:off_label=offensive@toyset"
+    assert main(["calibrate", "--data", spec]) == 2
+    assert "calibrate needs --model DIR" in capsys.readouterr().err
+    assert main(["calibrate", "--model", str(tiny_model_dir), "--data", spec, "--target-precision", "1.5"]) == 2
+    assert "--target-precision must be between 0 and 1" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", spec, "--split", "train", "--out",
+                 str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "no rows of split(s) ['train']" in capsys.readouterr().err
+    assert main(["report", "--from-eval", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+    assert "moderation evaluate --out" in capsys.readouterr().err
+    assert main(["report", "--from-eval", str(tmp_path), "--model", str(tiny_model_dir), "--out", str(tmp_path)]) == 2
+    assert "do not combine" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--model", str(tiny_model_dir), "--method", "beta"])

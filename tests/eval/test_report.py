@@ -1,0 +1,97 @@
+"""The report: self-contained HTML with embedded plots and tables, JSON and Markdown summaries."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from moderation.calibration import sigmoid
+
+from eval.calibrate import fit_calibration, fit_thresholds
+from eval.metrics import evaluate
+from eval.report import write_report
+
+CATS = ["hate", "offensive"]
+
+
+def _synthetic(n: int = 600, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, 2)) < [0.3, 0.4]).astype(float)
+    z = 4 * (2 * y - 1) + rng.normal(0, 3, (n, 2))
+    y[: n // 4, 1] = np.nan  # one dataset says nothing about offensive
+    z[-3:] = np.nan  # three unscored posts
+    slices = np.array(["text"] * (n // 2) + ["image"] * (n // 4) + ["image+text"] * (n - n // 2 - n // 4), dtype=object)
+    return z, y, slices
+
+
+def _evaluated(z, y, slices, thresholds=None):
+    ok = ~np.isnan(z).any(axis=1)
+    cal = fit_calibration(z[ok], y[ok], CATS, method="platt")
+    probs = np.full(z.shape, np.nan)
+    probs[ok] = cal.apply(z[ok], CATS)
+    thr = thresholds or fit_thresholds(probs, y, CATS, target_precision=0.9)
+    ev = evaluate(probs, y, CATS, {c: thr.threshold(c) for c in CATS}, slices, bootstrap=30)
+    return ev, cal, thr, probs
+
+
+def test_report_writes_self_contained_html_json_md(tmp_path):
+    z, y, slices = _synthetic()
+    ev, cal, thr, probs = _evaluated(z, y, slices)
+    paths = write_report(tmp_path / "rep", ev, title="Toy <report>", raw_probs=sigmoid(z), calibrated_probs=probs,
+                         labels=y, model={"model_version": "toy-1", "trained": True},
+                         data={"datasets": {"a": 600}, "split": "test"}, calibration=cal.to_json(),
+                         thresholds=thr.to_json())
+    html = paths["html"].read_text()
+    assert html.count("data:image/png;base64,") == 2  # one figure per category
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    assert "<link" not in html and "@import" not in html
+    assert "Toy &lt;report&gt;" in html  # escaped
+    for text in ("Threshold table", "Per modality slice", "Anchor figures", "P@R0.80", "R@1%FPR", "image+text",
+                 "toy-1", "platt"):
+        assert text in html, text
+    # One threshold-table row per target precision, per category.
+    assert len(re.findall(r"<tr><td>0\.95</td>", html)) == 2
+    report = json.loads(paths["json"].read_text())
+    assert set(report["threshold_table"]) == set(CATS) and len(report["threshold_table"]["hate"]) == 5
+    row = report["threshold_table"]["hate"][2]  # target 0.90
+    assert row["target_precision"] == 0.9 and 0 <= row["traffic_flagged"] <= 1
+    md = paths["md"].read_text()
+    assert md.startswith("# Toy <report>") and "| category | ROC-AUC |" in md and "Threshold table" in md
+
+
+def test_report_marks_unreachable_and_compares_two_models(tmp_path):
+    z, y, slices = _synthetic(seed=1)
+    ev, cal, thr, probs = _evaluated(z, y, slices)
+    rng = np.random.default_rng(5)
+    z_noise = np.where(np.isnan(z), np.nan, rng.normal(0, 1, z.shape))  # a model with no signal
+    ev2, _, thr2, probs2 = _evaluated(z_noise, y, slices)
+    assert thr2.threshold("hate") is None  # target unreachable for the noise model
+    paths = write_report(tmp_path, ev2, title="Noise vs toy", calibrated_probs=probs2, labels=y,
+                         thresholds=thr2.to_json(), name="noise",
+                         compare_with={"name": "toy", "evaluation": ev, "calibrated_probs": probs, "labels": y})
+    html = paths["html"].read_text()
+    assert "none: flags nothing" in html and "unreachable" in html
+    assert "Comparison: noise (A) vs toy (B)" in html
+    report = json.loads(paths["json"].read_text())
+    d = report["comparison"]["figures"]["hate"]["ROC-AUC"]
+    assert d["b"] > d["a"] and d["delta"] == pytest.approx(d["b"] - d["a"])
+
+
+def test_report_from_evaluation_only_has_tables_but_no_plots(tmp_path):
+    z, y, slices = _synthetic(seed=2)
+    ev, *_ = _evaluated(z, y, slices)
+    paths = write_report(tmp_path, ev, title="Tables only")
+    html = paths["html"].read_text()
+    assert "data:image/png" not in html and "Summary (all posts)" in html
+
+
+def test_report_rejects_wrong_shapes(tmp_path):
+    z, y, slices = _synthetic(seed=3)
+    ev, *_ = _evaluated(z, y, slices)
+    with pytest.raises(ValueError, match="calibrated_probs must be"):
+        write_report(tmp_path, ev, title="x", calibrated_probs=np.zeros((5, 3)), labels=np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="differ in shape"):
+        write_report(tmp_path, ev, title="x", calibrated_probs=np.zeros((5, 2)), labels=np.zeros((4, 2)))
