@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -62,12 +63,13 @@ class EmbeddingStore:
             (self.folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         self._index: dict[str, tuple[int, int]] = {}
         self._chunks: list[np.ndarray] = []
-        for i, keys_file in enumerate(sorted(self.folder.glob("chunk-*.json"))):
+        for keys_file in sorted(self.folder.glob("chunk-*.json")):
             vec_file = keys_file.with_suffix(".npy")
-            if not vec_file.is_file():
-                continue  # a chunk whose write was interrupted: ignore it, its vectors are recomputed
-            keys = json.loads(keys_file.read_text())
-            vectors = np.load(vec_file, allow_pickle=False)
+            try:
+                keys = json.loads(keys_file.read_text())
+                vectors = np.load(vec_file, allow_pickle=False)
+            except (OSError, ValueError):
+                continue  # an interrupted write, or a chunk compacted away meanwhile: its vectors are recomputed
             if vectors.shape[0] != len(keys):
                 continue
             slot = len(self._chunks)
@@ -85,13 +87,36 @@ class EmbeddingStore:
         slot, row = self._index[key]
         return self._chunks[slot][row]
 
+    @property
+    def n_chunks(self) -> int:
+        return len(self._chunks)
+
+    def compact(self) -> None:
+        """Merge every chunk into one (many small files make loading slow). The new chunk is written first."""
+        if len(self._chunks) < 2:
+            return
+        old = sorted(self.folder.glob("chunk-*.json"))
+        keys = list(self._index)
+        vectors = np.stack([self.get(k) for k in keys])
+        stem = self.folder / f"chunk-{0:06d}-merged-{os.getpid()}-{len(keys)}"
+        np.save(stem.with_suffix(".npy"), vectors, allow_pickle=False)
+        tmp = stem.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(keys))
+        tmp.replace(stem.with_suffix(".json"))
+        for f in old:
+            if f.stem != stem.name:
+                f.unlink(missing_ok=True)
+                f.with_suffix(".npy").unlink(missing_ok=True)
+        self._chunks = [vectors]
+        self._index = {k: (0, i) for i, k in enumerate(keys)}
+
     def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Append vectors (one row per key) as a new chunk: vectors first, keys last (the commit marker)."""
         if len(keys) == 0:
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        n = len(sorted(self.folder.glob("chunk-*.json")))
-        stem = self.folder / f"chunk-{n:06d}-{os.getpid()}"
+        n = len(list(self.folder.glob("chunk-*.json")))
+        stem = self.folder / f"chunk-{n + 1:06d}-{os.getpid()}-{time.time_ns()}"
         np.save(stem.with_suffix(".npy"), vectors, allow_pickle=False)
         tmp = stem.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(list(keys)))
@@ -191,6 +216,9 @@ def embed_posts(model: ModerationModel, prepare: Any, posts: Sequence[dict], *, 
                         stores[m].put([keys[m][rows[r]] for r in sel], emb[m][sel].float().numpy())
             bar.update(len(chunk))
     bar.close()
+    for store in stores.values():
+        if store.n_chunks > 32:
+            store.compact()
     for i in range(n):
         if not ok[i]:
             continue

@@ -295,6 +295,8 @@ def train(specs: Sequence[DatasetSpec], out_dir: str | os.PathLike, model_config
     meta = {"training": {
         "config": asdict(config),
         "datasets": [{"name": s.name, "path": str(s.path), "labels": s.labels} for s in specs],
+        # The splits whose rows the weights were fitted on (eval.calibrate warns when calibrating on them).
+        "splits": "train",
         "train_counts": train_set.counts(),
         "early_stopping_set": {"description": stop_desc, "size": len(stop_set), "counts": stop_set.counts()},
         "skipped_rows": data.problems,

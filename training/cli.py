@@ -1,0 +1,140 @@
+"""`moderation train`: train a model directory from labelled JSONL datasets.
+
+Light at import (argparse only); torch, transformers and the training loop load inside the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `train` subcommand."""
+    p = subparsers.add_parser(
+        "train", help="train a model (frozen encoders on cached embeddings, or LoRA / full fine-tuning)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a moderation model on one or more labelled JSONL datasets and write a model directory.\n\n"
+                    "Each --data is PATH[:FIELD=CATEGORY[,FIELD=CATEGORY]][@NAME]: a JSONL file (or a folder holding\n"
+                    "data.jsonl) whose rows hold id, text, image (path relative to the file), split and label fields.\n"
+                    "A dataset that labels only some categories leaves the others unknown (masked, not negative).",
+        epilog="examples:\n"
+               "  moderation train --out runs/head                       # the shared datasets, frozen encoders\n"
+               "  moderation train --data mine/:toxic=offensive --out runs/mine --calibrate\n"
+               "  moderation train --mode lora --max-length 64 --epochs 1 --out runs/lora\n"
+               "  python -m training.recipes.default_model                # the shipped default model")
+    p.add_argument("--data", action="append", metavar="SPEC",
+                   help="dataset PATH[:FIELD=CATEGORY,...][@NAME]; repeat for several (default: tweeteval_hate, "
+                        "tweeteval_offensive and multioff from --data-root)")
+    p.add_argument("--data-root", default=None,
+                   help="folder of the shared datasets (default: $MODERATION_DATA_ROOT or ../shared/datasets)")
+    p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
+    p.add_argument("--name", default="moderation", help="model name, prefix of the model version (default: %(default)s)")
+    arch = p.add_argument_group("architecture")
+    arch.add_argument("--categories", default=None,
+                      help="comma-separated categories (default: every category the datasets label)")
+    arch.add_argument("--text-encoder", default="all-MiniLM-L6-v2",
+                      help="registered name or local Hugging Face folder, or 'none' (default: %(default)s)")
+    arch.add_argument("--image-encoder", default="efficientnet_lite0",
+                      help="registered name or timm architecture, or 'none' (default: %(default)s)")
+    arch.add_argument("--max-length", type=int, default=128, help="text tokens read (default: %(default)s)")
+    arch.add_argument("--fusion", choices=("gated", "concat"), default="gated", help="fusion module (default: %(default)s)")
+    arch.add_argument("--fusion-dim", type=int, default=256, help="fused width (default: %(default)s)")
+    arch.add_argument("--dropout", type=float, default=0.1, help="head dropout (default: %(default)s)")
+    arch.add_argument("--lora-r", type=int, default=16, help="LoRA rank in --mode lora (default: %(default)s)")
+    tr = p.add_argument_group("training")
+    tr.add_argument("--mode", choices=("frozen", "lora", "full"), default="frozen",
+                    help="frozen: head on cached embeddings (CPU minutes); lora / full: fine-tune the text encoder")
+    tr.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: 60 frozen, 2 fine-tuning)")
+    tr.add_argument("--batch-size", type=int, default=None, help="posts per step (default: 128 frozen, 32 fine-tuning)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="head learning rate (default: %(default)s)")
+    tr.add_argument("--encoder-lr", type=float, default=None,
+                    help="text encoder learning rate (default: 5e-4 LoRA, 3e-5 full)")
+    tr.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: %(default)s)")
+    tr.add_argument("--warmup", type=float, default=0.06, help="warm-up share of the steps (default: %(default)s)")
+    tr.add_argument("--patience", type=int, default=8, help="evaluations without improvement before stopping (default: %(default)s)")
+    tr.add_argument("--modality-dropout", type=float, default=0.3,
+                    help="chance of hiding one modality of a two-modality post (default: %(default)s)")
+    tr.add_argument("--class-weight", choices=("balanced", "none"), default="balanced",
+                    help="per-category positive weight (default: %(default)s)")
+    tr.add_argument("--dataset-weight", action="append", default=[], metavar="NAME=W",
+                    help="loss weight of a dataset's rows, e.g. multioff=4 (repeatable)")
+    tr.add_argument("--early-stopping", choices=("holdout", "val"), default="holdout",
+                    help="holdout: 10%% of train (keeps val for calibration); val: the val splits (default: %(default)s)")
+    tr.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    tr.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="encoder precision (default: %(default)s)")
+    tr.add_argument("--eval-every", type=int, default=0, help="fine-tuning: steps between evaluations (default: once per epoch)")
+    tr.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS",
+                    help="fine-tuning: stop after this long, keeping the best state (default: no limit)")
+    tr.add_argument("--cache-dir", default=None, help="embedding cache (default: $MODERATION_CACHE_DIR or .cache/embeddings)")
+    tr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    cal = p.add_argument_group("calibration (needs the eval extra)")
+    cal.add_argument("--calibrate", action="store_true",
+                     help="after training, fit calibration and thresholds on the datasets' val splits")
+    cal.add_argument("--target-precision", type=float, default=0.9, help="threshold target precision (default: %(default)s)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _parse_weights(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--dataset-weight {item!r}: expected NAME=NUMBER, e.g. multioff=4") from None
+        if not eq or not name.strip() or out[name.strip()] < 0:
+            raise ValueError(f"--dataset-weight {item!r}: expected NAME=NUMBER >= 0, e.g. multioff=4")
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from moderation.model import DEFAULT_LORA, ModelConfig
+    from training.data import default_dataset_specs, parse_dataset_arg
+    from training.train import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset_weights = _parse_weights(args.dataset_weight)
+    specs = [parse_dataset_arg(a) for a in args.data] if args.data else default_dataset_specs(args.data_root)
+    if args.categories:
+        categories = [c.strip() for c in args.categories.split(",") if c.strip()]
+    else:
+        categories = sorted({c for s in specs for c in s.labels.values()})
+    text = None if args.text_encoder.lower() == "none" else {"name": args.text_encoder, "pooling": "mean",
+                                                              "max_length": args.max_length}
+    image = None if args.image_encoder.lower() == "none" else {"name": args.image_encoder}
+    finetune = {"text": "frozen" if args.mode == "frozen" else args.mode, "image": "frozen"}
+    model_config = ModelConfig(categories=categories, text_encoder=text, image_encoder=image, fusion=args.fusion,
+                               fusion_dim=args.fusion_dim, dropout=args.dropout, finetune=finetune,
+                               text_lora={**DEFAULT_LORA, "r": args.lora_r, "lora_alpha": 2 * args.lora_r}
+                               if args.mode == "lora" else None)
+    fine = args.mode != "frozen"
+    config = TrainConfig(
+        mode=args.mode, epochs=args.epochs or (2 if fine else 60), batch_size=args.batch_size or (32 if fine else 128),
+        lr=args.lr, encoder_lr=args.encoder_lr or (5e-4 if args.mode == "lora" else 3e-5),
+        weight_decay=args.weight_decay, warmup=args.warmup, patience=args.patience,
+        modality_dropout=args.modality_dropout, class_weight=args.class_weight,
+        dataset_weights=dataset_weights, early_stopping=args.early_stopping, seed=args.seed,
+        precision=args.precision, eval_every=args.eval_every, time_budget_s=args.time_budget, cache_dir=args.cache_dir)
+    result = train(specs, args.out, model_config, config, name=args.name)
+    if args.calibrate:
+        try:
+            from eval.calibrate import calibrate_model_dir
+        except ImportError:
+            print("error: --calibrate needs the eval package (pip install -e '.[eval]'); the model is saved "
+                  f"uncalibrated in {args.out}: calibrate it later with `moderation calibrate`", file=sys.stderr)
+            return 1
+        from training.data import load_labelled
+        val = load_labelled(specs, categories, "val")
+        if len(val) == 0:
+            print("error: the datasets have no 'val' rows to calibrate on; the model is saved uncalibrated", file=sys.stderr)
+            return 1
+        _, thresholds = calibrate_model_dir(args.out, val, target_precision=args.target_precision)
+        print(json.dumps({c: e.get("threshold") for c, e in thresholds.categories.items()}))
+    print(f"model directory: {Path(args.out).resolve()}  version {result.model_version}")
+    return 0

@@ -1,0 +1,1 @@
+"""Recipes: one command each that reproduces a shipped artifact (the default model)."""
