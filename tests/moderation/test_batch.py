@@ -1,0 +1,285 @@
+"""Batch scoring (moderation.batch, `moderation score`): the output contract on dumps with every kind of bad row,
+input formats, folders and globs, resume after a real `kill -9`, and the refusals that protect a resumable job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from moderation.batch import IdSet, errors_path_for, score_dump, work_dir_for
+from moderation.cli import main as cli_main
+from moderation.dumps import write_dump
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A PNG whose header claims width x height pixels (10 G by default), with almost no data behind it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+# id -> expected error code (None: scored)
+EXPECTED = {
+    "ok-text": None,
+    "ok-image": None,
+    "ok-both": None,
+    "long-text": None,            # over max_text_chars: scored, cut and marked text_truncated
+    "dup": None,                  # first occurrence scored...
+    "empty": "empty_post",
+    "blank-text": "empty_post",
+    "not-utf8": "text_not_utf8",
+    "truncated-jpeg": "image_corrupt",
+    "bomb": "image_decompression_bomb",
+    "not-image": "image_unsupported_format",
+    "missing-file": "image_not_found",
+    "escape": "image_path_refused",
+    "bad-field": "invalid_field",
+}
+
+
+@pytest.fixture()
+def bad_dump(tmp_path, image_dir) -> Path:
+    """A JSONL dump with good rows and every kind of bad row; images in ./imgs next to it."""
+    (image_dir / "bomb.png").write_bytes(bomb_png())
+    lines = [
+        json.dumps({"id": "ok-text", "text": "have a nice day", "lang": "en", "score_hint": 3}),
+        json.dumps({"id": "ok-image", "image": "imgs/red.png", "lang": "xx"}),
+        json.dumps({"id": "ok-both", "text": "caption", "image": "imgs/blue.jpg"}),
+        json.dumps({"id": "long-text", "text": "word " * 5000}),
+        json.dumps({"id": "dup", "text": "first"}),
+        json.dumps({"id": "dup", "text": "second"}),
+        "{this is not json",
+        json.dumps({"text": "no id here"}),
+        json.dumps({"id": "empty"}),
+        json.dumps({"id": "blank-text", "text": "   "}),
+        None,  # non-UTF-8 bytes, written below
+        json.dumps({"id": "huge", "text": "x" * 40_000}),  # over max_row_bytes (30000 in the tests)
+        json.dumps({"id": "truncated-jpeg", "image": "imgs/truncated.jpg"}),
+        json.dumps({"id": "bomb", "image": "imgs/bomb.png"}),
+        json.dumps({"id": "not-image", "image": "imgs/notes.txt"}),
+        json.dumps({"id": "missing-file", "image": "imgs/nope.png"}),
+        json.dumps({"id": "escape", "image": "../../../etc/passwd"}),
+        json.dumps({"id": "bad-field", "text": 42}),
+        "[1, 2, 3]",
+    ]
+    path = tmp_path / "posts.jsonl"
+    with open(path, "wb") as fh:
+        for line in lines:
+            if line is None:
+                fh.write(b'{"id": "not-utf8", "text": "caf\xe9 \xff\xfe"}\n')
+            else:
+                fh.write(line.encode("utf-8") + b"\n")
+            fh.write(b"\n" if line == lines[2] else b"")  # a blank line: not a row
+    return path
+
+
+def _read_out(path: Path) -> list[dict]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+        return pq.read_table(path).to_pylist()
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_output_contract_with_every_kind_of_bad_row(tiny_scorer, bad_dump, tmp_path, suffix):
+    out = tmp_path / f"results{suffix}"
+    summary = score_dump([bad_dump], out, scorer=tiny_scorer, chunk_size=4, max_row_bytes=30_000, progress=False)
+    rows = _read_out(out)
+    # exactly one output row per input row (19 non-blank lines), in input order
+    assert len(rows) == 19 == summary.rows_read
+    assert [r["source_row"] for r in rows] == sorted(r["source_row"] for r in rows)
+    assert summary.rows_read == summary.rows_scored + summary.rows_errored
+    assert summary.rows_scored == sum(r["ok"] for r in rows) == 5
+    by_id: dict = {}
+    for r in rows:
+        by_id.setdefault(r["id"], []).append(r)
+    for post_id, code in EXPECTED.items():
+        first = by_id[post_id][0]
+        assert first["error_code"] == code, (post_id, first["error"])
+        if code is None:
+            assert first["ok"] and first["error"] is None
+            assert 0.0 <= first["hate_score"] <= 1.0 and 0.0 <= first["offensive_score"] <= 1.0
+            assert first["hate_flagged"] is not None and "hate_threshold" in first
+            assert first["model_version"] == tiny_scorer.model_version
+        else:
+            assert not first["ok"] and first["error"] and first["hate_score"] is None and first["flagged"] is None
+    assert by_id["dup"][1]["error_code"] == "duplicate_id"
+    assert by_id["long-text"][0]["text_truncated"] is True
+    assert by_id["ok-both"][0]["applied_input_types"] == ["image", "text"]
+    assert by_id["ok-image"][0]["applied_input_types"] == ["image"]
+    assert by_id["not-utf8"][0]["error"].startswith("text is not valid UTF-8")
+    no_id = [r for r in rows if r["id"] is None]
+    # the oversized row is refused unparsed (memory stays bounded), so its id is unknown; the message says where
+    assert sorted(r["error_code"] for r in no_id) == ["malformed_row", "malformed_row", "missing_id", "text_too_long"]
+    assert any("posts.jsonl:13: row is" in r["error"] for r in no_id)
+    assert any("not valid JSON" in r["error"] and "posts.jsonl:" in r["error"] for r in no_id)
+    # extra columns carried through untouched (absent where the row had none)
+    assert by_id["ok-text"][0]["lang"] == "en" and by_id["ok-text"][0]["score_hint"] == 3
+    assert by_id["ok-image"][0]["lang"] == "xx" and by_id["ok-both"][0].get("lang") is None
+    # side file of errors: one line per errored row, with the reason
+    errors = [json.loads(x) for x in errors_path_for(out).read_text().splitlines()]
+    assert len(errors) == summary.rows_errored == 14
+    assert sum(summary.error_counts.values()) == summary.rows_errored
+    assert {e["error_code"] for e in errors} >= {"duplicate_id", "image_corrupt", "malformed_row", "missing_id"}
+    assert all(e["error"] for e in errors)
+    assert not work_dir_for(out).exists()
+
+
+def test_cli_exit_status_and_summary(tiny_model_dir, bad_dump, tmp_path, capsys):
+    out = tmp_path / "r.parquet"
+    rc = cli_main(["score", str(bad_dump), "--model", str(tiny_model_dir), "--out", str(out), "--no-progress",
+                   "--max-row-bytes", "30000"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert rc == 1
+    assert line.startswith("rows read 19, scored 5, errored 14")
+    clean = tmp_path / "clean.csv"
+    write_dump(clean, [{"id": "a", "text": "hello"}, {"id": "b", "text": "world"}])
+    rc = cli_main(["score", str(clean), "--model", str(tiny_model_dir), "--out", str(tmp_path / "c.jsonl"),
+                   "--no-progress"])
+    assert rc == 0
+    assert "rows read 2, scored 2, errored 0" in capsys.readouterr().out
+    # OUT exists now: refused with what to do next, exit status 2
+    rc = cli_main(["score", str(clean), "--model", str(tiny_model_dir), "--out", str(tmp_path / "c.jsonl")])
+    assert rc == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_formats_folders_globs_and_extras(tiny_scorer, tmp_path, image_dir):
+    src = tmp_path / "dumps"
+    (src / "sub").mkdir(parents=True)
+    write_dump(src / "a.jsonl", [{"id": "j1", "text": "one", "n": 1}, {"id": "j2", "image": "red.png", "n": 2}])
+    write_dump(src / "b.csv", [{"id": "c1", "text": "two", "tag": "x"}, {"id": "c2", "text": "", "tag": "y"}])
+    write_dump(src / "sub" / "c.parquet", [{"id": 8, "text": "three", "w": 0.5}, {"id": 9, "text": "four", "w": None}])
+    (src / "ignored.txt").write_text("not a dump")
+    out = tmp_path / "out.parquet"
+    s = score_dump([src], out, scorer=tiny_scorer, image_root=image_dir, progress=False)
+    rows = _read_out(out)
+    assert [r["id"] for r in rows] == ["j1", "j2", "c1", "c2", "8", "9"]
+    assert (s.rows_read, s.rows_scored, s.rows_errored) == (6, 5, 1)
+    assert rows[3]["error_code"] == "empty_post"  # CSV empty cell = absent text
+    assert [r["n"] for r in rows] == [1, 2, None, None, None, None]
+    assert [r["tag"] for r in rows] == [None, None, "x", "y", None, None]
+    assert rows[4]["w"] == 0.5 and rows[1]["applied_input_types"] == ["image"]
+    # globs (recursive) pick the same files; a pattern that matches nothing is an error
+    out2 = tmp_path / "out2.jsonl"
+    s2 = score_dump([str(src / "**" / "*.parquet"), str(src / "*.csv")], out2, scorer=tiny_scorer, progress=False)
+    assert [r["id"] for r in _read_out(out2)] == ["8", "9", "c1", "c2"] and s2.rows_read == 4
+    with pytest.raises(FileNotFoundError, match="no dump files match"):
+        score_dump([str(tmp_path / "*.nothing")], tmp_path / "x.jsonl", scorer=tiny_scorer, progress=False)
+    with pytest.raises(ValueError, match="must end in .jsonl or .parquet"):
+        score_dump([src], tmp_path / "x.csv", scorer=tiny_scorer, progress=False)
+
+
+def test_result_column_clash_is_renamed(tiny_scorer, tmp_path):
+    dump = tmp_path / "d.jsonl"
+    write_dump(dump, [{"id": "a", "text": "hi", "ok": "yes", "error": "upstream"}])
+    s = score_dump([dump], tmp_path / "o.jsonl", scorer=tiny_scorer, progress=False)
+    row = _read_out(tmp_path / "o.jsonl")[0]
+    assert row["ok"] is True and row["input_ok"] == "yes" and row["input_error"] == "upstream"
+    assert s.renamed_columns == {"ok": "input_ok", "error": "input_error"}
+
+
+def test_unfinished_run_with_other_inputs_is_refused(tiny_scorer, tmp_path):
+    dump = tmp_path / "d.jsonl"
+    write_dump(dump, [{"id": str(i), "text": f"post {i}"} for i in range(10)])
+    out = tmp_path / "o.parquet"
+    work = work_dir_for(out)
+    work.mkdir()
+    (work / "job.json").write_text(json.dumps({"inputs": []}))
+    with pytest.raises(ValueError, match="unfinished run with other arguments.*--restart"):
+        score_dump([dump], out, scorer=tiny_scorer, progress=False)
+    s = score_dump([dump], out, scorer=tiny_scorer, progress=False, restart=True)
+    assert s.rows_scored == 10
+
+
+def test_interrupted_run_resumes_where_it_stopped(tiny_scorer, tmp_path, monkeypatch):
+    """Ctrl-C in the middle (KeyboardInterrupt while the model runs), then the same call again: the committed
+    parts are kept, only the rest is scored, duplicate ids are still found across the two runs."""
+    from moderation.batch import ChunkScorer, committed_parts
+    dump = tmp_path / "d.jsonl"
+    write_dump(dump, [{"id": str(i % 30), "text": f"post {i}"} for i in range(40)])  # ids 0..9 again at 30..39
+    ref = score_dump([dump], tmp_path / "ref.jsonl", scorer=tiny_scorer, chunk_size=7, progress=False)
+    out = tmp_path / "o.jsonl"
+    real_finish = ChunkScorer.finish
+    calls = {"n": 0}
+
+    def finish_then_interrupt(self, handle):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_finish(self, handle)
+
+    monkeypatch.setattr(ChunkScorer, "finish", finish_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        score_dump([dump], out, scorer=tiny_scorer, chunk_size=7, progress=False)
+    monkeypatch.setattr(ChunkScorer, "finish", real_finish)
+    work = work_dir_for(out)
+    assert not out.exists() and committed_parts(work)[1] == 21  # three parts of 7 rows
+    (work / "part-000000000021-000000000028.jsonl.tmp").write_text("half written by a killed writer")
+    scored = []
+    monkeypatch.setattr(ChunkScorer, "finish", lambda self, h: scored.append(len(h)) or real_finish(self, h))
+    s = score_dump([dump], out, scorer=tiny_scorer, chunk_size=7, progress=False)
+    assert sum(scored) == 19 and s.resumed_rows == 21 and s.rows_read == 40
+    got, want = _read_out(out), _read_out(tmp_path / "ref.jsonl")
+    assert [(r["id"], r["error_code"]) for r in got] == [(r["id"], r["error_code"]) for r in want]
+    assert s.error_counts == ref.error_counts == {"duplicate_id": 10}
+    assert not work.exists()
+
+
+def test_kill_9_mid_run_then_resume_gives_every_row_once(tiny_model_dir, tmp_path):
+    """A real `kill -9` of a running `moderation score`, then the same command again."""
+    n = 3000
+    dump = tmp_path / "big.jsonl"
+    write_dump(dump, [{"id": f"p{i}", "text": f"post number {i} " * (1 + i % 5), "k": i} for i in range(n)])
+    out = tmp_path / "res.parquet"
+    cmd = [sys.executable, "-m", "moderation.cli", "score", str(dump), "--model", str(tiny_model_dir),
+           "--out", str(out), "--chunk-size", "8", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    work = work_dir_for(out)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            parts = list(work.glob("part-*.jsonl")) if work.is_dir() else []
+            if len(parts) >= 5 or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the job ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and work.is_dir()
+    done_before = sum(1 for _ in work.glob("part-*.jsonl"))
+    assert 0 < done_before
+    # the same command again (a bigger chunk only changes how the rest is cut into parts: allowed, and faster)
+    rc = cli_main(cmd[3:-3] + ["--chunk-size", "512", "--no-progress"])
+    assert rc == 0
+    rows = _read_out(out)
+    assert len(rows) == n
+    assert [r["id"] for r in rows] == [f"p{i}" for i in range(n)]
+    assert [r["k"] for r in rows] == list(range(n))
+    assert all(r["ok"] for r in rows)
+    assert not work.exists()
+
+
+def test_idset_flags_repeats_across_its_buffer():
+    s = IdSet(buffer=4)
+    assert all(s.add(str(i)) for i in range(10))
+    assert not any(s.add(str(i)) for i in range(10))
+    assert s.add("10") and len(s) == 11
