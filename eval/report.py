@@ -43,7 +43,7 @@ def _pct(v: Any, digits: int = 1) -> str:
 def _ci(m: dict[str, Any], key: str, value: Any) -> str:
     ci = (m.get("ci") or {}).get(key)
     base = _f(value)
-    return f"{base} [{_f(ci[0])}, {_f(ci[1])}]" if ci and base != "–" else base
+    return f"{base}<br><small class='ci'>[{_f(ci[0])}, {_f(ci[1])}]</small>" if ci and base != "–" else base
 
 
 def _esc(v: Any) -> str:
@@ -58,7 +58,7 @@ def _png(fig: Any) -> str:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     # No metadata: the default "Software" chunk carries a URL, and the file must hold none.
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -107,8 +107,8 @@ def category_figure(category: str, y: np.ndarray, p_cal: np.ndarray, p_raw: np.n
     if has_both:
         ax.axhline(y.mean(), color="grey", ls=":", lw=1, label=f"prevalence {y.mean():.2f}")
     if threshold is None:
-        ax.text(0.5, 0.04, "no operating threshold: flags nothing", transform=ax.transAxes, ha="center",
-                color="#b00020", fontsize=10)
+        ax.text(0.5, 0.96, "no operating threshold: this category flags nothing", transform=ax.transAxes, ha="center",
+                va="top", color="#b00020", fontsize=10, bbox={"facecolor": "white", "edgecolor": "#b00020", "alpha": 0.9})
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title="Precision-recall (calibrated scores)")
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
@@ -192,13 +192,13 @@ def _table(headers: Sequence[str] | None, rows: Sequence[Sequence[str]], cls: st
         return f'<table class="{cls}"><tbody>{body}</tbody></table>'
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     def clean(s: str) -> str:
         import re
-        return re.sub(r"<[^>]+>", "", html.unescape(str(s))).replace("|", "\\|")
+        return re.sub(r"<[^>]+>", "", str(s).replace("<br>", " ")).replace("|", "\\|")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(clean(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -310,7 +310,8 @@ body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:24px
 h1{font-size:26px;margin-bottom:4px} h2{font-size:21px;border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px}
 h3{font-size:17px;margin-top:22px} .sub{color:#555;margin-top:0}
 table{border-collapse:collapse;margin:8px 0 16px;font-size:13px} th,td{border:1px solid #ccc;padding:4px 8px}
-th{background:#f2f4f7;text-align:left} td{text-align:right;font-variant-numeric:tabular-nums} td:first-child{text-align:left;font-weight:600}
+th{background:#f2f4f7;text-align:left} td{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.scroll{overflow-x:auto} small.ci{color:#666} td:first-child{text-align:left;font-weight:600}
 table.kv td{text-align:left} table.kv td:first-child{width:220px;color:#444}
 .badge{display:inline-block;padding:1px 7px;border-radius:9px;font-size:12px;font-weight:600}
 .badge.ok{background:#dff3e4;color:#1e6b34} .badge.bad{background:#fde2e1;color:#a4161a}
