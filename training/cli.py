@@ -76,6 +76,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cal.add_argument("--target-precision", type=float, default=0.9, help="threshold target precision (default: %(default)s)")
     p.set_defaults(func=_cmd_train)
 
+    from training.recipes.default_model import __doc__ as recipe_doc, add_arguments
+
+    d = subparsers.add_parser(
+        "train-default", help="retrain the shipped default model (the committed recipe)",
+        description=recipe_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(d)
+    d.set_defaults(func=_cmd_train_default)
+
+
+def _cmd_train_default(args: argparse.Namespace) -> int:
+    from training.recipes.default_model import run
+
+    return run(args)
+
 
 def _parse_weights(items: list[str]) -> dict[str, float]:
     out = {}

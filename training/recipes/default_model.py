@@ -43,7 +43,7 @@ MODEL = {
 }
 #: Training settings per mode (chosen by the experiments recorded in docs/training.md).
 TRAINING: dict[str, dict[str, Any]] = {
-    "frozen": {"mode": "frozen", "epochs": 80, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.01, "patience": 10,
+    "frozen": {"mode": "frozen", "epochs": 80, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.01, "patience": 6,
                "modality_dropout": 0.3, "dataset_weights": {"multioff": 4.0}},
     "lora": {"mode": "lora", "epochs": 2, "batch_size": 32, "lr": 1e-3, "encoder_lr": 5e-4, "weight_decay": 0.01,
              "patience": 4, "modality_dropout": 0.3, "dataset_weights": {"multioff": 4.0}, "eval_every": 200,
@@ -56,6 +56,12 @@ SHIPPED_FILES = ("config.json", "head.safetensors", "encoders.safetensors", "cal
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.recipes.default_model", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The recipe's options (also used by `moderation train-default`)."""
     p.add_argument("--mode", choices=sorted(TRAINING), default="frozen", help="training mode (default: %(default)s)")
     p.add_argument("--data-root", default=None, help="shared datasets folder (default: $MODERATION_DATA_ROOT or ../shared/datasets)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where the finished model directory goes (default: the package's default_model/)")
@@ -67,11 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-install", action="store_true", help="train, calibrate and measure, but do not copy into --out")
     p.add_argument("--skip-train", action="store_true", help="reuse the trained model in --work-dir (recalibrate and re-measure)")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, calibrate, measure and (unless --no-install) install the default model."""
     import torch
 
     from moderation.cli import _quiet_libraries
