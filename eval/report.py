@@ -423,8 +423,16 @@ def write_report(out_dir: str | Path, evaluation: dict[str, Any], *, title: str,
     for c in cats:
         st = (thr_json.get("categories", {}).get(c) or {})
         if op_thresholds.get(c) is None:
-            reason = st.get("reason") or "no threshold in the model directory"
-            warnings_html.append(f"{c}: no operating threshold, this category flags nothing automatically ({reason}).")
+            reason = st.get("reason") or "no threshold in the model directory; this category flags nothing automatically"
+            warnings_html.append(f"{c}: no operating threshold: {reason}.")
+            continue
+        op = (evaluation["metrics"][c].get("all") or {}).get("operating") or {}
+        interval = op.get("precision_interval")
+        if target is not None and interval and interval[1] is not None and interval[1] < target:
+            warnings_html.append(
+                f"{c}: on this data the operating threshold {op_thresholds[c]:.4f} reaches precision {op['precision']:.3f} "
+                f"({confidence:.0%} interval {interval[0]:.3f}-{interval[1]:.3f}), below the target {target:g} it was "
+                "fitted for: the calibration split does not represent this data (distribution shift), or the threshold is stale.")
 
     # ---- HTML
     h: list[str] = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
@@ -468,7 +476,7 @@ def write_report(out_dir: str | Path, evaluation: dict[str, Any], *, title: str,
         by_ds = (evaluation.get("by_dataset") or {}).get("metrics", {}).get(c)
         if by_ds:
             h.append("<h3>Per dataset</h3>")
-            h.append(_table(SLICE_HEADERS, _slice_rows(by_ds, [g for g in by_ds if g != "all"])))
+            h.append(_table(SLICE_HEADERS, _slice_rows(by_ds, [g for g in by_ds if g != "all" and by_ds[g].get("n")])))
         cal = (calibration or {}).get("categories", {}).get(c)
         if cal:
             cv = cal.get("cv_log_loss") or {}
@@ -503,7 +511,7 @@ def write_report(out_dir: str | Path, evaluation: dict[str, Any], *, title: str,
         md += ["Per modality slice:", "", _md_table(SLICE_HEADERS, _slice_rows(evaluation["metrics"][c], evaluation.get("slices", ["all"]))), ""]
         by_ds = (evaluation.get("by_dataset") or {}).get("metrics", {}).get(c)
         if by_ds:
-            md += ["Per dataset:", "", _md_table(SLICE_HEADERS, _slice_rows(by_ds, [g for g in by_ds if g != "all"])), ""]
+            md += ["Per dataset:", "", _md_table(SLICE_HEADERS, _slice_rows(by_ds, [g for g in by_ds if g != "all" and by_ds[g].get("n")])), ""]
     md.append("Plots: see report.html next to this file.")
     paths["md"].write_text("\n".join(md) + "\n", encoding="utf-8")
     return paths

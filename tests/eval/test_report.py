@@ -95,3 +95,13 @@ def test_report_rejects_wrong_shapes(tmp_path):
         write_report(tmp_path, ev, title="x", calibrated_probs=np.zeros((5, 3)), labels=np.zeros((5, 3)))
     with pytest.raises(ValueError, match="differ in shape"):
         write_report(tmp_path, ev, title="x", calibrated_probs=np.zeros((5, 2)), labels=np.zeros((4, 2)))
+
+
+def test_report_warns_when_threshold_misses_target_on_this_data(tmp_path):
+    rng = np.random.default_rng(7)
+    y = (rng.random((400, 1)) < 0.3).astype(float)
+    p = rng.random((400, 1))  # no signal: precision at any threshold is about the prevalence
+    ev = evaluate(p, y, ["hate"], {"hate": 0.5}, bootstrap=0)
+    paths = write_report(tmp_path, ev, title="shift", calibrated_probs=p, labels=y,
+                         thresholds={"target_precision": 0.9, "categories": {"hate": {"threshold": 0.5, "status": "ok"}}})
+    assert "below the target 0.9 it was fitted for" in paths["html"].read_text()
