@@ -4,7 +4,8 @@ Calibration (per category, on raw logits z):
     temperature  sigmoid(z / T), T by maximum likelihood
     platt        sigmoid(a z + b), maximum likelihood with Platt's smoothed targets (no overconfidence on
                  separable data)
-    isotonic     non-decreasing piecewise-linear map of sigmoid(z) (scikit-learn's IsotonicRegression)
+    isotonic     non-decreasing piecewise-linear map of sigmoid(z) (scikit-learn's IsotonicRegression), kept
+                 within [1/(n+2), 1 - 1/(n+2)] so that no score claims certainty
     auto         the one of the three with the lowest cross-validated log-loss (stratified k-fold on the
                  given data); every method's score is recorded in calibration.json
 Thresholds (per category, on CALIBRATED probabilities, as the scorer applies them): the lowest threshold,
@@ -83,6 +84,10 @@ def fit_isotonic(z: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
     ys = np.asarray(iso.y_thresholds_, dtype=np.float64)
     if xs.size < 2:  # one distinct score: a constant map
         xs, ys = np.array([0.0, 1.0]), np.full(2, ys[0] if ys.size else float(y.mean()))
+    # Pure end blocks would map to exactly 0 or 1: a certainty no finite sample supports (and an unbounded
+    # log-loss on the next post). Keep the map within [1/(n+2), 1 - 1/(n+2)]; it stays non-decreasing.
+    eps = 1.0 / (len(y) + 2.0)
+    ys = np.clip(ys, eps, 1.0 - eps)
     return {"x": xs.tolist(), "y": ys.tolist()}
 
 
