@@ -198,7 +198,8 @@ def _table(headers: Sequence[str] | None, rows: Sequence[Sequence[str]], cls: st
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     def clean(s: str) -> str:
         import re
-        return re.sub(r"<[^>]+>", "", str(s).replace("<br>", " ")).replace("|", "\\|")
+        text = html.unescape(re.sub(r"<[^>]+>", "", str(s).replace("<br>", " ")))
+        return text.replace("<", "&lt;").replace("|", "\\|")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(clean(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -497,7 +498,8 @@ def write_report(out_dir: str | Path, evaluation: dict[str, Any], *, title: str,
 
     # ---- Markdown
     md = [f"# {title}", "", f"Generated {created}.", ""]
-    md += [f"> **Warning:** {w}" for w in warnings_html] + ([""] if warnings_html else [])
+    for w in warnings_html:
+        md += [f"> **Warning:** {w}", ""]
     md += ["## Model and data", "", _md_table(("field", "value"), info_rows), "", "## Summary (all posts)", "",
            _md_table(SUMMARY_HEADERS, _summary_rows(evaluation)), "",
            "## Anchor figures (OpenAI guardrails benchmark style)", "", _md_table(ANCHOR_HEADERS, _anchor_rows(evaluation)), ""]
