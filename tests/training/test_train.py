@@ -154,3 +154,18 @@ def test_lora_training_round_trips(tiny_specs, tiny_model_config, tmp_path):
     la, _ = a.logits([a.prepare(p) for p in posts])
     lb, _ = b.logits([b.prepare(p) for p in posts])
     np.testing.assert_allclose(la, lb, rtol=1e-5, atol=1e-6)
+
+
+def test_embedding_store_compacts_and_survives_a_torn_chunk(tmp_path):
+    from training.embeddings import EmbeddingStore
+
+    store = EmbeddingStore(tmp_path / "s")
+    for i in range(3):
+        store.put([f"k{i}a", f"k{i}b"], np.full((2, 4), i, dtype=np.float32))
+    (tmp_path / "s" / "chunk-999999-torn.json").write_text('["lost"]')  # its .npy never landed
+    reopened = EmbeddingStore(tmp_path / "s")
+    assert len(reopened) == 6 and "lost" not in reopened and reopened.n_chunks == 3
+    reopened.compact()
+    again = EmbeddingStore(tmp_path / "s")
+    assert again.n_chunks == 1 and len(again) == 6
+    np.testing.assert_array_equal(again.get("k2b"), np.full(4, 2, dtype=np.float32))
