@@ -48,6 +48,12 @@ def _wire(item: Item) -> Dict[str, Any]:
     return {"id": item.id, "text": item.text, "image": item.image}
 
 
+def _error(status: int, code: str, message: str, details: Optional[list] = None,
+           headers: Optional[Dict[str, str]] = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "details": details}}, status_code=status,
+                        headers=headers)
+
+
 # --- the model deployment -----------------------------------------------------------------------------
 
 
@@ -85,6 +91,11 @@ class ModerationModel:
         self.largest_batch = 0
         # One thread runs the model, so the event loop stays free to accept posts and fill the next batch.
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moderation-model")
+        # @serve.batch is applied per instance: the decorator keeps its queue (bound to one event loop) on the
+        # decorated function, so decorating the class's method would share one queue between every instance
+        # in a process (local testing mode, two apps in one process). Settings change later via reconfigure.
+        self._score_one = serve.batch(max_batch_size=self.batch_config.max_batch_size,
+                                      batch_wait_timeout_s=self.batch_config.batch_wait_timeout_s)(self._run_batch)
         if not self.scorer.trained:
             logger.warning("serving an UNTRAINED model head (%s): scores are not judgements and nothing is flagged",
                            self.scorer.model_version)
@@ -102,8 +113,8 @@ class ModerationModel:
         """Score posts ({id, text, image: bytes | None}); one ScoreResult per post, in order."""
         return list(await asyncio.gather(*(self._score_one(p) for p in posts)))
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _score_one(self, posts: List[Dict[str, Any]]) -> List[Any]:
+    async def _run_batch(self, posts: List[Dict[str, Any]]) -> List[Any]:
+        """The batched scoring method (wrapped by serve.batch in __init__): a list of posts in, results out."""
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         results = await loop.run_in_executor(self._compute, self._score_batch, posts)
@@ -133,171 +144,173 @@ class ModerationModel:
 
 # --- the ingress --------------------------------------------------------------------------------------
 
-api = FastAPI(
-    title="Moderation endpoint",
-    description="Scores posts (text, image or both) per harm category with calibrated, high-precision thresholds. "
-                "POST /v1/moderations takes OpenAI's moderation request shape or a list of posts.",
-    version="1",
-)
 
+def make_ingress() -> Any:
+    """A fresh ingress deployment with its own FastAPI app.
 
-def _error(status: int, code: str, message: str, details: Optional[list] = None,
-           headers: Optional[Dict[str, str]] = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "details": details}}, status_code=status,
-                        headers=headers)
+    Built per application rather than at import: running an app in-process (local testing mode) stores
+    state on the FastAPI object, which would then be pickled with the next application built.
+    """
+    api = FastAPI(
+        title="Moderation endpoint",
+        description="Scores posts (text, image or both) per harm category with calibrated, high-precision thresholds. "
+                    "POST /v1/moderations takes OpenAI's moderation request shape or a list of posts.",
+        version="1",
+    )
 
+    @serve.deployment(name=INGRESS_DEPLOYMENT)
+    @serve.ingress(api)
+    class ModerationAPI:
+        """The HTTP front: checks auth and limits, parses requests, sends the good items to the model."""
 
-@serve.deployment(name=INGRESS_DEPLOYMENT)
-@serve.ingress(api)
-class ModerationAPI:
-    """The HTTP front: checks auth and limits, parses requests, sends the good items to the model."""
+        def __init__(self, model: DeploymentHandle, limits: Optional[Dict[str, Any]] = None,
+                     token_sha256: Optional[str] = None, request_timeout_s: float = 30.0) -> None:
+            self.model = model
+            self.limits = RequestLimits.model_validate(limits or {})
+            self._token_sha256 = token_sha256
+            self.request_timeout_s = request_timeout_s
+            self.metrics = IngressMetrics()
+            self._static: Optional[Dict[str, Any]] = None
 
-    def __init__(self, model: DeploymentHandle, limits: Optional[Dict[str, Any]] = None,
-                 token_sha256: Optional[str] = None, request_timeout_s: float = 30.0) -> None:
-        self.model = model
-        self.limits = RequestLimits.model_validate(limits or {})
-        self._token_sha256 = token_sha256
-        self.request_timeout_s = request_timeout_s
-        self.metrics = IngressMetrics()
-        self._static: Optional[Dict[str, Any]] = None
+        # --- plain methods (also called through a handle in tests) ---
 
-    # --- plain methods (also called through a handle in tests) ---
+        def authorized(self, authorization: Optional[str]) -> bool:
+            """True when no token is configured, or the header is `Bearer <token>` with the right token."""
+            if self._token_sha256 is None:
+                return True
+            scheme, _, token = (authorization or "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                return False
+            digest = hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
+            return hmac.compare_digest(digest, self._token_sha256)
 
-    def authorized(self, authorization: Optional[str]) -> bool:
-        """True when no token is configured, or the header is `Bearer <token>` with the right token."""
-        if self._token_sha256 is None:
-            return True
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return False
-        digest = hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
-        return hmac.compare_digest(digest, self._token_sha256)
-
-    async def _model_call(self, method: str, *args: Any) -> Any:
-        response = getattr(self.model, method).remote(*args)
-        try:
-            return await asyncio.wait_for(_wait(response), timeout=self.request_timeout_s)
-        except asyncio.TimeoutError:
-            response.cancel()
-            raise
-
-    async def _static_info(self) -> Dict[str, Any]:
-        # Version, categories and thresholds do not change while a replica lives (a new model = a new deployment).
-        if self._static is None:
-            info = await self._model_call("describe")
-            self._static = {k: info[k] for k in ("model_version", "thresholds_version", "trained", "categories")}
-        return self._static
-
-    async def moderate(self, body: bytes, authorization: Optional[str] = None) -> Tuple[int, Dict[str, Any]]:
-        """The whole of POST /v1/moderations on a body: (HTTP status, JSON body). Never raises."""
-        if not self.authorized(authorization):
-            return 401, {"error": {"code": "unauthorized", "details": None,
-                                   "message": "missing or wrong bearer token; send 'Authorization: Bearer <token>'"}}
-        try:
-            request = parse_request(body, self.limits)
-            items = request_items(request, self.limits)
-            info = await self._static_info()
-            good = [it for it in items if it.ok]
-            scored = await self._model_call("score", [_wire(it) for it in good]) if good else []
-            results = format_results(items, scored, info["categories"])
-        except RequestRejected as exc:
-            return exc.status, exc.body()
-        except BackPressureError:
-            return 503, {"error": {"code": "overloaded", "details": None,
-                                   "message": "the model is at capacity (queue full); retry after a short wait"}}
-        except asyncio.TimeoutError:
-            return 504, {"error": {"code": "timeout", "details": None,
-                                   "message": f"the model did not answer within {self.request_timeout_s} s; retry later"}}
-        except Exception as exc:  # noqa: BLE001 - an unexpected failure is a 500 with a JSON body, logged
-            logger.exception("moderation request failed")
-            return 500, {"error": {"code": "internal_error", "details": None,
-                                   "message": f"internal error ({type(exc).__name__}); the server log has the details"}}
-        self.metrics.results(results)
-        payload = {
-            "id": f"modr-{uuid.uuid4().hex}",
-            "model": info["model_version"],
-            "model_version": info["model_version"],
-            "thresholds_version": info["thresholds_version"],
-            "trained": info["trained"],
-            "results": results,
-            "errors": sum(r["error_code"] is not None for r in results),
-        }
-        return response_status(results), payload
-
-    async def ready(self) -> Tuple[bool, Dict[str, Any]]:
-        """Whether the model answers (it only does once loaded), with its version."""
-        try:
-            info = await asyncio.wait_for(_wait(self.model.describe.remote()), timeout=5.0)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said in the body
-            return False, {"ready": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}
-        return True, {"ready": True, "model_version": info["model_version"], "trained": info["trained"]}
-
-    async def model_info(self) -> Dict[str, Any]:
-        info = await self._model_call("describe")
-        return {**info, "limits": self.limits.model_dump(), "auth": self._token_sha256 is not None}
-
-    # --- routes ---
-
-    @api.get("/healthz")
-    async def healthz(self) -> Dict[str, str]:
-        """Alive: the ingress answers (says nothing about the model)."""
-        return {"status": "ok"}
-
-    @api.get("/readyz")
-    async def readyz(self) -> JSONResponse:
-        """Ready: the model replica is loaded and answers. 503 otherwise."""
-        ok, body = await self.ready()
-        return JSONResponse(body, status_code=200 if ok else 503)
-
-    @api.get("/v1/model")
-    async def model_route(self, request: Request) -> JSONResponse:
-        """Model version, categories, thresholds, batching settings and request limits."""
-        start = time.perf_counter()
-        if not self.authorized(request.headers.get("authorization")):
-            status, response = 401, _error(401, "unauthorized", "missing or wrong bearer token",
-                                           headers={"WWW-Authenticate": "Bearer"})
-        else:
+        async def _model_call(self, method: str, *args: Any) -> Any:
+            response = getattr(self.model, method).remote(*args)
             try:
-                status, response = 200, JSONResponse(await self.model_info())
+                return await asyncio.wait_for(_wait(response), timeout=self.request_timeout_s)
+            except asyncio.TimeoutError:
+                response.cancel()
+                raise
+
+        async def _static_info(self) -> Dict[str, Any]:
+            # Version, categories and thresholds do not change while a replica lives (a new model = a new deployment).
+            if self._static is None:
+                info = await self._model_call("describe")
+                self._static = {k: info[k] for k in ("model_version", "thresholds_version", "trained", "categories")}
+            return self._static
+
+        async def moderate(self, body: bytes, authorization: Optional[str] = None) -> Tuple[int, Dict[str, Any]]:
+            """The whole of POST /v1/moderations on a body: (HTTP status, JSON body). Never raises."""
+            if not self.authorized(authorization):
+                return 401, {"error": {"code": "unauthorized", "details": None,
+                                       "message": "missing or wrong bearer token; send 'Authorization: Bearer <token>'"}}
+            try:
+                request = parse_request(body, self.limits)
+                items = request_items(request, self.limits)
+                info = await self._static_info()
+                good = [it for it in items if it.ok]
+                scored = await self._model_call("score", [_wire(it) for it in good]) if good else []
+                results = format_results(items, scored, info["categories"])
+            except RequestRejected as exc:
+                return exc.status, exc.body()
             except BackPressureError:
-                status, response = 503, _error(503, "overloaded", "the model is at capacity; retry after a short wait")
-            except Exception as exc:  # noqa: BLE001
-                status, response = 503, _error(503, "not_ready", f"the model does not answer ({type(exc).__name__})")
-        self.metrics.request("/v1/model", status, (time.perf_counter() - start) * 1000)
-        return response
+                return 503, {"error": {"code": "overloaded", "details": None,
+                                       "message": "the model is at capacity (queue full); retry after a short wait"}}
+            except asyncio.TimeoutError:
+                return 504, {"error": {"code": "timeout", "details": None,
+                                       "message": f"the model did not answer within {self.request_timeout_s} s; retry later"}}
+            except Exception as exc:  # noqa: BLE001 - an unexpected failure is a 500 with a JSON body, logged
+                logger.exception("moderation request failed")
+                return 500, {"error": {"code": "internal_error", "details": None,
+                                       "message": f"internal error ({type(exc).__name__}); the server log has the details"}}
+            self.metrics.results(results)
+            payload = {
+                "id": f"modr-{uuid.uuid4().hex}",
+                "model": info["model_version"],
+                "model_version": info["model_version"],
+                "thresholds_version": info["thresholds_version"],
+                "trained": info["trained"],
+                "results": results,
+                "errors": sum(r["error_code"] is not None for r in results),
+            }
+            return response_status(results), payload
 
-    @api.post("/v1/moderations")
-    async def moderations(self, request: Request) -> JSONResponse:
-        """Score posts: OpenAI's request shape or ours; OpenAI's response shape plus our fields."""
-        start = time.perf_counter()
-        try:
-            body = await self._read_body(request)
-        except RequestRejected as exc:
-            status, payload = exc.status, exc.body()
-        else:
-            status, payload = await self.moderate(body, request.headers.get("authorization"))
-        headers = {}
-        if status == 401:
-            headers["WWW-Authenticate"] = "Bearer"
-        elif status == 503:
-            headers["Retry-After"] = "1"
-        self.metrics.request("/v1/moderations", status, (time.perf_counter() - start) * 1000)
-        return JSONResponse(payload, status_code=status, headers=headers)
+        async def ready(self) -> Tuple[bool, Dict[str, Any]]:
+            """Whether the model answers (it only does once loaded), with its version."""
+            try:
+                info = await asyncio.wait_for(_wait(self.model.describe.remote()), timeout=5.0)
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said in the body
+                return False, {"ready": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}
+            return True, {"ready": True, "model_version": info["model_version"], "trained": info["trained"]}
 
-    async def _read_body(self, request: Request) -> bytes:
-        """The body, refused with 413 as soon as it is known to exceed the limit (header or stream)."""
-        limit = self.limits.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestRejected(413, "body_too_large", f"the request body is {declared} bytes, over the limit of {limit}; "
-                                  "send fewer or smaller items per request")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise RequestRejected(413, "body_too_large", f"the request body is over the limit of {limit} bytes; "
+        async def model_info(self) -> Dict[str, Any]:
+            info = await self._model_call("describe")
+            return {**info, "limits": self.limits.model_dump(), "auth": self._token_sha256 is not None}
+
+        # --- routes ---
+
+        @api.get("/healthz")
+        async def healthz(self) -> Dict[str, str]:
+            """Alive: the ingress answers (says nothing about the model)."""
+            return {"status": "ok"}
+
+        @api.get("/readyz")
+        async def readyz(self) -> JSONResponse:
+            """Ready: the model replica is loaded and answers. 503 otherwise."""
+            ok, body = await self.ready()
+            return JSONResponse(body, status_code=200 if ok else 503)
+
+        @api.get("/v1/model")
+        async def model_route(self, request: Request) -> JSONResponse:
+            """Model version, categories, thresholds, batching settings and request limits."""
+            start = time.perf_counter()
+            if not self.authorized(request.headers.get("authorization")):
+                status, response = 401, _error(401, "unauthorized", "missing or wrong bearer token",
+                                               headers={"WWW-Authenticate": "Bearer"})
+            else:
+                try:
+                    status, response = 200, JSONResponse(await self.model_info())
+                except BackPressureError:
+                    status, response = 503, _error(503, "overloaded", "the model is at capacity; retry after a short wait")
+                except Exception as exc:  # noqa: BLE001
+                    status, response = 503, _error(503, "not_ready", f"the model does not answer ({type(exc).__name__})")
+            self.metrics.request("/v1/model", status, (time.perf_counter() - start) * 1000)
+            return response
+
+        @api.post("/v1/moderations")
+        async def moderations(self, request: Request) -> JSONResponse:
+            """Score posts: OpenAI's request shape or ours; OpenAI's response shape plus our fields."""
+            start = time.perf_counter()
+            try:
+                body = await self._read_body(request)
+            except RequestRejected as exc:
+                status, payload = exc.status, exc.body()
+            else:
+                status, payload = await self.moderate(body, request.headers.get("authorization"))
+            headers = {}
+            if status == 401:
+                headers["WWW-Authenticate"] = "Bearer"
+            elif status == 503:
+                headers["Retry-After"] = "1"
+            self.metrics.request("/v1/moderations", status, (time.perf_counter() - start) * 1000)
+            return JSONResponse(payload, status_code=status, headers=headers)
+
+        async def _read_body(self, request: Request) -> bytes:
+            """The body, refused with 413 as soon as it is known to exceed the limit (header or stream)."""
+            limit = self.limits.max_body_bytes
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise RequestRejected(413, "body_too_large", f"the request body is {declared} bytes, over the limit of {limit}; "
                                       "send fewer or smaller items per request")
-        return bytes(body)
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise RequestRejected(413, "body_too_large", f"the request body is over the limit of {limit} bytes; "
+                                          "send fewer or smaller items per request")
+            return bytes(body)
+
+    return ModerationAPI
 
 
 # --- the app builder ----------------------------------------------------------------------------------
@@ -344,7 +357,7 @@ def build_app(args: ServeArgs) -> Application:
     model = ModerationModel.options(**model_deployment_options(args)).bind(
         model_dir, device=args.device, precision=args.precision, decode_workers=args.decode_workers,
         torch_threads=max(1, int(args.num_cpus)), limits=args.limits.model_dump())
-    return ModerationAPI.options(
+    return make_ingress().options(
         num_replicas=args.ingress_replicas,
         max_ongoing_requests=args.ingress_max_ongoing_requests,
         max_queued_requests=args.ingress_max_queued_requests,
