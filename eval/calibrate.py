@@ -327,6 +327,9 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
     calibration.meta["fitted_on"] = fitted_on
     thresholds.meta["fitted_on"] = fitted_on
     thresholds.meta["calibration_version"] = calibration.version
+    # Thresholds are on calibrated probabilities: the same cut-offs under another calibration are other thresholds.
+    thresholds.version = _content_version("thr", {"categories": thresholds.categories, "target": target_precision,
+                                                  "calibration": calibration.version})
     write_calibration(model_dir, calibration)
     write_thresholds(model_dir, thresholds)
     if scorer is not None and getattr(scorer, "info", None) is not None:

@@ -44,7 +44,13 @@ def _load_data(args: argparse.Namespace, categories: list[str]) -> Any:
         specs = [s for s in default_dataset_specs(args.data_root) if set(s.labels.values()) & set(categories)]
         if not specs:
             raise ValueError(f"none of the default datasets labels this model's categories {categories}; pass --data")
-    data = load_labelled(specs, categories, splits)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_labelled(specs, categories, splits)
+    for w in caught:  # one readable line each (skipped malformed rows are counted, never silent)
+        print(f"warning: {w.message}", file=sys.stderr)
     if len(data) == 0:
         raise ValueError(f"no rows of split(s) {sorted(splits)} in {', '.join(s.name for s in specs)}; "
                          "check --split (the shared datasets have train, val and test)")
