@@ -34,9 +34,12 @@ def test_calibrate_evaluate_report(tiny_model_dir, labelled_folder, tmp_path, ca
     assert html.count("data:image/png;base64,") == 2 and "Comparison" in html
 
     rep2 = tmp_path / "rep2"
-    assert main(["report", "--model", str(tiny_model_dir), "--data", spec, "--split", "test", "--out", str(rep2),
-                 "--bootstrap", "0", "--no-progress"]) == 0
+    assert main(["report", "--model", str(tiny_model_dir), "--compare", str(tiny_model_dir), "--data", spec,
+                 "--split", "test", "--out", str(rep2), "--bootstrap", "0", "--no-progress"]) == 0
     assert (rep2 / "report.md").is_file() and (rep2 / "run" / "evaluation.json").is_file()
+    assert (rep2 / "run-compare" / "evaluation.json").is_file()
+    comparison = json.loads((rep2 / "report.json").read_text())["comparison"]["figures"]
+    assert comparison["offensive"]["ROC-AUC"]["delta"] == 0.0  # the same model on both sides
 
 
 def test_cli_user_errors(tiny_model_dir, labelled_folder, tmp_path, capsys):
