@@ -1,0 +1,149 @@
+"""Real HTTP against the app on a local Ray (127.0.0.1 only): routes, bad inputs, auth, overload -> 503, and a
+clean shutdown. The tests of this module run in order and share one deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+
+import pytest
+
+from tests.serving.conftest import free_port, port_open
+
+pytestmark = pytest.mark.ray
+
+TOKEN_ENV = "MODERATION_HTTP_TEST_TOKEN"
+TOKEN = "http-test-token-123"
+WAIT_S = 1.0
+
+
+def _args(model_dir, **over) -> dict:
+    # One request at a time in the model replica and one queued, so that an overload is easy to make; the
+    # replica is 'slowed' by its own batching: a lone post waits WAIT_S for the batch of 8 to fill.
+    args = {"model_dir": str(model_dir), "num_cpus": 0, "decode_workers": 0, "auth_token_env": TOKEN_ENV,
+            "batch": {"max_batch_size": 8, "batch_wait_timeout_s": WAIT_S},
+            "max_ongoing_requests": 1, "max_queued_requests": 1,
+            "limits": {"max_body_bytes": 32 * 1024, "max_items": 8}}
+    args.update(over)
+    return args
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, tiny_serving_model_dir):
+    """Serve on a free loopback port; yields (base URL, port). Shut down by the last test (and here, to be sure)."""
+    from ray import serve
+
+    from serving.app import build_app
+    from serving.local_ray import start_http
+
+    port = free_port()
+    mp = pytest.MonkeyPatch()
+    mp.setenv(TOKEN_ENV, TOKEN)
+    start_http("127.0.0.1", port)
+    serve.run(build_app(_args(tiny_serving_model_dir)), name="moderation", route_prefix="/")
+    try:
+        yield f"http://127.0.0.1:{port}", port
+    finally:
+        mp.undo()
+        serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    import httpx
+
+    with httpx.Client(base_url=server[0], timeout=30.0, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        yield c
+
+
+def test_health_ready_model(client, server):
+    import httpx
+
+    base = server[0]
+    # Probes need no token.
+    assert httpx.get(f"{base}/healthz", timeout=10).json() == {"status": "ok"}
+    ready = httpx.get(f"{base}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    info = client.get("/v1/model")
+    assert info.status_code == 200
+    body = info.json()
+    assert body["categories"] == ["hate", "offensive"] and body["auth"] is True
+    assert body["batch"] == {"max_batch_size": 8, "batch_wait_timeout_s": WAIT_S}
+
+
+def test_auth_over_http(client, server):
+    import httpx
+
+    base = server[0]
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        r = httpx.post(f"{base}/v1/moderations", json={"input": "hi"}, headers=headers, timeout=10)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(f"{base}/v1/model", timeout=10).status_code == 401
+
+
+def test_moderations_and_bad_inputs_over_http(client):
+    r = client.post("/v1/moderations", json={"model": "omni-moderation-latest", "input": ["one", "two"]})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert [x["id"] for x in body["results"]] == ["0", "1"] and body["errors"] == 0
+    assert isinstance(body["results"][0]["flagged"], bool)
+
+    r = client.post("/v1/moderations", json={"posts": [{"id": "ok", "text": "fine"}, {"id": "bad", "image": "@@"}]})
+    assert r.status_code == 200
+    assert [(x["id"], x["error_code"]) for x in r.json()["results"]] == [("ok", None), ("bad", "bad_base64")]
+
+    cases = [
+        (b'{"input": ', 400, "invalid_json"),
+        (b'{"input": 42}', 422, "invalid_request"),
+        (b'{"input": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}', 422, "too_many_items"),
+        (b'{"input": "' + b"x" * 40_000 + b'"}', 413, "body_too_large"),
+    ]
+    for raw, status, code in cases:
+        r = client.post("/v1/moderations", content=raw, headers={"Content-Type": "application/json"})
+        assert r.status_code == status, raw[:30]
+        assert r.json()["error"]["code"] == code
+    r = client.post("/v1/moderations", json={"posts": [{"id": "only", "image": "data:image/png;base64,!!"}]})
+    assert r.status_code == 422 and r.json()["results"][0]["error_code"] == "bad_base64"
+    assert client.get("/nope").status_code == 404
+
+
+def test_overload_answers_503_quickly(server):
+    """Six concurrent requests against one slot and a queue of one: the extra ones get 503 at once."""
+    import httpx
+
+    async def one(ac, i):
+        start = time.perf_counter()
+        r = await ac.post("/v1/moderations", json={"input": f"post {i}"})
+        return r, time.perf_counter() - start
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=server[0], timeout=30.0,
+                                     headers={"Authorization": f"Bearer {TOKEN}"}) as ac:
+            return await asyncio.gather(*(one(ac, i) for i in range(6)))
+
+    answers = asyncio.run(burst())
+    codes = sorted(r.status_code for r, _ in answers)
+    assert 200 in codes and 503 in codes, codes
+    assert set(codes) <= {200, 503}
+    for r, elapsed in answers:
+        if r.status_code == 503:
+            assert r.json()["error"]["code"] == "overloaded" and r.headers["retry-after"] == "1"
+            assert elapsed < WAIT_S  # shed at once, not after waiting behind the slow batch
+        else:
+            assert r.json()["results"][0]["error_code"] is None
+
+
+def test_clean_shutdown_leaves_nothing_listening(server):
+    from ray import serve
+
+    _, port = server
+    assert port_open(port)
+    serve.shutdown()
+    deadline = time.time() + 20
+    while port_open(port) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not port_open(port)
+    listening = subprocess.run(["ss", "-Htln", f"sport = :{port}"], capture_output=True, text=True).stdout
+    assert listening.strip() == ""
