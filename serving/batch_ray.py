@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -141,9 +142,10 @@ def _ordered_parts(folder: Path) -> list[Path]:
 def _connect(address: str | None, num_cpus: int | None):
     """Use the running Ray, connect to `address`, or start a loopback-only local Ray. Returns a closer."""
     if address is None:
-        import ray  # noqa: F401 - importing starts nothing
-
-        if ray.is_initialized():
+        # Ray must not be imported before local_ray has set its environment (HOME, usage stats): imported
+        # earlier, its processes bind the machine's address instead of 127.0.0.1 (seen with `ss -tnap`).
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
             return lambda: None
         from serving.local_ray import local_ray
 
@@ -167,8 +169,8 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
 
     address: an existing cluster ("auto", "ray://host:10001", ...); None uses the Ray already running in
     this process or starts a local loopback-only one. num_actors: scorer actors (model replicas), each
-    reserving cpus_per_actor CPUs (default: all local CPUs shared among the actors, at least 1) and using as
-    many torch threads. Raises FileNotFoundError / ValueError for bad arguments.
+    reserving cpus_per_actor CPUs (default: the cluster's CPUs but one, shared among the actors, at least 1)
+    and using as many torch threads. Raises FileNotFoundError / ValueError for bad arguments.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -212,11 +214,13 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
     if not (work / WRITTEN_MARKER).is_file():
         import shutil
         shutil.rmtree(parts_dir, ignore_errors=True)  # a cut-short Ray run: start the scoring again
-        local_cpus = os.cpu_count() or 1
-        cpus = cpus_per_actor if cpus_per_actor is not None else max(1.0, float(local_cpus // num_actors))
         close = _connect(address, num_cpus=None)
         try:
             import ray
+
+            # Leave one CPU to the read and write tasks: actors holding every CPU would starve them (a deadlock).
+            total = float(ray.cluster_resources().get("CPU", 1.0))
+            cpus = cpus_per_actor if cpus_per_actor is not None else max(1.0, float((total - 1) // num_actors))
 
             ctx = ray.data.DataContext.get_current()
             ctx.execution_options.preserve_order = True  # parts come out in input order
@@ -225,8 +229,8 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
                                       for i, (p, r) in enumerate(zip(files, roots))],
                                      override_num_blocks=max(1, len(files)))
             ds = ds.flat_map(_read_file, fn_kwargs={"max_row_bytes": max_row_bytes}, num_cpus=0.25)
-            ds = ds.map_batches(ScorerActor, batch_size=chunk_size, batch_format="pyarrow", concurrency=num_actors,
-                                num_cpus=cpus,
+            ds = ds.map_batches(ScorerActor, batch_size=chunk_size, batch_format="pyarrow",
+                                compute=ray.data.ActorPoolStrategy(size=num_actors), num_cpus=cpus,
                                 fn_constructor_kwargs={"model": model_str, "batch_size": batch_size,
                                                        "precision": precision, "device": device,
                                                        "workers": workers, "threads": int(cpus)})
