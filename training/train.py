@@ -269,11 +269,13 @@ def train(specs: Sequence[DatasetSpec], out_dir: str | os.PathLike, model_config
     frozen_modalities = [m for m in model.modalities if model_config.finetune.get(m, "frozen") == "frozen"]
     emb_model_cfg = model  # embeddings of frozen modalities come from the pretrained encoders (cached)
     t0 = time.time()
+    # Fine-tuning: `precision` is for the live encoder; frozen modalities keep fp32 embeddings, as served by default.
+    cache_precision = config.precision if config.mode == "frozen" else "fp32"
     train_emb = embed_posts(emb_model_cfg, scorer.prepare, train_set.posts, modalities=frozen_modalities,
-                            cache=config.cache_dir, batch_size=config.embed_batch_size, precision=config.precision,
+                            cache=config.cache_dir, batch_size=config.embed_batch_size, precision=cache_precision,
                             progress=progress, desc="embedding train")
     stop_emb = embed_posts(emb_model_cfg, scorer.prepare, stop_set.posts, modalities=frozen_modalities,
-                           cache=config.cache_dir, batch_size=config.embed_batch_size, precision=config.precision,
+                           cache=config.cache_dir, batch_size=config.embed_batch_size, precision=cache_precision,
                            progress=progress, desc="embedding early-stopping set")
     log(f"embeddings ready in {time.time() - t0:.0f} s (cache: {train_emb.hits + stop_emb.hits} hits, "
         f"{train_emb.misses + stop_emb.misses} computed)")
@@ -334,6 +336,8 @@ def _train_frozen(model: ModerationModel, train_set: LabelledSet, train_emb: Emb
     st = _tensors(stop_emb, stop_set.labels, np.ones(len(stop_set), dtype=np.float32))
     n = tr["labels"].shape[0]
     head = model.head
+    # The head's matrices are small: one thread is as fast, and far faster on a busy machine (no spinning).
+    torch.set_num_threads(1)
     opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(n / config.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch * config.epochs, config.warmup))
@@ -418,6 +422,94 @@ def _text_forward(model: ModerationModel, texts: Sequence[str | None], rows: tor
     return out.index_copy(0, torch.tensor(idx), feats) if len(idx) else out
 
 
+class _Passthrough(nn.Module):
+    """Stands in for a BERT embedding layer: hands cached hidden states straight to the first kept layer."""
+
+    def forward(self, inputs_embeds: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+        return inputs_embeds
+
+
+def lora_prefix_start(model: ModerationModel) -> int:
+    """First text-encoder layer that LoRA adapts, when the layers below it stay frozen (0: no cacheable prefix).
+
+    Those lower layers never change during training, so their outputs can be computed once per text and
+    kept in memory; a training step then runs (and back-propagates through) the adapted layers only.
+    Needs a BERT-like Hugging Face model (`embeddings`, `encoder.layer`).
+    """
+    if model.config.finetune.get("text") != "lora" or "text" not in model.encoders:
+        return 0
+    layers = (model.config.text_lora or {}).get("layers_to_transform")
+    if not layers:
+        return 0
+    start = min(layers) if isinstance(layers, (list, tuple)) else int(layers)
+    hf = getattr(model.encoders["text"], "model", None)
+    if not (hasattr(hf, "embeddings") and hasattr(getattr(hf, "encoder", None), "layer")):
+        return 0
+    return start if 0 < start < len(hf.encoder.layer) else 0
+
+
+class _LayerSlice:
+    """Context manager: run only layers [lo, hi) of a BERT-like model; below lo, inputs are cached hidden states."""
+
+    def __init__(self, hf: nn.Module, lo: int, hi: int | None = None) -> None:
+        self.hf, self.lo, self.hi = hf, lo, hi
+
+    def __enter__(self) -> None:
+        self.embeddings, self.layers = self.hf.embeddings, self.hf.encoder.layer
+        if self.lo > 0:
+            self.hf.embeddings = _Passthrough()
+        self.hf.encoder.layer = nn.ModuleList(list(self.layers)[self.lo:self.hi])
+
+    def __exit__(self, *exc: Any) -> None:
+        self.hf.embeddings, self.hf.encoder.layer = self.embeddings, self.layers
+
+
+def prefix_states(encoder: nn.Module, texts: Sequence[str | None], start: int, batch_size: int = 64,
+                  progress: bool = True, desc: str = "caching frozen layers") -> list[torch.Tensor | None]:
+    """Per text, the (tokens, D) output of the encoder's first `start` layers (bf16, padding removed)."""
+    from tqdm.auto import tqdm
+
+    out: list[torch.Tensor | None] = [None] * len(texts)
+    order = [i for i in sorted(range(len(texts)), key=lambda i: len(texts[i] or "")) if texts[i] is not None]
+    bar = tqdm(total=len(order), desc=desc, unit="text", disable=not progress)
+    with torch.inference_mode(), _LayerSlice(encoder.model, 0, start):
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            tokens = encoder.tokenize([texts[i] for i in idx])
+            tokens.pop("truncated")
+            hidden = encoder.model(**tokens).last_hidden_state
+            lengths = tokens["attention_mask"].sum(1).tolist()
+            for r, i in enumerate(idx):
+                out[i] = hidden[r, : int(lengths[r])].to(torch.bfloat16).clone()
+            bar.update(len(idx))
+    bar.close()
+    return out
+
+
+def _top_forward(encoder: nn.Module, states: Sequence[torch.Tensor | None], rows: torch.Tensor, size: int,
+                 start: int) -> torch.Tensor:
+    """Text embeddings (size, D) from cached prefix states through the adapted top layers, pooled as the encoder pools."""
+    out = torch.zeros(size, encoder.output_dim)
+    idx = [i for i in rows.tolist() if states[i] is not None]
+    if not idx:
+        return out
+    longest = max(int(states[i].shape[0]) for i in idx)
+    hidden = torch.zeros(len(idx), longest, encoder.output_dim)
+    mask = torch.zeros(len(idx), longest, dtype=torch.long)
+    for r, i in enumerate(idx):
+        n = int(states[i].shape[0])
+        hidden[r, :n] = states[i].float()
+        mask[r, :n] = 1
+    with _LayerSlice(encoder.model, start):
+        last = encoder.model(inputs_embeds=hidden, attention_mask=mask).last_hidden_state
+    if encoder.pooling == "cls":
+        feats = last[:, 0]
+    else:
+        m = mask.unsqueeze(-1).to(last.dtype)
+        feats = (last * m).sum(1) / m.sum(1).clamp_min(1.0)
+    return out.index_copy(0, torch.tensor(idx), feats.float())
+
+
 def _train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: EmbeddedSet, stop_set: LabelledSet,
                     stop_emb: EmbeddedSet, pw: torch.Tensor, config: TrainConfig, log_path: Path,
                     progress: bool) -> tuple[list[dict], dict]:
@@ -434,6 +526,25 @@ def _train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: E
     tr["present"][:, ti] = torch.tensor([t is not None for t in tr_texts])
     st["present"][:, ti] = torch.tensor([t is not None for t in st_texts])
     n = len(tr_texts)
+    start = lora_prefix_start(model)
+    if start:
+        # Layers below `start` are frozen: compute their outputs once, then train through the top layers only.
+        encoder = model.encoders["text"]
+        encoder.eval()
+        tr_states = prefix_states(encoder, tr_texts, start, config.embed_batch_size, progress, "caching frozen layers (train)")
+        st_states = prefix_states(encoder, st_texts, start, config.embed_batch_size, progress, "caching frozen layers (early stopping)")
+
+        def text_train(rows_all: torch.Tensor, rows: torch.Tensor, size: int) -> torch.Tensor:
+            return _top_forward(encoder, [tr_states[i] for i in rows_all.tolist()], rows, size, start)
+
+        def text_stop(rows_all: torch.Tensor, size: int) -> torch.Tensor:
+            return _top_forward(encoder, [st_states[i] for i in rows_all.tolist()], torch.arange(size), size, start)
+    else:
+        def text_train(rows_all: torch.Tensor, rows: torch.Tensor, size: int) -> torch.Tensor:
+            return _text_forward(model, [tr_texts[i] for i in rows_all.tolist()], rows, size)
+
+        def text_stop(rows_all: torch.Tensor, size: int) -> torch.Tensor:
+            return _text_forward(model, [st_texts[i] for i in rows_all.tolist()], torch.arange(size), size)
     enc_params = _trainable_encoder_params(model)
     opt = torch.optim.AdamW([{"params": model.head.parameters(), "lr": config.lr},
                              {"params": enc_params, "lr": config.encoder_lr}], weight_decay=config.weight_decay)
@@ -466,7 +577,7 @@ def _train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: E
             for s in range(0, len(st_texts), config.embed_batch_size):
                 idx = torch.from_numpy(order[s:s + config.embed_batch_size].copy())
                 emb = {m: st[f"emb_{m}"][idx] for m in mods if m != "text"}
-                emb["text"] = _text_forward(model, [st_texts[i] for i in idx.tolist()], torch.arange(len(idx)), len(idx))
+                emb["text"] = text_stop(idx, len(idx))
                 logits.append((idx, model.head(emb, st["present"][idx]).float()))
         full = torch.zeros(len(st_texts), len(model.categories))
         for idx, lg in logits:
@@ -490,7 +601,7 @@ def _train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: E
                 emb = {m: tr[f"emb_{m}"][idx] for m in mods if m != "text"}
                 # Rows whose text is hidden by modality dropout need no encoder pass.
                 rows = present[:, ti].nonzero(as_tuple=True)[0]
-                emb["text"] = _text_forward(model, [tr_texts[i] for i in idx.tolist()], rows, len(idx))
+                emb["text"] = text_train(idx, rows, len(idx))
                 logits = model.head(emb, present).float()
             loss = masked_bce(logits, tr["labels"][idx], pw, tr["weights"][idx])
             opt.zero_grad(set_to_none=True)

@@ -169,3 +169,29 @@ def test_embedding_store_compacts_and_survives_a_torn_chunk(tmp_path):
     again = EmbeddingStore(tmp_path / "s")
     assert again.n_chunks == 1 and len(again) == 6
     np.testing.assert_array_equal(again.get("k2b"), np.full(4, 2, dtype=np.float32))
+
+
+def test_cached_lower_layers_give_the_same_embeddings_as_the_full_encoder():
+    from transformers import BertConfig, BertModel
+
+    from moderation.encoders.text import HFTextEncoder, tiny_random_bert
+    from training.train import _top_forward, prefix_states
+
+    tok = tiny_random_bert().tokenizer
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=64), add_pooling_layer=False).eval()
+    encoder = HFTextEncoder("tiny-3-layers", model=bert, tokenizer=tok, max_length=16)
+    texts = ["a short one", None, "a somewhat longer text with more tokens in it", "mid length text"]
+    rows = [0, 2, 3]
+    tokens = encoder.tokenize([texts[i] for i in rows])
+    tokens.pop("truncated")
+    with torch.inference_mode():
+        full = encoder(**tokens)
+        states = prefix_states(encoder, texts, start=2, progress=False)
+        assert states[1] is None
+        top = _top_forward(encoder, states, torch.tensor(rows), len(texts), start=2)
+    # bf16 storage of the cached states bounds the agreement.
+    np.testing.assert_allclose(top[rows].numpy(), full.numpy(), atol=3e-2, rtol=3e-2)
+    assert torch.all(top[1] == 0)
+    assert len(encoder.model.encoder.layer) == 3  # the layer slice is undone

@@ -39,16 +39,20 @@ MODEL = {
     "image_encoder": {"name": "efficientnet_lite0"},
     "fusion": "gated",
     "fusion_dim": 256,
-    "dropout": 0.2,
+    "dropout": 0.3,
 }
 #: Training settings per mode (chosen by the experiments recorded in docs/training.md).
 TRAINING: dict[str, dict[str, Any]] = {
-    "frozen": {"mode": "frozen", "epochs": 80, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.01, "patience": 6,
+    "frozen": {"mode": "frozen", "epochs": 60, "batch_size": 128, "lr": 3e-4, "weight_decay": 0.05, "patience": 6,
                "modality_dropout": 0.3, "dataset_weights": {"multioff": 4.0}},
-    "lora": {"mode": "lora", "epochs": 2, "batch_size": 32, "lr": 1e-3, "encoder_lr": 5e-4, "weight_decay": 0.01,
-             "patience": 4, "modality_dropout": 0.3, "dataset_weights": {"multioff": 4.0}, "eval_every": 200,
+    "lora": {"mode": "lora", "epochs": 1, "batch_size": 32, "lr": 1e-3, "encoder_lr": 5e-4, "weight_decay": 0.01,
+             "patience": 4, "modality_dropout": 0.3, "dataset_weights": {"multioff": 4.0}, "eval_every": 300,
              "precision": "bf16"},
 }
+#: LoRA on the top half of MiniLM (layers 3-5): backward stops there, so a CPU step costs about a third less
+#: than adapting all six layers; the adapters stay small (~330k parameters).
+LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "target_modules": ["query", "key", "value", "dense"],
+        "layers_to_transform": [3, 4, 5]}
 SHIPPED_FILES = ("config.json", "head.safetensors", "encoders.safetensors", "calibration.json", "thresholds.json",
                  "metrics.json", "MODEL_CARD.md", "training_log.jsonl")
 
@@ -99,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     model_cfg["text_encoder"] = {**MODEL["text_encoder"], "max_length": max_length}
     if args.mode != "frozen":
         model_cfg["finetune"] = {"text": args.mode, "image": "frozen"}
+        model_cfg["text_lora"] = dict(LORA)
         train_cfg["time_budget_s"] = args.time_budget
     t0 = time.time()
     if not args.skip_train:
