@@ -3,12 +3,14 @@
 One command, one run, every ratio measured within it (the machine is shared and noisy):
 
 1. ceiling: the scorer in-process, batches of `--batch-size` text posts, torch on `--num-cpus` threads
-   (posts/s), and its single-post latency;
-2. the endpoint (local Ray on 127.0.0.1, the same model, one model replica with `--num-cpus` CPUs):
-   a closed-loop sweep of concurrency (1, 4, 16, 64), then an open loop (Poisson arrivals) at half the
-   saturation rate; p50 / p95 / p99 latency and throughput of each phase;
-3. the same endpoint redeployed with max_batch_size=1 (batching off), closed loop at the concurrencies
-   where batching was measured at saturation.
+   (posts/s), and its single-post latency; measured three times (before, between and after the endpoint
+   phases) because the machine's load drifts;
+2. two copies of the endpoint side by side on one local Ray (127.0.0.1), the same model, one model replica
+   each with `--num-cpus` CPUs: `/on` batches (max_batch_size `--batch-size`), `/off` has max_batch_size=1.
+   Only one is loaded at a time (an idle replica costs nothing), so they can be interleaved: a closed-loop
+   sweep of concurrency (1, 4, 16, 64) where each `/on` phase at 16 and 64 is followed by the same phase on
+   `/off` (and, with --repeats 2, then `/off` and `/on` again: ABBA, so drift cancels); then an open loop
+   (Poisson arrivals) on `/on` at half its saturation rate. p50 / p95 / p99 latency and throughput.
 
 Text-only posts (real tweets from ../shared/datasets/tweeteval_offensive when present), one post per
 request. Every phase is bounded in time (`--phase-s`) and requests; loopback only. Prints a table and the
@@ -52,37 +54,38 @@ def load_texts(datasets: Path, n: int) -> tuple[list[str], str]:
     return [" ".join(words[(i + j) % len(words)] for j in range(12 + i % 20)) for i in range(n)], "synthetic"
 
 
-def bare_ceiling(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
-    """Posts/s of Scorer.score on full batches in this process, and the single-post latency (s)."""
+def load_scorer(args: argparse.Namespace):
     import torch
 
     from moderation.scorer import Scorer
 
     torch.set_num_threads(max(1, int(args.num_cpus)))
     opts = dict(batch_size=args.batch_size, precision=args.precision, num_workers=0)
-    scorer = Scorer.from_dir(args.model, **opts) if args.model else Scorer.default(**opts)
-    info = {"model_version": scorer.model_version, "trained": scorer.trained, "torch_threads": torch.get_num_threads()}
+    return Scorer.from_dir(args.model, **opts) if args.model else Scorer.default(**opts)
 
-    def batch(i: int, size: int) -> list[dict]:
-        return [{"id": str(j), "text": texts[(i * size + j) % len(texts)]} for j in range(size)]
 
-    for i in range(3):  # warm-up
-        scorer.score(batch(i, args.batch_size))
-    posts, start, i = 0, time.perf_counter(), 0
-    while time.perf_counter() - start < args.phase_s:
-        posts += len(scorer.score(batch(i, args.batch_size)))
+def bare_ceiling(scorer, texts: list[str], seconds: float) -> dict[str, Any]:
+    """Posts/s of Scorer.score on full batches in this process, and the single-post latency (ms)."""
+    import torch
+
+    size = scorer.batch_size
+
+    def batch(i: int, n: int) -> list[dict]:
+        return [{"id": str(j), "text": texts[(i * n + j) % len(texts)]} for j in range(n)]
+
+    scorer.score(batch(0, size))  # warm-up
+    posts, start, i = 0, time.perf_counter(), 1
+    while time.perf_counter() - start < seconds:
+        posts += len(scorer.score(batch(i, size)))
         i += 1
     elapsed = time.perf_counter() - start
-    singles, start, i = [], time.perf_counter(), 0
-    while time.perf_counter() - start < min(5.0, args.phase_s):
+    singles, start = [], time.perf_counter()
+    while time.perf_counter() - start < min(5.0, seconds):
         t0 = time.perf_counter()
         scorer.score(batch(i, 1))
         singles.append(time.perf_counter() - t0)
         i += 1
-    scorer.close()
-    del scorer
-    gc.collect()
-    return {**info, "posts_per_s": posts / elapsed, "posts": posts, "seconds": elapsed,
+    return {"posts_per_s": posts / elapsed, "posts": posts, "seconds": elapsed, "torch_threads": torch.get_num_threads(),
             "single_post_p50_ms": statistics.median(singles) * 1000, "single_posts": len(singles)}
 
 
@@ -93,14 +96,14 @@ def serve_args(args: argparse.Namespace, max_batch_size: int, wait_s: float) -> 
             "max_ongoing_requests": 2 * args.batch_size, "max_queued_requests": 512}
 
 
-def deploy(args: argparse.Namespace, max_batch_size: int, wait_s: float) -> float:
-    """(Re)deploy the app and wait until it answers; returns seconds taken."""
+def deploy(args: argparse.Namespace, name: str, max_batch_size: int, wait_s: float) -> float:
+    """Deploy one copy of the app at /<name> and wait until it answers; returns seconds taken."""
     from ray import serve
 
     from serving.app import build_app
 
     start = time.perf_counter()
-    serve.run(build_app(serve_args(args, max_batch_size, wait_s)), name="moderation", route_prefix="/")
+    serve.run(build_app(serve_args(args, max_batch_size, wait_s)), name=name, route_prefix=f"/{name}")
     return time.perf_counter() - start
 
 
@@ -135,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-cpus", type=float, default=float(os.cpu_count() or 1), help="CPUs of the model replica")
     parser.add_argument("--port", type=int, default=18000)
     parser.add_argument("--max-requests", type=int, default=20_000, help="cap per phase")
+    parser.add_argument("--repeats", type=int, choices=(1, 2), default=2,
+                        help="2: batching on/off phases in ABBA order so that load drift cancels")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     if args.model:
@@ -150,71 +155,90 @@ def main(argv: list[str] | None = None) -> int:
 
     texts, source = load_texts(Path(args.datasets), 512)
     bodies = text_bodies(texts)
-    url = f"http://127.0.0.1:{args.port}/v1/moderations"
+    url = {mode: f"http://127.0.0.1:{args.port}/{mode}/v1/moderations" for mode in ("on", "off")}
     report: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]), "texts": source,
-                              "settings": {k: v for k, v in vars(args).items()}, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    n_phases = 1 + len(concurrencies) + 1 + 2  # the batching-off run measures one or two concurrencies
+                              "settings": dict(vars(args)), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    off_cs = [c for c in concurrencies if c >= 16] or [max(concurrencies)]
+    n_phases = 3 + len(concurrencies) + len(off_cs) * (2 * args.repeats - 1) + 1
     bar = tqdm(total=n_phases, desc="serve benchmark", unit="phase")
 
-    bar.set_postfix_str("bare ceiling (in-process)")
-    report["ceiling"] = bare_ceiling(args, texts)
+    def step(label: str) -> None:
+        bar.set_postfix_str(label)
+
+    def phase(result, **extra: Any) -> dict[str, Any]:
+        bar.update()
+        return {**extra, **result.summary()}
+
+    step("loading the scorer in-process")
+    scorer = load_scorer(args)
+    report["model"] = {"model_version": scorer.model_version, "trained": scorer.trained}
+    ceilings = []
+    step("bare ceiling 1/3")
+    ceilings.append(bare_ceiling(scorer, texts, args.phase_s))
     bar.update()
 
-    def phase(result) -> dict[str, Any]:
-        s = result.summary()
-        bar.update()
-        return s
-
-    with local_ray(num_cpus=int(max(args.num_cpus, 1))) as ray:
+    # Two 2-CPU replicas on a 2-core machine: Ray's CPU count is logical, and only one replica works at a time.
+    with local_ray(num_cpus=int(2 * max(args.num_cpus, 1))) as ray:
         start_http("127.0.0.1", args.port)
-        bar.set_postfix_str("deploying (batching on)")
-        report["deploy_s_on"] = deploy(args, args.batch_size, args.batch_wait_ms / 1000.0)
-        run_phase(closed_loop(url, bodies, 4, args.warmup_s, name="warm-up"))
-        closed = []
+        step("deploying /on and /off")
+        report["deploy_s"] = {"on": deploy(args, "on", args.batch_size, args.batch_wait_ms / 1000.0),
+                              "off": deploy(args, "off", 1, 0.0)}
+        for mode in ("on", "off"):
+            run_phase(closed_loop(url[mode], bodies, 4, args.warmup_s, name="warm-up"))
+        closed_on: list[dict[str, Any]] = []
+        closed_off: list[dict[str, Any]] = []
         for c in concurrencies:
-            bar.set_postfix_str(f"closed loop c={c}")
-            closed.append({"concurrency": c, **phase(run_phase(closed_loop(url, bodies, c, args.phase_s, args.max_requests)))})
-        report["closed_on"] = closed
-        saturation = max(closed, key=lambda s: s["throughput"])
-        single = min(closed, key=lambda s: s["concurrency"])  # the lowest concurrency (1): a lone request
+            order = ["on"] + (["off", "off", "on"] if args.repeats > 1 else ["off"]) if c in off_cs else ["on"]
+            for k, mode in enumerate(order):
+                step(f"/{mode} closed loop c={c}")
+                result = run_phase(closed_loop(url[mode], bodies, c, args.phase_s, args.max_requests))
+                (closed_on if mode == "on" else closed_off).append(phase(result, mode=mode, concurrency=c, repeat=k))
+        report["closed_on"], report["closed_off"] = closed_on, closed_off
+        step("bare ceiling 2/3")
+        ceilings.append(bare_ceiling(scorer, texts, args.phase_s))
+        bar.update()
+        on_by_c = _merge(closed_on)
+        saturation = max(on_by_c.values(), key=lambda s: s["throughput"])
+        single = on_by_c[min(on_by_c)]  # the lowest concurrency (1): a lone request at a time
         rate = 0.5 * saturation["throughput"]
-        bar.set_postfix_str(f"open loop {rate:.1f}/s")
-        report["open_half"] = phase(run_phase(open_loop(url, bodies, rate, args.phase_s, args.max_requests)))
+        step(f"/on open loop {rate:.1f}/s")
+        report["open_half"] = phase(run_phase(open_loop(url["on"], bodies, rate, args.phase_s, args.max_requests)),
+                                    mode="on", rate=rate)
         report["metrics"] = metrics_check(ray)
-
-        bar.set_postfix_str("redeploying (max_batch_size=1)")
-        report["deploy_s_off"] = deploy(args, 1, 0.0)
-        run_phase(closed_loop(url, bodies, 4, args.warmup_s, name="warm-up"))
-        closed_off = []
-        for c in sorted({saturation["concurrency"], max(concurrencies)}):
-            bar.set_postfix_str(f"batching off, closed loop c={c}")
-            closed_off.append({"concurrency": c, **phase(run_phase(closed_loop(url, bodies, c, args.phase_s, args.max_requests)))})
-        report["closed_off"] = closed_off
+    step("bare ceiling 3/3")
+    ceilings.append(bare_ceiling(scorer, texts, args.phase_s))
+    bar.update()
     bar.close()
+    scorer.close()
+    report["ceilings"] = ceilings
 
-    ceiling = report["ceiling"]["posts_per_s"]
-    on_by_name = {s["name"]: s for s in closed}
-    best_off = max(closed_off, key=lambda s: s["throughput"])
-    same_c_ratio = {s["name"]: on_by_name[s["name"]]["throughput"] / max(s["throughput"], 1e-9) for s in closed_off}
+    ceiling = statistics.median(c["posts_per_s"] for c in ceilings)
+    off_by_c = _merge(closed_off)
+    same_c = {c: on_by_c[c]["throughput"] / max(off_by_c[c]["throughput"], 1e-9) for c in off_by_c}
+    best_off = max(off_by_c.values(), key=lambda s: s["throughput"])
+    report["summary_on"], report["summary_off"] = list(on_by_c.values()), list(off_by_c.values())
     report["targets"] = {
-        "saturation_over_ceiling": {"value": saturation["throughput"] / ceiling, "target": ">= 0.70"},
+        "saturation_over_ceiling": {"value": saturation["throughput"] / ceiling, "target": ">= 0.70",
+                                    "saturation_req_s": saturation["throughput"], "ceiling_posts_s_median": ceiling},
         "batching_on_over_off": {"value": saturation["throughput"] / max(best_off["throughput"], 1e-9),
-                                 "target": ">= 3.0", "same_concurrency": same_c_ratio},
+                                 "target": ">= 3.0", "same_concurrency": same_c},
         "p99_half_rate_over_single": {"value": (report["open_half"]["p99_ms"] or float("inf")) / single["p50_ms"],
                                       "target": "<= 3.0", "single_request_p50_ms": single["p50_ms"]},
     }
 
     print()
-    print(f"model {report['ceiling']['model_version']} (trained: {report['ceiling']['trained']}), texts: {source}")
-    print(f"ceiling (in-process, batch {args.batch_size}, {report['ceiling']['torch_threads']} threads): "
-          f"{ceiling:.1f} posts/s; single post {report['ceiling']['single_post_p50_ms']:.1f} ms")
-    header = f"{'phase':<28} {'sent':>6} {'ok':>6} {'503':>5} {'other':>5} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+    print(f"model {report['model']['model_version']} (trained: {report['model']['trained']}), texts: {source}")
+    print("ceiling (in-process, batch %d, %d threads): %s posts/s (median %.1f); single post %s ms" % (
+        args.batch_size, ceilings[0]["torch_threads"], " / ".join(f"{c['posts_per_s']:.1f}" for c in ceilings), ceiling,
+        " / ".join(f"{c['single_post_p50_ms']:.1f}" for c in ceilings)))
+    header = f"{'phase':<26} {'sent':>6} {'ok':>6} {'503':>5} {'other':>5} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
     print(header)
     print("-" * len(header))
-    rows = [("on  " + s["name"], s) for s in closed] + [("on  " + report["open_half"]["name"], report["open_half"])]
-    rows += [("off " + s["name"], s) for s in closed_off]
+    rows = [(f"/{s['mode']} c={s['concurrency']} #{s['repeat']}", s) for s in closed_on + closed_off]
+    rows.sort(key=lambda r: (r[1]["concurrency"], r[1]["mode"] != "on", r[1]["repeat"]))
+    rows.append((f"/on open {report['open_half']['rate']:.1f}/s", report["open_half"]))
     for label, s in rows:
-        print(f"{label:<28} {s['sent']:>6} {s['ok']:>6} {s['shed']:>5} {s['other']:>5} {s['throughput']:>7.1f} "
+        print(f"{label:<26} {s['sent']:>6} {s['ok']:>6} {s['shed']:>5} {s['other']:>5} {s['throughput']:>7.1f} "
               f"{_f(s['p50_ms'])} {_f(s['p95_ms'])} {_f(s['p99_ms'])}")
     print()
     for name, t in report["targets"].items():
@@ -224,6 +248,21 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(report, indent=2))
         print(f"figures written to {args.out}")
     return 0
+
+
+def _merge(phases: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per concurrency: repeats pooled (requests and seconds summed, latency percentiles averaged)."""
+    out: dict[int, dict[str, Any]] = {}
+    for c in sorted({p["concurrency"] for p in phases}):
+        group = [p for p in phases if p["concurrency"] == c]
+        ok, seconds = sum(p["ok"] for p in group), sum(p["seconds"] for p in group)
+        merged = {"concurrency": c, "mode": group[0]["mode"], "repeats": len(group), "ok": ok, "seconds": seconds,
+                  "throughput": ok / seconds if seconds else 0.0}
+        for key in ("p50_ms", "p95_ms", "p99_ms"):
+            values = [p[key] for p in group if p[key] is not None]
+            merged[key] = statistics.mean(values) if values else None
+        out[c] = merged
+    return out
 
 
 def _f(v: float | None) -> str:

@@ -186,8 +186,13 @@ def test_serve_args_validation():
         ServeArgs.model_validate({"batch": {"max_batch_size": 0}})
 
 
-def test_builder_options_and_refusals(tiny_model_dir, monkeypatch):
+def test_builder_options_and_refusals(tmp_path, monkeypatch):
     from serving.app import build_app, model_deployment_options
+
+    # The builder only checks that the directory holds a config; the replica loads it (not started here).
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
 
     opts = model_deployment_options(ServeArgs(batch={"max_batch_size": 16, "batch_wait_timeout_s": 0.02},
                                               max_queued_requests=5, num_cpus=2))
@@ -199,11 +204,11 @@ def test_builder_options_and_refusals(tiny_model_dir, monkeypatch):
     assert auto["autoscaling_config"]["max_replicas"] == 3 and "num_replicas" not in auto
 
     with pytest.raises(ValueError, match="not found or has no config.json"):
-        build_app({"model_dir": str(tiny_model_dir / "missing")})
+        build_app({"model_dir": str(tmp_path / "missing")})
     monkeypatch.delenv("MODERATION_TEST_TOKEN", raising=False)
     with pytest.raises(ValueError, match="MODERATION_TEST_TOKEN"):
-        build_app({"model_dir": str(tiny_model_dir), "auth_token_env": "MODERATION_TEST_TOKEN"})
-    build_app({"model_dir": str(tiny_model_dir)})  # a dict is validated into ServeArgs
+        build_app({"model_dir": str(model_dir), "auth_token_env": "MODERATION_TEST_TOKEN"})
+    build_app({"model_dir": str(model_dir)})  # a dict is validated into ServeArgs
 
 
 def test_config_file_is_valid_builder_args():
@@ -223,3 +228,28 @@ def test_config_file_is_valid_builder_args():
     [dep] = app["deployments"]
     assert dep["name"] == "ModerationModel"
     BatchConfig.model_validate(dep["user_config"])
+
+
+def test_cli_merges_config_file_and_options(tmp_path):
+    """`moderation serve --config FILE` takes the file's args and http_options; explicit options win."""
+    from moderation.cli import build_parser
+    from serving.cli import _serve_args
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        "http_options: {host: 127.0.0.1, port: 8123}\n"
+        "applications:\n"
+        "  - name: moderation\n"
+        "    import_path: serving.app:build_app\n"
+        "    args: {precision: bf16, num_cpus: 2, batch: {max_batch_size: 8, batch_wait_timeout_s: 0.02}}\n")
+    args = build_parser().parse_args(["serve", "--config", str(config), "--batch-size", "4", "--port", "9000"])
+    app_args, host, port = _serve_args(args)
+    assert (host, port) == ("127.0.0.1", 9000)
+    assert app_args["precision"] == "bf16" and app_args["num_cpus"] == 2
+    assert app_args["batch"] == {"max_batch_size": 4, "batch_wait_timeout_s": 0.02}
+    ServeArgs.model_validate(app_args)
+    app_args, host, port = _serve_args(build_parser().parse_args(["serve"]))
+    assert (host, port) == ("127.0.0.1", 8000) and ServeArgs.model_validate(app_args).batch.max_batch_size == 32
+    config.write_text("applications: [{name: a, import_path: other.module:app}]\n")
+    with pytest.raises(ValueError, match="import_path must be serving.app:build_app"):
+        _serve_args(build_parser().parse_args(["serve", "--config", str(config)]))
