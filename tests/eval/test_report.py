@@ -27,6 +27,13 @@ def _synthetic(n: int = 600, seed: int = 0):
     return z, y, slices
 
 
+@pytest.fixture(scope="module")
+def toy():
+    """One synthetic model evaluated once for the module: (z, y, slices, evaluation, calibration, thresholds, probs)."""
+    z, y, slices = _synthetic()
+    return (z, y, slices, *_evaluated(z, y, slices))
+
+
 def _evaluated(z, y, slices, thresholds=None):
     ok = ~np.isnan(z).any(axis=1)
     cal = fit_calibration(z[ok], y[ok], CATS, method="platt")
@@ -37,9 +44,8 @@ def _evaluated(z, y, slices, thresholds=None):
     return ev, cal, thr, probs
 
 
-def test_report_writes_self_contained_html_json_md(tmp_path):
-    z, y, slices = _synthetic()
-    ev, cal, thr, probs = _evaluated(z, y, slices)
+def test_report_writes_self_contained_html_json_md(tmp_path, toy):
+    z, y, slices, ev, cal, thr, probs = toy
     paths = write_report(tmp_path / "rep", ev, title="Toy <report>", raw_probs=sigmoid(z), calibrated_probs=probs,
                          labels=y, model={"model_version": "toy-1", "trained": True},
                          data={"datasets": {"a": 600}, "split": "test"}, calibration=cal.to_json(),
@@ -62,9 +68,8 @@ def test_report_writes_self_contained_html_json_md(tmp_path):
     assert md.startswith("# Toy <report>") and "| category | ROC-AUC |" in md and "Threshold table" in md
 
 
-def test_report_marks_unreachable_and_compares_two_models(tmp_path):
-    z, y, slices = _synthetic(seed=1)
-    ev, cal, thr, probs = _evaluated(z, y, slices)
+def test_report_marks_unreachable_and_compares_two_models(tmp_path, toy):
+    z, y, slices, ev, cal, thr, probs = toy
     rng = np.random.default_rng(5)
     z_noise = np.where(np.isnan(z), np.nan, rng.normal(0, 1, z.shape))  # a model with no signal
     ev2, _, thr2, probs2 = _evaluated(z_noise, y, slices)
@@ -80,17 +85,15 @@ def test_report_marks_unreachable_and_compares_two_models(tmp_path):
     assert d["b"] > d["a"] and d["delta"] == pytest.approx(d["b"] - d["a"])
 
 
-def test_report_from_evaluation_only_has_tables_but_no_plots(tmp_path):
-    z, y, slices = _synthetic(seed=2)
-    ev, *_ = _evaluated(z, y, slices)
+def test_report_from_evaluation_only_has_tables_but_no_plots(tmp_path, toy):
+    ev = toy[3]
     paths = write_report(tmp_path, ev, title="Tables only")
     html = paths["html"].read_text()
     assert "data:image/png" not in html and "Summary (all posts)" in html
 
 
-def test_report_rejects_wrong_shapes(tmp_path):
-    z, y, slices = _synthetic(seed=3)
-    ev, *_ = _evaluated(z, y, slices)
+def test_report_rejects_wrong_shapes(tmp_path, toy):
+    ev = toy[3]
     with pytest.raises(ValueError, match="calibrated_probs must be"):
         write_report(tmp_path, ev, title="x", calibrated_probs=np.zeros((5, 3)), labels=np.zeros((5, 3)))
     with pytest.raises(ValueError, match="differ in shape"):
