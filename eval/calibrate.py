@@ -290,7 +290,8 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
     scorer: an already loaded Scorer of this directory (loaded here when None); its calibration and
     thresholds are updated in place so that it scores like a freshly loaded one. predictions: a
     PredictionSet of `data` already computed with this model (skips the prediction pass).
-    Warns (CalibrationSplitWarning) when config.json says the model was trained on rows of `data`.
+    Warns (CalibrationSplitWarning) when config.json says the model was trained on rows of `data`, or when
+    `data` holds rows of a "test" split.
     Raises ValueError when no post could be scored.
     """
     from moderation.model_dir import read_model_info, write_calibration, write_thresholds
@@ -304,6 +305,11 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
         warnings.warn(f"{overlap} of {len(data)} calibration rows come from dataset splits this model was trained on "
                       f"(config.json 'training'): calibration and thresholds fitted there are optimistic. "
                       "Calibrate on a held-out split (e.g. --split val).", CalibrationSplitWarning, stacklevel=2)
+    n_test = sum(1 for s in (getattr(data, "splits", []) or []) if s == "test")
+    if n_test:
+        warnings.warn(f"{n_test} of {len(data)} calibration rows come from a 'test' split: every later figure measured "
+                      "on that split will be optimistic. Calibrate on a held-out split (e.g. --split val).",
+                      CalibrationSplitWarning, stacklevel=2)
     if predictions is None:
         if scorer is None:
             from moderation.scorer import Scorer

@@ -118,6 +118,7 @@ def test_training_overlap_reads_config_defensively():
 
 
 def test_calibrate_model_dir_writes_files_the_scorer_uses(tiny_model_dir, tiny_scorer, labelled_set):
+    labelled_set = labelled_set.subset(np.asarray(labelled_set.splits) == "val")  # a calibration split only
     posts = [dict(p) for p in labelled_set.posts]
     before = tiny_scorer.score(posts[:40], image_root="/")
     assert not any(r.flagged for r in before) and all(r.ok for r in before)  # no thresholds yet: nothing flags
@@ -155,8 +156,11 @@ def test_calibrate_warns_on_training_rows(tiny_model_dir, labelled_set):
     cfg = json.loads(cfg_path.read_text())
     cfg["training"] = {"splits": ["val"], "datasets": ["toyset"]}
     cfg_path.write_text(json.dumps(cfg))
-    with pytest.warns(CalibrationSplitWarning, match="trained on"):
+    with pytest.warns(CalibrationSplitWarning) as record:  # labelled_set holds val and test rows
         calibrate_model_dir(tiny_model_dir, labelled_set, progress=False, min_positives=10)
+    messages = [str(w.message) for w in record]
+    assert any("120 of 240 calibration rows come from dataset splits this model was trained on" in m for m in messages)
+    assert any("from a 'test' split" in m for m in messages)
 
 
 def test_calibrate_refuses_when_nothing_scores(tiny_model_dir, labelled_set):
