@@ -105,8 +105,8 @@ class ModerationModel:
         config = BatchConfig.model_validate(user_config or {})
         self._score_one.set_max_batch_size(config.max_batch_size)
         self._score_one.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
-        # One Serve batch = one forward pass.
-        self.scorer.batch_size = config.max_batch_size
+        # The scorer sorts a batch by length and runs it in chunks of this size (one chunk when None).
+        self.scorer.batch_size = config.forward_batch_size or config.max_batch_size
         self.batch_config = config
 
     async def score(self, posts: List[Dict[str, Any]]) -> List[Any]:

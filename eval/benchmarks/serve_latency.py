@@ -60,15 +60,14 @@ def load_scorer(args: argparse.Namespace):
     from moderation.scorer import Scorer
 
     torch.set_num_threads(max(1, int(args.num_cpus)))
-    opts = dict(batch_size=args.batch_size, precision=args.precision, num_workers=0)
+    # Batches of --batch-size posts, run in length-sorted chunks of --forward-batch-size, as the replica does.
+    opts = dict(batch_size=args.forward_batch_size or args.batch_size, precision=args.precision, num_workers=0)
     return Scorer.from_dir(args.model, **opts) if args.model else Scorer.default(**opts)
 
 
-def bare_ceiling(scorer, texts: list[str], seconds: float) -> dict[str, Any]:
-    """Posts/s of Scorer.score on full batches in this process, and the single-post latency (ms)."""
+def bare_ceiling(scorer, texts: list[str], seconds: float, size: int) -> dict[str, Any]:
+    """Posts/s of Scorer.score on batches of `size` posts in this process, and the single-post latency (ms)."""
     import torch
-
-    size = scorer.batch_size
 
     def batch(i: int, n: int) -> list[dict]:
         return [{"id": str(j), "text": texts[(i * n + j) % len(texts)]} for j in range(n)]
@@ -91,7 +90,8 @@ def bare_ceiling(scorer, texts: list[str], seconds: float) -> dict[str, Any]:
 
 def serve_args(args: argparse.Namespace, max_batch_size: int, wait_s: float) -> dict[str, Any]:
     return {"model_dir": args.model, "precision": args.precision, "num_cpus": args.num_cpus, "decode_workers": 0,
-            "batch": {"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s},
+            "batch": {"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s,
+                      "forward_batch_size": min(args.forward_batch_size or max_batch_size, max_batch_size)},
             # Same replica capacity in both runs; a queue large enough that the sweep sheds nothing.
             "max_ongoing_requests": 2 * args.batch_size, "max_queued_requests": 512}
 
@@ -109,6 +109,25 @@ def deploy(args: argparse.Namespace, name: str, max_batch_size: int, wait_s: flo
 
 def run_phase(coro) -> Any:
     return asyncio.run(coro)
+
+
+def replica_ceiling(texts: list[str], seconds: float, size: int) -> dict[str, Any]:
+    """Posts/s of the /on model replica called through its handle with `size` posts at a time, one call after
+    another: the scorer inside the replica's process, without HTTP, proxy or ingress."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("ModerationModel", app_name="on")
+
+    def posts(i: int) -> list[dict]:
+        return [{"id": str(j), "text": texts[(i * size + j) % len(texts)], "image": None} for j in range(size)]
+
+    handle.score.remote(posts(0)).result()
+    n, start, i = 0, time.perf_counter(), 1
+    while time.perf_counter() - start < seconds:
+        n += len(handle.score.remote(posts(i)).result())
+        i += 1
+    elapsed = time.perf_counter() - start
+    return {"posts_per_s": n / elapsed, "posts": n, "seconds": elapsed}
 
 
 def metrics_check(ray: Any) -> dict[str, Any]:
@@ -135,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,4,16,64", help="closed-loop sweep")
     parser.add_argument("--batch-size", type=int, default=32, help="max_batch_size with batching on")
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
+    parser.add_argument("--forward-batch-size", type=int, default=8,
+                        help="length-sorted chunk per forward pass inside a batch (0: the whole batch)")
     parser.add_argument("--num-cpus", type=float, default=float(os.cpu_count() or 1), help="CPUs of the model replica")
     parser.add_argument("--port", type=int, default=18000)
     parser.add_argument("--max-requests", type=int, default=20_000, help="cap per phase")
@@ -159,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]), "texts": source,
                               "settings": dict(vars(args)), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     off_cs = [c for c in concurrencies if c >= 16] or [max(concurrencies)]
-    n_phases = 3 + len(concurrencies) + len(off_cs) * (2 * args.repeats - 1) + 1
+    n_phases = 5 + len(concurrencies) + len(off_cs) * (2 * args.repeats - 1) + 1
     bar = tqdm(total=n_phases, desc="serve benchmark", unit="phase")
 
     def step(label: str) -> None:
@@ -174,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     report["model"] = {"model_version": scorer.model_version, "trained": scorer.trained}
     ceilings = []
     step("bare ceiling 1/3")
-    ceilings.append(bare_ceiling(scorer, texts, args.phase_s))
+    ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.batch_size))
     bar.update()
 
     # Two 2-CPU replicas on a 2-core machine: Ray's CPU count is logical, and only one replica works at a time.
@@ -185,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                               "off": deploy(args, "off", 1, 0.0)}
         for mode in ("on", "off"):
             run_phase(closed_loop(url[mode], bodies, 4, args.warmup_s, name="warm-up"))
+        step("in-replica ceiling 1/2")
+        replica_ceilings = [replica_ceiling(texts, args.phase_s, args.batch_size)]
+        bar.update()
         closed_on: list[dict[str, Any]] = []
         closed_off: list[dict[str, Any]] = []
         for c in concurrencies:
@@ -195,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
                 (closed_on if mode == "on" else closed_off).append(phase(result, mode=mode, concurrency=c, repeat=k))
         report["closed_on"], report["closed_off"] = closed_on, closed_off
         step("bare ceiling 2/3")
-        ceilings.append(bare_ceiling(scorer, texts, args.phase_s))
+        ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.batch_size))
+        bar.update()
+        step("in-replica ceiling 2/2")
+        replica_ceilings.append(replica_ceiling(texts, args.phase_s, args.batch_size))
         bar.update()
         on_by_c = _merge(closed_on)
         saturation = max(on_by_c.values(), key=lambda s: s["throughput"])
@@ -206,13 +233,15 @@ def main(argv: list[str] | None = None) -> int:
                                     mode="on", rate=rate)
         report["metrics"] = metrics_check(ray)
     step("bare ceiling 3/3")
-    ceilings.append(bare_ceiling(scorer, texts, args.phase_s))
+    ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.batch_size))
     bar.update()
     bar.close()
     scorer.close()
     report["ceilings"] = ceilings
+    report["replica_ceilings"] = replica_ceilings
 
     ceiling = statistics.median(c["posts_per_s"] for c in ceilings)
+    replica_ceiling_mean = statistics.mean(c["posts_per_s"] for c in replica_ceilings)
     off_by_c = _merge(closed_off)
     same_c = {c: on_by_c[c]["throughput"] / max(off_by_c[c]["throughput"], 1e-9) for c in off_by_c}
     best_off = max(off_by_c.values(), key=lambda s: s["throughput"])
@@ -220,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     report["targets"] = {
         "saturation_over_ceiling": {"value": saturation["throughput"] / ceiling, "target": ">= 0.70",
                                     "saturation_req_s": saturation["throughput"], "ceiling_posts_s_median": ceiling},
+        "saturation_over_replica_ceiling": {"value": saturation["throughput"] / replica_ceiling_mean,
+                                            "target": ">= 0.70", "replica_ceiling_posts_s": replica_ceiling_mean},
         "batching_on_over_off": {"value": saturation["throughput"] / max(best_off["throughput"], 1e-9),
                                  "target": ">= 3.0", "same_concurrency": same_c},
         "p99_half_rate_over_single": {"value": (report["open_half"]["p99_ms"] or float("inf")) / single["p50_ms"],
@@ -231,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     print("ceiling (in-process, batch %d, %d threads): %s posts/s (median %.1f); single post %s ms" % (
         args.batch_size, ceilings[0]["torch_threads"], " / ".join(f"{c['posts_per_s']:.1f}" for c in ceilings), ceiling,
         " / ".join(f"{c['single_post_p50_ms']:.1f}" for c in ceilings)))
+    print("ceiling in the replica (handle calls of %d posts, no HTTP): %s posts/s" % (
+        args.batch_size, " / ".join(f"{c['posts_per_s']:.1f}" for c in replica_ceilings)))
     header = f"{'phase':<26} {'sent':>6} {'ok':>6} {'503':>5} {'other':>5} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
     print(header)
     print("-" * len(header))

@@ -69,7 +69,7 @@ def test_health_ready_model(client, server):
     assert info.status_code == 200
     body = info.json()
     assert body["categories"] == ["hate", "offensive"] and body["auth"] is True
-    assert body["batch"] == {"max_batch_size": 8, "batch_wait_timeout_s": WAIT_S}
+    assert body["batch"] == {"max_batch_size": 8, "batch_wait_timeout_s": WAIT_S, "forward_batch_size": None}
 
 
 def test_auth_over_http(client, server):

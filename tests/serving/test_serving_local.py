@@ -142,7 +142,7 @@ def test_health_ready_and_model_info(api):
     info = api.model_info.remote().result()
     assert info["categories"] == ["hate", "offensive"]
     assert info["thresholds"] == {"hate": None, "offensive": None}
-    assert info["batch"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.05}
+    assert info["batch"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.05, "forward_batch_size": None}
     assert info["limits"]["max_items"] == 8 and info["auth"] is False
 
 
@@ -194,7 +194,10 @@ def test_reconfigure_changes_batch_size_and_wait(model_replica):
     assert largest == 4 and batches == 3  # 10 posts in batches of at most 4
     assert model_replica.largest_batch == 4 and model_replica.batches == 3 + 3 + 1  # then 6 posts in batches of 2, then 1
     assert model_replica.scorer.batch_size == 2
-    assert model_replica.describe()["batch"] == {"max_batch_size": 2, "batch_wait_timeout_s": 0.2}
+    assert model_replica.describe()["batch"] == {"max_batch_size": 2, "batch_wait_timeout_s": 0.2,
+                                                 "forward_batch_size": None}
+    model_replica.reconfigure({"max_batch_size": 32, "forward_batch_size": 8})
+    assert model_replica.scorer.batch_size == 8  # a batch of 32 runs as length-sorted chunks of 8
     assert alone_s >= 0.19
     with pytest.raises(ValidationError, match="max_batch_size"):
         model_replica.reconfigure({"max_batch_size": 0})

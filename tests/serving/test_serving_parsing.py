@@ -198,7 +198,7 @@ def test_builder_options_and_refusals(tmp_path, monkeypatch):
                                               max_queued_requests=5, num_cpus=2))
     assert opts["max_ongoing_requests"] >= 16  # batches can fill
     assert opts["max_queued_requests"] == 5
-    assert opts["user_config"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.02}
+    assert opts["user_config"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.02, "forward_batch_size": None}
     assert opts["ray_actor_options"]["num_cpus"] == 2 and opts["num_replicas"] == 1
     auto = model_deployment_options(ServeArgs(autoscaling={"min_replicas": 1, "max_replicas": 3}))
     assert auto["autoscaling_config"]["max_replicas"] == 3 and "num_replicas" not in auto
