@@ -48,12 +48,28 @@ def model_labels(scorer, posts: list[dict], folder: Path, seed: int = 0) -> dict
     return {"offensive": offensive, "hate": hate}
 
 
-@pytest.fixture()
-def labelled_folder(tmp_path, tiny_scorer) -> Path:
-    """A dataset folder (data.jsonl + images) with a val and a test split, labels following the tiny model."""
-    folder = tmp_path / "toyset"
+@pytest.fixture(scope="session")
+def labelled_folder(tmp_path_factory) -> Path:
+    """A dataset folder (data.jsonl + images) with a val and a test split, labels following the tiny model.
+
+    Built once per session with its own copy of the tiny model: `tiny_model` is seeded, so every test's
+    `tiny_model_dir` holds the same weights and these labels follow it too. Tests must not write into it.
+    """
+    import torch
+
+    from moderation.model import ModelConfig, ModerationModel
+    from moderation.model_dir import ModelInfo
+    from moderation.scorer import Scorer
+    from tests.conftest import TINY_CONFIG
+
+    config = ModelConfig.from_dict({k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY_CONFIG.items()})
+    torch.manual_seed(0)  # as the tiny_model fixture does
+    model = ModerationModel(config).eval()
+    scorer = Scorer(model, ModelInfo(path=None, config=config, model_version="tiny", trained=True, calibration=None,
+                                     thresholds=None, meta={}), batch_size=32, num_workers=0)
+    folder = tmp_path_factory.mktemp("toyset")
     posts = make_posts(folder)
-    labels = model_labels(tiny_scorer, posts, folder)
+    labels = model_labels(scorer, posts, folder)
     with open(folder / "data.jsonl", "w", encoding="utf-8") as fh:
         for i, post in enumerate(posts):
             row = {**post, "off_label": int(labels["offensive"][i]), "hate_label": int(labels["hate"][i]),

@@ -145,7 +145,7 @@ def test_calibrate_model_dir_writes_files_the_scorer_uses(tiny_model_dir, tiny_s
 
     # Refitting with another target changes the content and therefore the version.
     _, thr2 = calibrate_model_dir(tiny_model_dir, labelled_set, target_precision=0.8, progress=False,
-                                  min_positives=10, scorer=scorer)
+                                  min_positives=10, scorer=scorer, predictions=preds)
     assert thr2.version != thr.version
     assert scorer.thresholds_version == thr2.version  # the passed scorer was updated in place
     assert Thresholds.from_json(json.loads((tiny_model_dir / "thresholds.json").read_text())).version == thr2.version
@@ -156,10 +156,11 @@ def test_calibrate_warns_on_training_rows(tiny_model_dir, labelled_set):
     cfg = json.loads(cfg_path.read_text())
     cfg["training"] = {"splits": ["val"], "datasets": ["toyset"]}
     cfg_path.write_text(json.dumps(cfg))
-    with pytest.warns(CalibrationSplitWarning) as record:  # labelled_set holds val and test rows
-        calibrate_model_dir(tiny_model_dir, labelled_set, progress=False, min_positives=10)
+    rows = labelled_set.subset(np.arange(40))  # val and test rows alternate
+    with pytest.warns(CalibrationSplitWarning) as record:
+        calibrate_model_dir(tiny_model_dir, rows, progress=False, min_positives=1)
     messages = [str(w.message) for w in record]
-    assert any("120 of 240 calibration rows come from dataset splits this model was trained on" in m for m in messages)
+    assert any("20 of 40 calibration rows come from dataset splits this model was trained on" in m for m in messages)
     assert any("from a 'test' split" in m for m in messages)
 
 
