@@ -195,3 +195,20 @@ def test_cached_lower_layers_give_the_same_embeddings_as_the_full_encoder():
     np.testing.assert_allclose(top[rows].numpy(), full.numpy(), atol=3e-2, rtol=3e-2)
     assert torch.all(top[1] == 0)
     assert len(encoder.model.encoder.layer) == 3  # the layer slice is undone
+
+
+def test_full_finetuning_saves_the_whole_text_encoder(tiny_specs, tiny_model_config, tmp_path):
+    from moderation.model_dir import load_model
+
+    config = TrainConfig(mode="full", epochs=1, batch_size=8, encoder_lr=1e-3, early_stopping="val",
+                         cache_dir=str(tmp_path / "cache"))
+    result = train(tiny_specs, tmp_path / "full", tiny_model_config, config, progress=False, log=lambda _: None)
+    saved = result.model.trainable_state_dict()
+    assert set(saved) == {f"text.{k}" for k in result.model.encoders["text"].state_dict()}
+    model, info = load_model(tmp_path / "full")
+    assert info.config.finetune == {"text": "full", "image": "frozen"}
+    for key, value in model.encoders["text"].state_dict().items():
+        torch.testing.assert_close(value, result.model.encoders["text"].state_dict()[key])
+    from moderation.encoders import create_text_encoder
+    fresh = create_text_encoder(**tiny_model_config.text_encoder).state_dict()
+    assert any(not torch.equal(v, fresh[k]) for k, v in model.encoders["text"].state_dict().items())
