@@ -99,8 +99,11 @@ def anchor_metrics(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray, s_t
     """
     t = best_threshold(y_val, s_val, metric)
     f1, macro = f1_scores(y_test, np.asarray(s_test) >= t)
+    vf1, vmacro = f1_scores(y_val, np.asarray(s_val) >= t)
     return {"threshold": t, "f1": f1, "macro_f1": macro, "roc_auc": roc_auc(y_test, s_test),
-            "n_test": int(len(y_test)), "n_test_positive": int(np.sum(y_test))}
+            "n_test": int(len(y_test)), "n_test_positive": int(np.sum(y_test)),
+            # On val, where the threshold was chosen (optimistic for F1; ROC-AUC is threshold-free).
+            "val": {"f1": vf1, "macro_f1": vmacro, "roc_auc": roc_auc(y_val, s_val), "n": int(len(y_val))}}
 
 
 def precision_at(y: np.ndarray, probs: np.ndarray, threshold: float | None, confidence: float = 0.95) -> dict[str, Any]:
