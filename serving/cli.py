@@ -93,17 +93,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     app = build_app(serve_args)  # checks the model directory and the token variable before Ray starts
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with local_ray():
+        # Installed after ray.init, which sets its own SIGTERM handler (an abrupt exit that leaves Ray's agent
+        # processes behind); SIGINT too, in case the shell started us with it ignored (a background job).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
         start_http(host, port)
         print(f"starting the model replica (loading {serve_args.model_dir or 'the default model'}) ...", file=sys.stderr)
         serve.run(app, name="moderation", route_prefix="/", blocking=False)
         print(f"serving on http://{host}:{port}  (POST /v1/moderations, GET /healthz /readyz /v1/model); "
               "Ctrl-C to stop", file=sys.stderr)
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
+        while not stop.wait(0.5):
             pass
         print("shutting down ...", file=sys.stderr)
     return 0
