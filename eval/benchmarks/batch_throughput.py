@@ -86,6 +86,27 @@ def head(path: Path, n: int, out: Path) -> Path:
 
 # --- the three measurements ------------------------------------------------------------------------------
 
+class ForwardClock:
+    """Seconds spent inside the model's forward (hooks on the top module), to split a run's wall time into
+    model time and everything else under the same load."""
+
+    def __init__(self, model) -> None:
+        self.seconds = 0.0
+        self._t = 0.0
+        model.register_forward_pre_hook(self._start)
+        model.register_forward_hook(self._stop)
+
+    def _start(self, *_: Any) -> None:
+        self._t = time.perf_counter()
+
+    def _stop(self, *_: Any) -> None:
+        self.seconds += time.perf_counter() - self._t
+
+    def take(self) -> float:
+        s, self.seconds = self.seconds, 0.0
+        return s
+
+
 def ceiling(scorer, posts: Sequence[dict[str, Any]], image_root: Path | None, chunk_size: int) -> dict[str, float]:
     """Forward-only throughput on pre-made batches built exactly as the job builds them."""
     import torch
@@ -101,23 +122,30 @@ def ceiling(scorer, posts: Sequence[dict[str, Any]], image_root: Path | None, ch
             batches.append(collate(window[b:b + scorer.batch_size], scorer.model, scorer.device))
     with torch.inference_mode(), scorer._autocast():
         scorer.model(batches[0])  # warm-up (allocator, one-time kernel choices)
+        if hasattr(scorer, "_clock"):
+            scorer._clock.take()
         t, c = time.perf_counter(), time.process_time()
         for batch in batches:
             scorer.model(batch)
         elapsed, cpu = time.perf_counter() - t, time.process_time() - c
-    return {"rows": len(prepared), "seconds": elapsed, "cpu_seconds": cpu, "rows_per_s": len(prepared) / elapsed}
+    fwd = scorer._clock.take() if hasattr(scorer, "_clock") else elapsed
+    return {"rows": len(prepared), "seconds": elapsed, "cpu_seconds": cpu, "forward_seconds": fwd,
+            "rows_per_s": len(prepared) / elapsed}
 
 
 def end_to_end(scorer, sample: Path, out: Path, image_root: Path | None, chunk_size: int,
                workers: int | None) -> dict[str, Any]:
     from moderation.batch import score_dump
 
+    if hasattr(scorer, "_clock"):
+        scorer._clock.take()
     t, c = time.perf_counter(), time.process_time()
     summary = score_dump([sample], out, scorer=scorer, image_root=image_root, chunk_size=chunk_size,
                          workers=workers, progress=False, overwrite=True)
     elapsed, cpu = time.perf_counter() - t, time.process_time() - c
+    fwd = scorer._clock.take() if hasattr(scorer, "_clock") else float("nan")
     return {"rows": summary.rows_read, "errored": summary.rows_errored, "seconds": elapsed, "cpu_seconds": cpu,
-            "rows_per_s": summary.rows_read / elapsed}
+            "forward_seconds": fwd, "model_share": fwd / elapsed, "rows_per_s": summary.rows_read / elapsed}
 
 
 def naive(scorer, posts: Sequence[dict[str, Any]], image_root: Path | None) -> dict[str, float]:
@@ -273,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for precision in ([] if args.skip_throughput else args.precision):
             opts = dict(batch_size=args.batch_size, precision=precision)
             scorer = Scorer.from_dir(args.model, **opts) if args.model else Scorer.default(**opts)
+            scorer._clock = ForwardClock(scorer.model)
             report["model_version"] = scorer.model_version
             for kind in ("text", "memes"):
                 root = image_root if kind == "memes" else None
@@ -296,7 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "e2e_over_ceiling": best_e2e["rows_per_s"] / best_ceil["rows_per_s"],
                        "e2e_over_ceiling_per_round": [e["rows_per_s"] / c["rows_per_s"] for c, e in zip(ceils, e2es)],
                        "cpu_ms_per_row": {"ceiling": cpu_ceil * 1000, "end_to_end": cpu_e2e * 1000},
-                       "cpu_efficiency": cpu_ceil / cpu_e2e}
+                       "cpu_efficiency": cpu_ceil / cpu_e2e,
+                       # share of the end-to-end wall time spent in the model's forward, same run, same load
+                       "model_share_per_round": [e["model_share"] for e in e2es],
+                       # forward time per row inside the job / in the ceiling (prepare threads' competition)
+                       "forward_slowdown_per_round": [(e["forward_seconds"] / e["rows"]) / (c["forward_seconds"] / c["rows"])
+                                                      for c, e in zip(ceils, e2es)]}
                 report["runs"].append(run)
             scorer.close()
         # naive loop: fp32, the default scorer, one post at a time
@@ -330,12 +364,13 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\nmodel {report.get('model_version')}  cpus {m['cpus']}  torch threads {m['torch_threads']}  "
           f"cuda {m['cuda']}")
     print(f"{'precision':<9} {'rows':<6} {'ceiling/s':>10} {'e2e/s':>8} {'e2e/ceil':>9} {'per round':>14} "
-          f"{'CPU eff.':>9} {'naive fp32/s':>13} {'e2e/naive':>10}")
+          f"{'CPU eff.':>9} {'model share':>14} {'naive fp32/s':>13} {'e2e/naive':>10}")
     for r in report["runs"]:
         naive_rate = report["naive"][r["kind"]]["rows_per_s"]
         rounds = "/".join(f"{x:.0%}" for x in r["e2e_over_ceiling_per_round"])
         print(f"{r['precision']:<9} {r['kind']:<6} {r['ceiling']['rows_per_s']:>10.1f} {r['end_to_end']['rows_per_s']:>8.1f} "
-              f"{r['e2e_over_ceiling']:>9.0%} {rounds:>14} {r['cpu_efficiency']:>9.0%} {naive_rate:>13.1f} "
+              f"{r['e2e_over_ceiling']:>9.0%} {rounds:>14} {r['cpu_efficiency']:>9.0%} "
+              f"{'/'.join(f'{x:.0%}' for x in r['model_share_per_round']):>14} {naive_rate:>13.1f} "
               f"{r['e2e_over_naive_fp32']:>9.1f}x")
     for kind, d in report.get("bf16_vs_fp32", {}).items():
         print(f"bf16 vs fp32 ({kind}): max |diff| {d['max_abs_diff']:.4f}, mean {d['mean_abs_diff']:.5f}, "
