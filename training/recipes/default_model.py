@@ -220,7 +220,8 @@ def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> 
         f"dataset loss weights {training.get('config', {}).get('dataset_weights')}; modality dropout "
         f"{training.get('config', {}).get('modality_dropout')};",
         f"- early stopping on mean average precision over the {(training.get('early_stopping_set') or {}).get('description')}: "
-        f"best {training.get('best', {}).get('mean_ap', float('nan')):.4f} at epoch {training.get('best', {}).get('epoch')}. "
+        f"best {training.get('best', {}).get('mean_ap', float('nan')):.4f} at epoch {training.get('best', {}).get('epoch')}"
+        + (f", step {training['best']['step']}" if training.get("best", {}).get("step") else "") + ". "
         "The datasets' val splits are therefore used for calibration and thresholds only, and the test splits only here;",
         f"- calibration (fitted on the pooled val splits): {metrics['calibration']['methods']}; thresholds "
         f"for target precision {TARGET_PRECISION:.2f}: "
@@ -270,6 +271,8 @@ def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> 
 def _op_row(where: str, cat: str, op: dict[str, Any]) -> str:
     if op.get("threshold") is None:
         return f"| {where} | {cat} | none | 0 | - | 0 |"
+    if not op.get("flagged"):
+        return f"| {where} | {cat} | {op['threshold']:.4f} | 0 | - (nothing flagged) | 0.0% |"
     lo, hi = op.get("precision_ci", [float("nan")] * 2)
     return (f"| {where} | {cat} | {op['threshold']:.4f} | {op['flagged']} | {_pct(op.get('precision'))}% "
             f"[{_pct(lo)}, {_pct(hi)}] | {_pct(op.get('recall'))}% |")
