@@ -346,6 +346,9 @@ def markdown_tables(model: dict[str, Any], base: dict[str, Any] | None) -> str:
         if op.get("threshold") is None:
             lines.append(f"| {where} | {cat} | none | 0 | 0 | - | 0 |")
             continue
+        if not op.get("flagged"):
+            lines.append(f"| {where} | {cat} | {op['threshold']:.4f} | 0 | 0 | - (nothing flagged) | 0.000 |")
+            continue
         lo, hi = op["precision_ci"]
         lines.append(f"| {where} | {cat} | {op['threshold']:.4f} | {op['flagged']} | {op['tp']} | "
                      f"{op['precision']:.3f} [{lo:.3f}, {hi:.3f}] | {op['recall']:.3f} |")
