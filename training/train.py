@@ -267,14 +267,13 @@ def train(specs: Sequence[DatasetSpec], out_dir: str | os.PathLike, model_config
         f"early stopping on {len(stop_set)} posts: {stop_desc}")
 
     frozen_modalities = [m for m in model.modalities if model_config.finetune.get(m, "frozen") == "frozen"]
-    emb_model_cfg = model  # embeddings of frozen modalities come from the pretrained encoders (cached)
     t0 = time.time()
     # Fine-tuning: `precision` is for the live encoder; frozen modalities keep fp32 embeddings, as served by default.
     cache_precision = config.precision if config.mode == "frozen" else "fp32"
-    train_emb = embed_posts(emb_model_cfg, scorer.prepare, train_set.posts, modalities=frozen_modalities,
+    train_emb = embed_posts(model, scorer.prepare, train_set.posts, modalities=frozen_modalities,
                             cache=config.cache_dir, batch_size=config.embed_batch_size, precision=cache_precision,
                             progress=progress, desc="embedding train")
-    stop_emb = embed_posts(emb_model_cfg, scorer.prepare, stop_set.posts, modalities=frozen_modalities,
+    stop_emb = embed_posts(model, scorer.prepare, stop_set.posts, modalities=frozen_modalities,
                            cache=config.cache_dir, batch_size=config.embed_batch_size, precision=cache_precision,
                            progress=progress, desc="embedding early-stopping set")
     log(f"embeddings ready in {time.time() - t0:.0f} s (cache: {train_emb.hits + stop_emb.hits} hits, "
