@@ -73,6 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-dir", default=str(DEFAULT_REPORT), help="HTML/JSON/Markdown report (default: docs/default_model_report)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-length", type=int, default=None, help="text tokens read (default: 128; LoRA default 64)")
+    p.add_argument("--lora-layers", default=None, metavar="I,J,...",
+                   help="MiniLM layers that get LoRA adapters in --mode lora (default: 3,4,5)")
     p.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS", help="fine-tuning time limit (default: none)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-install", action="store_true", help="train, calibrate and measure, but do not copy into --out")
@@ -104,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
     if args.mode != "frozen":
         model_cfg["finetune"] = {"text": args.mode, "image": "frozen"}
         model_cfg["text_lora"] = dict(LORA)
+        if args.lora_layers:
+            try:
+                model_cfg["text_lora"]["layers_to_transform"] = sorted({int(x) for x in args.lora_layers.split(",")})
+            except ValueError:
+                raise ValueError(f"--lora-layers {args.lora_layers!r}: expected comma-separated layer numbers, e.g. 3,4,5") from None
         train_cfg["time_budget_s"] = args.time_budget
     t0 = time.time()
     if not args.skip_train:
@@ -112,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         train(specs, work, ModelConfig(**model_cfg), TrainConfig(**train_cfg), name="default")
     train_seconds = time.time() - t0
     metrics = calibrate_and_measure(work, specs, Path(args.report_dir), recipe={
-        "command": "python -m training.recipes.default_model" + (f" --mode {args.mode}" if args.mode != "frozen" else ""),
+        "command": "python -m training.recipes.default_model" + (f" --mode {args.mode}" if args.mode != "frozen" else "")
+                   + (f" --lora-layers {args.lora_layers}" if args.lora_layers else ""),
         "mode": args.mode, "train_seconds": round(train_seconds), "seed": args.seed})
     print_summary(metrics)
     if not args.no_install:
