@@ -641,6 +641,20 @@ def _image_roots(files: Sequence[Path], image_root: str | os.PathLike | None) ->
     return [str(p.parent) for p in files]
 
 
+def resolve_job(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike,
+                image_root: str | os.PathLike | None) -> tuple[Path, list[Path], list[str]]:
+    """Check a job's arguments: (OUT, input files, image root of each file). Raises FileNotFoundError/ValueError."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    out = Path(out)
+    output_format(out)
+    files = expand_inputs(inputs)
+    roots = _image_roots(files, image_root)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the folder of --out does not exist: {out.parent}")
+    return out, files, roots
+
+
 class _Stopped(Exception):
     pass
 
@@ -726,16 +740,9 @@ def score_dump(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str
     OUT with their error and in the errors side file. Raises FileNotFoundError / ValueError for bad
     arguments, KeyboardInterrupt when interrupted (the committed parts are kept for the next run).
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
     if chunk_size < 1 or prefetch < 1 or read_ahead < 1:
         raise ValueError("chunk_size, prefetch and read_ahead must be >= 1")
-    out = Path(out)
-    output_format(out)
-    files = expand_inputs(inputs)
-    roots = _image_roots(files, image_root)
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"the folder of --out does not exist: {out.parent}")
+    out, files, roots = resolve_job(inputs, out, image_root)
     own_scorer = scorer is None
     if scorer is None:
         from moderation.scorer import Scorer

@@ -31,10 +31,9 @@ from moderation.batch import (
     job_fingerprint,
     make_item,
     open_work_dir,
-    output_format,
-    _image_roots,
+    resolve_job,
 )
-from moderation.dumps import DEFAULT_MAX_ROW_BYTES, expand_inputs, iter_rows
+from moderation.dumps import DEFAULT_MAX_ROW_BYTES, iter_rows
 from moderation.inputs import check_text
 from moderation.schema import ErrorCode, InputError, Post
 
@@ -172,16 +171,9 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
     reserving cpus_per_actor CPUs (default: the cluster's CPUs but one, shared among the actors, at least 1)
     and using as many torch threads. Raises FileNotFoundError / ValueError for bad arguments.
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
     if num_actors < 1:
         raise ValueError(f"num_actors must be >= 1, got {num_actors}")
-    out = Path(out)
-    output_format(out)
-    files = expand_inputs(inputs)
-    roots = _image_roots(files, image_root)
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"the folder of --out does not exist: {out.parent}")
+    out, files, roots = resolve_job(inputs, out, image_root)
     started = time.perf_counter()
     model_str = str(model) if model is not None else None
 
