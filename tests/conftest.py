@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import shutil
@@ -14,6 +15,16 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Ray must send nothing beyond loopback. These are set before any test can import ray (conftest is imported
+# first): usage stats off, and HOME holding ray_bootstrap_config.yaml so that Ray's usage module does not
+# probe the cloud metadata address at start-up.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+_RAY_HOME = tempfile.mkdtemp(prefix="rayhome-")
+Path(_RAY_HOME, "ray_bootstrap_config.yaml").write_text("provider: {type: local}\n")
+os.environ["HOME"] = _RAY_HOME
+atexit.register(shutil.rmtree, _RAY_HOME, True)
 
 TINY_CONFIG = {
     "categories": ["hate", "offensive"],
@@ -79,18 +90,9 @@ def image_dir(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[object]:
-    """One local Ray for the whole test session, loopback only, no dashboard, no usage stats.
-
-    HOME points at a temporary folder holding ray_bootstrap_config.yaml (provider: local) so that Ray's
-    usage module does not probe the cloud metadata address at start-up.
-    """
-    home = tempfile.mkdtemp(prefix="rayhome-")
-    Path(home, "ray_bootstrap_config.yaml").write_text("provider: {type: local}\n")
-    temp_dir = tempfile.mkdtemp(prefix="r", dir="/tmp")
-    saved_home = os.environ.get("HOME")
-    # Set before Ray is imported: its usage module reads them at import and start-up.
-    os.environ.update({"HOME": home, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"})
+    """One local Ray for the whole test session: loopback only, no dashboard, usage stats off (see the top)."""
     ray = pytest.importorskip("ray")
+    temp_dir = tempfile.mkdtemp(prefix="r", dir="/tmp")
     ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, _temp_dir=temp_dir, num_cpus=2,
              log_to_driver=False, configure_logging=False)
     try:
@@ -102,7 +104,4 @@ def ray_local() -> Iterator[object]:
         except Exception:  # noqa: BLE001 - serve may never have started
             pass
         ray.shutdown()
-        if saved_home is not None:
-            os.environ["HOME"] = saved_home
-        shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(temp_dir, ignore_errors=True)
