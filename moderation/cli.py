@@ -66,6 +66,24 @@ def untrained_banner(scorer) -> str | None:
             "judgements and nothing is flagged. Train one with `moderation train`, or use a trained model directory.")
 
 
+def threshold_lines(scorer) -> list[str]:
+    """One line per category: its threshold and target precision, or why it never flags automatically."""
+    thresholds = scorer.info.thresholds
+    target = thresholds.target_precision if thresholds is not None else None
+    lines = []
+    for category, t in scorer.thresholds().items():
+        if t is not None:
+            goal = f" (fitted for precision {target:.2f})" if target else ""
+            lines.append(f"{category}: flagged when score >= {t:.4f}{goal}")
+        elif thresholds is None:
+            lines.append(f"{category}: no thresholds fitted: never flagged automatically (run `moderation calibrate`)")
+        else:
+            goal = f"precision {target:.2f}" if target else "the target precision"
+            lines.append(f"{category}: no threshold ({goal} not reachable on the calibration data): never flagged "
+                         "automatically (its scores are still reported, e.g. for human review)")
+    return lines
+
+
 # --- demo -------------------------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -92,6 +110,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print("\n" + textwrap.fill(banner, 100) + "\n")
     print(f"model {scorer.model_version}  categories {', '.join(scorer.categories)}  "
           f"thresholds {scorer.thresholds_version or 'none'}")
+    for line in threshold_lines(scorer):
+        print("  " + line)
     cats = scorer.categories
     header = f"{'id':<14} {'input':<11} " + " ".join(f"{c[:9]:>9}" for c in cats) + f"  {'verdict':<22} text"
     print(header)

@@ -1,0 +1,1 @@
+"""Benchmarks: quality on the official test splits, batch throughput, serving latency. Each prints its figures."""
