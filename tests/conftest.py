@@ -90,18 +90,11 @@ def image_dir(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[object]:
-    """One local Ray for the whole test session: loopback only, no dashboard, usage stats off (see the top)."""
-    ray = pytest.importorskip("ray")
-    temp_dir = tempfile.mkdtemp(prefix="r", dir="/tmp")
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, _temp_dir=temp_dir, num_cpus=2,
-             log_to_driver=False, configure_logging=False)
-    try:
+    """One local Ray for the whole test session: loopback only, no dashboard, usage stats off.
+
+    The same start-up as `moderation serve` (serving.local_ray), so what the tests check is what runs.
+    """
+    pytest.importorskip("ray")
+    from serving.local_ray import local_ray
+    with local_ray(num_cpus=2) as ray:
         yield ray
-    finally:
-        try:
-            from ray import serve
-            serve.shutdown()
-        except Exception:  # noqa: BLE001 - serve may never have started
-            pass
-        ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
