@@ -105,10 +105,22 @@ def test_bad_options():
         Scorer.from_dir("/nonexistent/model")
 
 
-def test_untrained_default_says_so_and_flags_nothing():
+def test_untrained_default_says_so_and_flags_nothing(monkeypatch):
+    # As on a checkout where no default model has been trained yet.
+    monkeypatch.setattr("moderation.scorer.default_model_dir", lambda: None)
     scorer = Scorer.default(batch_size=8)
-    if scorer.trained:
-        pytest.skip("a trained default model is shipped")
-    assert scorer.model_version == "default-untrained"
+    assert not scorer.trained and scorer.model_version == "default-untrained"
     result = scorer.score([{"id": "1", "text": "you are an idiot"}])[0]
     assert result.ok and not result.flagged and result.categories["hate"].threshold is None
+
+
+def test_shipped_default_model_is_trained_and_calibrated():
+    from moderation.model_dir import default_model_dir
+    if default_model_dir() is None:
+        pytest.skip("no default model has been trained in this checkout")
+    scorer = Scorer.default(batch_size=8)
+    assert scorer.trained and scorer.info.calibration is not None and scorer.info.thresholds is not None
+    assert scorer.categories == ["hate", "offensive"]
+    calm, insult = scorer.score([{"id": "calm", "text": "Good morning everyone, have a lovely day!"},
+                                 {"id": "insult", "text": "Shut up you stupid idiot, nobody wants to hear your pathetic whining, loser."}])
+    assert insult.categories["offensive"].score > 0.8 > 0.2 > calm.categories["offensive"].score
