@@ -225,12 +225,8 @@ def register(subparsers: Any) -> None:
             Both are written as versioned files (calibration.json, thresholds.json) into --model; every scorer
             loaded from that directory uses them from then on."""),
         epilog="example: moderation calibrate --model runs/m1 --split val --target-precision 0.9")
-    cal.add_argument("--model", metavar="DIR", default=None,
-                     help="model directory to calibrate (required): calibration.json and thresholds.json are written into it")
-    cal.add_argument("--batch-size", type=int, default=32, help="posts per forward pass (default: 32)")
-    cal.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    cal.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                     help="fp32 or bf16 autocast; calibrate with the precision you serve with (default: fp32)")
+    add_model_args(cal, model_help="model directory to calibrate (required): calibration.json and thresholds.json "
+                                   "are written into it. Calibrate with the --precision you serve with.")
     _add_data_args(cal, "val")
     cal.add_argument("--target-precision", type=float, default=0.9, help="precision the thresholds must reach (default 0.9)")
     cal.add_argument("--method", choices=("auto", "temperature", "platt", "isotonic"), default="auto",

@@ -41,10 +41,10 @@ def _quiet_libraries() -> None:
         pass
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser,
+                   model_help: str = "model directory (default: the shipped default model)") -> None:
     """--model, --batch-size, --device, --precision: shared by every subcommand that scores."""
-    parser.add_argument("--model", metavar="DIR", default=None,
-                        help="model directory (default: the shipped default model)")
+    parser.add_argument("--model", metavar="DIR", default=None, help=model_help)
     parser.add_argument("--batch-size", type=int, default=32, help="posts per forward pass (default: 32)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
