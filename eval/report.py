@@ -76,7 +76,7 @@ def category_figure(category: str, y: np.ndarray, p_cal: np.ndarray, p_raw: np.n
     threshold) of models to overlay on the PR and ROC curves.
     """
     from matplotlib.figure import Figure
-    from sklearn.metrics import precision_recall_curve, roc_curve
+    from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
     from eval.calibrate import threshold_candidates
 
@@ -118,7 +118,6 @@ def category_figure(category: str, y: np.ndarray, p_cal: np.ndarray, p_raw: np.n
         if not 0 < yy.sum() < len(yy):
             continue
         fpr, tpr, _ = roc_curve(yy, pp)
-        from sklearn.metrics import roc_auc_score
         ax.plot(fpr, tpr, color=COLORS[k % len(COLORS)], lw=2, ls="-" if k == 0 else "--", label=f"{nm}: ROC (AUC {roc_auc_score(yy, pp):.3f})")
         if t is not None:
             flag = pp >= t

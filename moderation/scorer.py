@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -285,8 +284,3 @@ def _has_image(post: Any) -> bool:
     if isinstance(post, Post):
         return post.image is not None
     return isinstance(post, Mapping) and post.get("image") is not None
-
-
-def find_model(path: str | os.PathLike | None) -> Path | None:
-    """The model directory to use: `path` if given, else the shipped default (None: untrained default)."""
-    return Path(path) if path is not None else default_model_dir()
