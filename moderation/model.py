@@ -170,6 +170,26 @@ def apply_lora(text_encoder: nn.Module, lora: dict[str, Any]) -> None:
     inject_adapter_in_model(LoraConfig(**lora), text_encoder.model)
 
 
+def merge_lora(model: nn.Module) -> int:
+    """Fold every LoRA adapter into its base layer (W + scale * B @ A) and put the plain layer back in its place.
+
+    For inference only: the merged model computes the same function (to float rounding) one matmul per layer
+    cheaper, but can no longer be trained or saved as adapters. Returns how many layers were merged.
+    """
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # no peft: there cannot be adapters either
+        return 0
+    merged = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, LoraLayer):
+                child.merge(safe_merge=True)
+                setattr(parent, name, child.get_base_layer())
+                merged += 1
+    return merged
+
+
 @dataclass
 class PreparedPost:
     """A post checked and preprocessed, ready to batch: text as a string, image as a (3, H, W) tensor."""

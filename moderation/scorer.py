@@ -20,7 +20,7 @@ import torch
 
 from moderation.calibration import sigmoid
 from moderation.inputs import DEFAULT_LIMITS, InputLimits, check_text, load_image
-from moderation.model import ModelConfig, ModerationModel, PreparedPost, collate
+from moderation.model import ModelConfig, ModerationModel, PreparedPost, collate, merge_lora
 from moderation.model_dir import ModelInfo, default_model_dir, load_model
 from moderation.schema import (
     CategoryResult,
@@ -70,8 +70,13 @@ class Scorer:
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike, **kwargs: Any) -> "Scorer":
-        """Load a model directory (see moderation.model_dir) and wrap it. Raises ModelDirError."""
+        """Load a model directory (see moderation.model_dir) and wrap it. Raises ModelDirError.
+
+        LoRA adapters are merged into their base weights (the scorer owns this copy and only infers with it):
+        same scores, one matmul less per adapted layer (+8-13% posts/s on 2 CPU threads, docs/benchmarks-serving.md).
+        """
         model, info = load_model(path)
+        merge_lora(model)
         return cls(model, info, **kwargs)
 
     @classmethod

@@ -154,6 +154,9 @@ def test_lora_training_round_trips(tiny_specs, tiny_model_config, tmp_path):
     la, _ = a.logits([a.prepare(p) for p in posts])
     lb, _ = b.logits([b.prepare(p) for p in posts])
     np.testing.assert_allclose(la, lb, rtol=1e-5, atol=1e-6)
+    # The loaded scorer merged its adapters into the base weights (same logits as the live, unmerged model).
+    assert not any("lora_" in name for name, _ in b.model.named_parameters())
+    assert any("lora_" in name for name, _ in a.model.named_parameters())
 
 
 def test_embedding_store_compacts_and_survives_a_torn_chunk(tmp_path):
