@@ -1,7 +1,13 @@
-"""The Ray Serve application: a FastAPI ingress in front of a batched model deployment.
+"""The Ray Serve application: a FastAPI ingress and a batched model, in one of two topologies.
 
-    HTTP -> proxy -> ModerationAPI (FastAPI: auth, limits, parsing, per-item errors, OpenAI-shaped answer)
-                  -> ModerationModel (one Scorer; @serve.batch groups posts from concurrent requests)
+    fused (default):  HTTP -> proxy -> ModerationAPI (FastAPI: auth, limits, parsing, per-item errors,
+                                      OpenAI-shaped answer; holds the model: one Scorer, @serve.batch)
+    split:            HTTP -> proxy -> ModerationAPI (FastAPI) -> ModerationModel (one Scorer, @serve.batch)
+
+Both run the same code (`ModelCore` is the model side); "split" adds one Ray hop per request so that the
+ingress and the model scale apart (e.g. CPU ingress replicas in front of GPU model replicas). On a CPU
+machine that hop costs more than it buys: fused served ~30% more requests/s on 2 cores with the same
+model replicas (docs/benchmarks-serving.md), hence the default.
 
 `build_app(args: ServeArgs)` is the app builder: `serve run serving.app:build_app model_dir=...`, a Serve
 config file (serving/config.yaml) and `moderation serve` all start the same app.
@@ -57,13 +63,17 @@ def _error(status: int, code: str, message: str, details: Optional[list] = None,
 # --- the model deployment -----------------------------------------------------------------------------
 
 
-@serve.deployment(name=MODEL_DEPLOYMENT)
-class ModerationModel:
+class _Overloaded(Exception):
+    """The fused replica's model queue is full: answer 503 at once."""
+
+
+class ModelCore:
     """Holds one Scorer and scores posts in batches that mix posts from concurrent requests.
 
-    `score(posts)` is what the ingress calls (one call per HTTP request); each post joins the batch queue
-    on its own, so max_batch_size counts posts. Batch size and wait are the deployment's `user_config`
-    (see `BatchConfig`), applied by `reconfigure` at start and whenever the config changes at run time.
+    `score(posts)` is what the ingress calls (one call per HTTP request, through a handle in the split
+    topology, in-process in the fused one); each post joins the batch queue on its own, so max_batch_size
+    counts posts. Batch size and wait are the deployment's `user_config` (see `BatchConfig`), applied by
+    `reconfigure` at start and whenever the config changes at run time.
     """
 
     def __init__(self, model_dir: Optional[str], device: str = "cpu", precision: str = "fp32",
@@ -142,6 +152,10 @@ class ModerationModel:
                 "stats": {"batches": self.batches, "posts": self.posts, "largest_batch": self.largest_batch}}
 
 
+#: The model deployment of the split topology (its class is ModelCore, unchanged).
+ModerationModel = serve.deployment(name=MODEL_DEPLOYMENT)(ModelCore)
+
+
 # --- the ingress --------------------------------------------------------------------------------------
 
 
@@ -163,14 +177,30 @@ def make_ingress() -> Any:
     class ModerationAPI:
         """The HTTP front: checks auth and limits, parses requests, sends the good items to the model."""
 
-        def __init__(self, model: DeploymentHandle, limits: Optional[Dict[str, Any]] = None,
-                     token_sha256: Optional[str] = None, request_timeout_s: float = 30.0) -> None:
+        def __init__(self, model: Optional[DeploymentHandle], limits: Optional[Dict[str, Any]] = None,
+                     token_sha256: Optional[str] = None, request_timeout_s: float = 30.0,
+                     model_args: Optional[Dict[str, Any]] = None, admit: Optional[int] = None) -> None:
+            """Split topology: `model` is the ModerationModel handle. Fused: `model` is None and the model is
+            built here from `model_args` (ModelCore's arguments); at most `admit` requests are with the model
+            at once (None: no bound) and any more are answered 503 at once."""
+            if (model is None) == (model_args is None):
+                raise ValueError("give either a model handle (split topology) or model_args (fused), not both or neither")
             self.model = model
+            self.core = ModelCore(**model_args) if model_args is not None else None
+            self._admit = admit
+            self._with_model = 0
             self.limits = RequestLimits.model_validate(limits or {})
             self._token_sha256 = token_sha256
             self.request_timeout_s = request_timeout_s
             self.metrics = IngressMetrics()
             self._static: Optional[Dict[str, Any]] = None
+
+        def reconfigure(self, user_config: Dict[str, Any]) -> None:
+            """Fused topology: the batching settings (`BatchConfig`) of the model this replica holds."""
+            if self.core is None:
+                raise ValueError(f"split topology: batching settings are the user_config of {MODEL_DEPLOYMENT}, "
+                                 f"not of {INGRESS_DEPLOYMENT}")
+            self.core.reconfigure(user_config)
 
         # --- plain methods (also called through a handle in tests) ---
 
@@ -184,10 +214,14 @@ def make_ingress() -> Any:
             digest = hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
             return hmac.compare_digest(digest, self._token_sha256)
 
-        async def _model_call(self, method: str, *args: Any) -> Any:
+        async def _model_call(self, method: str, *args: Any, timeout_s: Optional[float] = None) -> Any:
+            timeout_s = timeout_s or self.request_timeout_s
+            if self.core is not None:  # fused: the model lives in this replica
+                result = getattr(self.core, method)(*args)
+                return await asyncio.wait_for(result, timeout=timeout_s) if asyncio.iscoroutine(result) else result
             response = getattr(self.model, method).remote(*args)
             try:
-                return await asyncio.wait_for(_wait(response), timeout=self.request_timeout_s)
+                return await asyncio.wait_for(_wait(response), timeout=timeout_s)
             except asyncio.TimeoutError:
                 response.cancel()
                 raise
@@ -209,11 +243,11 @@ def make_ingress() -> Any:
                 items = request_items(request, self.limits)
                 info = await self._static_info()
                 good = [it for it in items if it.ok]
-                scored = await self._model_call("score", [_wire(it) for it in good]) if good else []
+                scored = await self.score([_wire(it) for it in good]) if good else []
                 results = format_results(items, scored, info["categories"])
             except RequestRejected as exc:
                 return exc.status, exc.body()
-            except BackPressureError:
+            except (BackPressureError, _Overloaded):
                 return 503, {"error": {"code": "overloaded", "details": None,
                                        "message": "the model is at capacity (queue full); retry after a short wait"}}
             except asyncio.TimeoutError:
@@ -235,17 +269,31 @@ def make_ingress() -> Any:
             }
             return response_status(results), payload
 
+        async def score(self, posts: List[Dict[str, Any]]) -> List[Any]:
+            """Score wire posts ({id, text, image: bytes | None}) with the model; fused: refused with
+            _Overloaded when `admit` requests are already with the model (split: Ray's queue limit does that)."""
+            if self.core is None:
+                return await self._model_call("score", posts)
+            if self._admit is not None and self._with_model >= self._admit:
+                raise _Overloaded()
+            self._with_model += 1
+            try:
+                return await self._model_call("score", posts)
+            finally:
+                self._with_model -= 1
+
         async def ready(self) -> Tuple[bool, Dict[str, Any]]:
             """Whether the model answers (it only does once loaded), with its version."""
             try:
-                info = await asyncio.wait_for(_wait(self.model.describe.remote()), timeout=5.0)
+                info = await self._model_call("describe", timeout_s=5.0)
             except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said in the body
                 return False, {"ready": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}
             return True, {"ready": True, "model_version": info["model_version"], "trained": info["trained"]}
 
         async def model_info(self) -> Dict[str, Any]:
             info = await self._model_call("describe")
-            return {**info, "limits": self.limits.model_dump(), "auth": self._token_sha256 is not None}
+            return {**info, "limits": self.limits.model_dump(), "auth": self._token_sha256 is not None,
+                    "topology": "split" if self.core is None else "fused"}
 
         # --- routes ---
 
@@ -270,7 +318,7 @@ def make_ingress() -> Any:
             else:
                 try:
                     status, response = 200, JSONResponse(await self.model_info())
-                except BackPressureError:
+                except (BackPressureError, _Overloaded):
                     status, response = 503, _error(503, "overloaded", "the model is at capacity; retry after a short wait")
                 except Exception as exc:  # noqa: BLE001
                     status, response = 503, _error(503, "not_ready", f"the model does not answer ({type(exc).__name__})")
@@ -354,12 +402,24 @@ def build_app(args: ServeArgs) -> Application:
         # Only a digest travels to the replicas: the token is not stored in Serve's deployment state.
         token_sha256 = hashlib.sha256(token.encode("utf-8")).hexdigest()
 
-    model = ModerationModel.options(**model_deployment_options(args)).bind(
-        model_dir, device=args.device, precision=args.precision, decode_workers=args.decode_workers,
-        torch_threads=max(1, int(args.num_cpus)), limits=args.limits.model_dump())
-    return make_ingress().options(
-        num_replicas=args.ingress_replicas,
-        max_ongoing_requests=args.ingress_max_ongoing_requests,
-        max_queued_requests=args.ingress_max_queued_requests,
-        ray_actor_options={"num_cpus": 0},
-    ).bind(model, limits=args.limits.model_dump(), token_sha256=token_sha256, request_timeout_s=args.request_timeout_s)
+    model_args = dict(model_dir=model_dir, device=args.device, precision=args.precision,
+                      decode_workers=args.decode_workers, torch_threads=max(1, int(args.num_cpus)),
+                      limits=args.limits.model_dump())
+    common = dict(limits=args.limits.model_dump(), token_sha256=token_sha256, request_timeout_s=args.request_timeout_s)
+    ingress = make_ingress()
+    if args.topology == "split":
+        model = ModerationModel.options(**model_deployment_options(args)).bind(**model_args)
+        return ingress.options(
+            num_replicas=args.ingress_replicas,
+            max_ongoing_requests=args.ingress_max_ongoing_requests,
+            max_queued_requests=args.ingress_max_queued_requests,
+            ray_actor_options={"num_cpus": 0},
+        ).bind(model, **common)
+    # Fused: one deployment, with the model's replicas, CPUs and user_config. Ray hands a replica up to
+    # ingress_max_ongoing_requests requests; the replica itself admits max_ongoing + max_queued of them to the
+    # model and answers the others 503 at once, with a JSON body (Ray's proxy would answer plain text).
+    options = model_deployment_options(args)
+    admit = None if args.max_queued_requests < 0 else options["max_ongoing_requests"] + args.max_queued_requests
+    options["max_ongoing_requests"] = max(args.ingress_max_ongoing_requests, admit or 0)
+    options["max_queued_requests"] = args.ingress_max_queued_requests
+    return ingress.options(**options).bind(None, model_args=model_args, admit=admit, **common)

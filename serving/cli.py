@@ -32,6 +32,9 @@ def register(subparsers: Any) -> None:
                    help="requests queued beyond that before answering 503 (default: 64)")
     p.add_argument("--num-replicas", type=int, default=None, help="model replicas (default: 1)")
     p.add_argument("--num-cpus", type=float, default=None, help="CPUs (= torch threads) per model replica (default: 1)")
+    p.add_argument("--topology", choices=("fused", "split"), default=None,
+                   help="fused: one deployment is the HTTP ingress and the batched model (default; fastest on CPU); "
+                        "split: an ingress deployment in front of a separate model deployment")
     p.add_argument("--auth-token-env", metavar="VAR", default=None,
                    help="require 'Authorization: Bearer <token>', the token read from this environment variable")
     # None = not given, so that a config file's values stand unless overridden (the help's defaults still hold).
@@ -65,7 +68,7 @@ def _serve_args(args: argparse.Namespace) -> tuple[dict, str, int]:
     if args.batch_wait_ms is not None:
         batch["batch_wait_timeout_s"] = args.batch_wait_ms / 1000.0
     app_args["batch"] = batch
-    for name in ("max_ongoing_requests", "max_queued_requests", "num_replicas", "num_cpus", "auth_token_env"):
+    for name in ("max_ongoing_requests", "max_queued_requests", "num_replicas", "num_cpus", "topology", "auth_token_env"):
         value = getattr(args, name)
         if value is not None:
             app_args[name] = value

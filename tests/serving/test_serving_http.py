@@ -29,9 +29,10 @@ def _args(model_dir, **over) -> dict:
     return args
 
 
-@pytest.fixture(scope="module")
-def server(ray_local, tiny_serving_model_dir):
-    """Serve on a free loopback port; yields (base URL, port). Shut down by the last test (and here, to be sure)."""
+@pytest.fixture(scope="module", params=["fused", "split"])
+def server(request, ray_local, tiny_serving_model_dir):
+    """Serve on a free loopback port, in each topology; yields (base URL, port). Shut down by the last test
+    (and here, to be sure). Overload is shed by the fused replica itself, by Ray's queue limit when split."""
     from ray import serve
 
     from serving.app import build_app
@@ -41,7 +42,7 @@ def server(ray_local, tiny_serving_model_dir):
     mp = pytest.MonkeyPatch()
     mp.setenv(TOKEN_ENV, TOKEN)
     start_http("127.0.0.1", port)
-    serve.run(build_app(_args(tiny_serving_model_dir)), name="moderation", route_prefix="/")
+    serve.run(build_app(_args(tiny_serving_model_dir, topology=request.param)), name="moderation", route_prefix="/")
     try:
         yield f"http://127.0.0.1:{port}", port
     finally:
@@ -57,7 +58,7 @@ def client(server):
         yield c
 
 
-def test_health_ready_model(client, server):
+def test_health_ready_model(request, client, server):
     import httpx
 
     base = server[0]
@@ -69,6 +70,7 @@ def test_health_ready_model(client, server):
     assert info.status_code == 200
     body = info.json()
     assert body["categories"] == ["hate", "offensive"] and body["auth"] is True
+    assert body["topology"] == request.node.callspec.params["server"]
     assert body["batch"] == {"max_batch_size": 8, "batch_wait_timeout_s": WAIT_S, "forward_batch_size": None}
 
 

@@ -20,17 +20,19 @@ def run(coro):
     return asyncio.run(coro)
 
 
-@pytest.fixture(scope="module")
-def api(tiny_serving_model_dir, local_batching):
-    """The ingress handle of the whole app in local testing mode (wait 50 ms so concurrent calls group)."""
+@pytest.fixture(scope="module", params=["fused", "split"])
+def api(request, tiny_serving_model_dir, local_batching):
+    """The ingress handle of the whole app in local testing mode (wait 50 ms so concurrent calls group), in
+    both topologies: the model inside the ingress replica, or behind it as its own deployment."""
     from ray import serve
 
     from serving.app import build_app
 
     app = build_app({"model_dir": str(tiny_serving_model_dir), "num_cpus": 0, "decode_workers": 0,
+                     "topology": request.param,
                      "batch": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05},
                      "limits": {"max_items": 8, "max_body_bytes": 64 * 1024}})
-    return serve.run(app, name="local-moderation", route_prefix=None, _local_testing_mode=True)
+    return serve.run(app, name=f"local-moderation-{request.param}", route_prefix=None, _local_testing_mode=True)
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +146,7 @@ def test_health_ready_and_model_info(api):
     assert info["thresholds"] == {"hate": None, "offensive": None}
     assert info["batch"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.05, "forward_batch_size": None}
     assert info["limits"]["max_items"] == 8 and info["auth"] is False
+    assert info["topology"] in ("fused", "split")
 
 
 def test_bearer_token_auth(tiny_serving_model_dir, local_batching, monkeypatch):
@@ -203,3 +206,32 @@ def test_reconfigure_changes_batch_size_and_wait(model_replica):
         model_replica.reconfigure({"max_batch_size": 0})
     with pytest.raises(ValidationError, match="batch_wait"):
         model_replica.reconfigure({"max_batch_size": 4, "batch_wait": 1})
+
+
+def test_fused_replica_sheds_beyond_its_admission_bound_with_a_json_503(tiny_serving_model_dir, local_batching):
+    """The fused replica admits max_ongoing + max_queued requests to its model at once; any more get 503 at once."""
+    from ray import serve
+
+    from serving.app import build_app
+
+    app = build_app({"model_dir": str(tiny_serving_model_dir), "num_cpus": 0, "decode_workers": 0,
+                     "max_ongoing_requests": 1, "max_queued_requests": 1,  # admits 2
+                     "batch": {"max_batch_size": 8, "batch_wait_timeout_s": 0.3}})  # admitted ones wait in the batch
+    handle = serve.run(app, name="local-shed", route_prefix=None, _local_testing_mode=True)
+
+    async def burst():
+        async def one():
+            start = time.perf_counter()
+            status, payload = await _moderate(handle, {"input": "hello"})
+            return status, payload, time.perf_counter() - start
+        return await asyncio.gather(*(one() for _ in range(5)))
+
+    answers = run(burst())
+    assert sorted(a[0] for a in answers) == [200, 200, 503, 503, 503]
+    for status, payload, elapsed in answers:
+        if status == 503:
+            assert payload["error"]["code"] == "overloaded" and elapsed < 0.25  # not after the slow batch
+        else:
+            assert payload["results"][0]["error_code"] is None
+    assert run(_moderate(handle, {"input": "hello"}))[0] == 200  # the bound frees once answered
+

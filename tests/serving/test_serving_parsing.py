@@ -226,7 +226,8 @@ def test_config_file_is_valid_builder_args():
     args = ServeArgs.model_validate(app["args"])
     assert args.model_max_ongoing_requests() >= args.batch.max_batch_size
     [dep] = app["deployments"]
-    assert dep["name"] == "ModerationModel"
+    # The batching user_config goes to the deployment that holds the model in the file's topology.
+    assert dep["name"] == ("ModerationAPI" if args.topology == "fused" else "ModerationModel")
     BatchConfig.model_validate(dep["user_config"])
 
 
