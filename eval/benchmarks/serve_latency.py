@@ -2,11 +2,13 @@
 
 One command, one run, every ratio measured within it (the machine is shared and noisy):
 
-1. ceiling: the scorer in-process, batches of `--batch-size` text posts, torch on `--num-cpus` threads
-   (posts/s), and its single-post latency; measured three times (before, between and after the endpoint
+1. ceiling: the scorer in-process, batches of `--ceiling-batch` text posts (length-sorted chunks of
+   `--forward-batch-size` per forward pass), torch on as many threads as the
+   replicas have CPUs together (`--num-replicas` x `--num-cpus`) (posts/s), and its single-post latency; measured three times (before, between and after the endpoint
    phases) because the machine's load drifts;
-2. two copies of the endpoint side by side on one local Ray (127.0.0.1), the same model, one model replica
-   each with `--num-cpus` CPUs: `/on` batches (max_batch_size `--batch-size`), `/off` has max_batch_size=1.
+2. two copies of the endpoint side by side on one local Ray (127.0.0.1), the same model, `--num-replicas`
+   model replicas each with `--num-cpus` CPUs, in the `--topology` (fused by default: the ingress replica holds
+   the model), `/on` batches (max_batch_size `--batch-size`), `/off` has max_batch_size=1.
    Only one is loaded at a time (an idle replica costs nothing), so they can be interleaved: a closed-loop
    sweep of concurrency (1, 4, 16, 64) where each `/on` phase at 16 and 64 is followed by the same phase on
    `/off` (and, with --repeats 2, then `/off` and `/on` again: ABBA, so drift cancels); then an open loop
@@ -59,7 +61,7 @@ def load_scorer(args: argparse.Namespace):
 
     from moderation.scorer import Scorer
 
-    torch.set_num_threads(max(1, int(args.num_cpus)))
+    torch.set_num_threads(max(1, int(args.num_cpus * args.num_replicas)))  # the same cores as all the replicas
     # Batches of --batch-size posts, run in length-sorted chunks of --forward-batch-size, as the replica does.
     opts = dict(batch_size=args.forward_batch_size or args.batch_size, precision=args.precision, num_workers=0)
     return Scorer.from_dir(args.model, **opts) if args.model else Scorer.default(**opts)
@@ -90,10 +92,11 @@ def bare_ceiling(scorer, texts: list[str], seconds: float, size: int) -> dict[st
 
 def serve_args(args: argparse.Namespace, max_batch_size: int, wait_s: float) -> dict[str, Any]:
     return {"model_dir": args.model, "precision": args.precision, "num_cpus": args.num_cpus, "decode_workers": 0,
+            "topology": args.topology, "num_replicas": args.num_replicas,
             "batch": {"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s,
                       "forward_batch_size": min(args.forward_batch_size or max_batch_size, max_batch_size)},
             # Same replica capacity in both runs; a queue large enough that the sweep sheds nothing.
-            "max_ongoing_requests": 2 * args.batch_size, "max_queued_requests": 512}
+            "max_ongoing_requests": max(64, 2 * args.batch_size), "max_queued_requests": 512}
 
 
 def deploy(args: argparse.Namespace, name: str, max_batch_size: int, wait_s: float) -> float:
@@ -111,21 +114,26 @@ def run_phase(coro) -> Any:
     return asyncio.run(coro)
 
 
-def replica_ceiling(texts: list[str], seconds: float, size: int) -> dict[str, Any]:
-    """Posts/s of the /on model replica called through its handle with `size` posts at a time, one call after
-    another: the scorer inside the replica's process, without HTTP, proxy or ingress."""
+def replica_ceiling(texts: list[str], seconds: float, size: int, deployment: str, replicas: int) -> dict[str, Any]:
+    """Posts/s of the /on model replicas called through a handle with `size` posts per call, two calls in
+    flight per replica: the scorer inside the replicas' processes, without HTTP, proxy or JSON."""
+    from collections import deque
+
     from ray import serve
 
-    handle = serve.get_deployment_handle("ModerationModel", app_name="on")
+    handle = serve.get_deployment_handle(deployment, app_name="on")
 
     def posts(i: int) -> list[dict]:
         return [{"id": str(j), "text": texts[(i * size + j) % len(texts)], "image": None} for j in range(size)]
 
     handle.score.remote(posts(0)).result()
-    n, start, i = 0, time.perf_counter(), 1
-    while time.perf_counter() - start < seconds:
-        n += len(handle.score.remote(posts(i)).result())
-        i += 1
+    window: deque = deque(handle.score.remote(posts(i)) for i in range(1, 1 + 2 * replicas))
+    n, start, i = 0, time.perf_counter(), 1 + 2 * replicas
+    while window:
+        n += len(window.popleft().result())
+        if time.perf_counter() - start < seconds:
+            window.append(handle.score.remote(posts(i)))
+            i += 1
     elapsed = time.perf_counter() - start
     return {"posts_per_s": n / elapsed, "posts": n, "seconds": elapsed}
 
@@ -152,11 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase-s", type=float, default=12.0, help="seconds per measured phase")
     parser.add_argument("--warmup-s", type=float, default=3.0, help="seconds of warm-up before each deployment's phases")
     parser.add_argument("--concurrency", default="1,4,16,64", help="closed-loop sweep")
-    parser.add_argument("--batch-size", type=int, default=32, help="max_batch_size with batching on")
-    parser.add_argument("--batch-wait-ms", type=float, default=10.0)
+    # Defaults = serving/config.yaml's CPU settings: on this CPU a forward pass costs as much per post at batch 1
+    # as at 8 or 32 (padding even makes it dearer), so batches stay small and never wait for company.
+    parser.add_argument("--batch-size", type=int, default=8, help="max_batch_size with batching on")
+    parser.add_argument("--batch-wait-ms", type=float, default=0.0, help="batch_wait_timeout_s with batching on, ms")
+    parser.add_argument("--ceiling-batch", type=int, default=32, help="posts per call for both ceilings")
     parser.add_argument("--forward-batch-size", type=int, default=8,
                         help="length-sorted chunk per forward pass inside a batch (0: the whole batch)")
-    parser.add_argument("--num-cpus", type=float, default=float(os.cpu_count() or 1), help="CPUs of the model replica")
+    parser.add_argument("--topology", choices=("fused", "split"), default="fused",
+                        help="fused: the ingress replica holds the model; split: ingress and model deployments")
+    parser.add_argument("--num-replicas", type=int, default=max(1, os.cpu_count() or 1),
+                        help="model replicas (default: one per core)")
+    parser.add_argument("--num-cpus", type=float, default=1.0, help="CPUs (= torch threads) per model replica")
     parser.add_argument("--port", type=int, default=18000)
     parser.add_argument("--max-requests", type=int, default=20_000, help="cap per phase")
     parser.add_argument("--posts-per-request", type=int, default=1,
@@ -168,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         args.model = str(Path(args.model).resolve())
     concurrencies = [int(c) for c in args.concurrency.split(",")]
+    deployment = "ModerationAPI" if args.topology == "fused" else "ModerationModel"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -197,11 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     report["model"] = {"model_version": scorer.model_version, "trained": scorer.trained}
     ceilings = []
     step("bare ceiling 1/3")
-    ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.batch_size))
+    ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.ceiling_batch))
     bar.update()
 
-    # Two 2-CPU replicas on a 2-core machine: Ray's CPU count is logical, and only one replica works at a time.
-    with local_ray(num_cpus=int(2 * max(args.num_cpus, 1))) as ray:
+    # /on and /off both deployed: Ray's CPU count is logical, and only one of them works at a time.
+    with local_ray(num_cpus=int(2 * args.num_replicas * max(args.num_cpus, 1))) as ray:
         start_http("127.0.0.1", args.port)
         step("deploying /on and /off")
         report["deploy_s"] = {"on": deploy(args, "on", args.batch_size, args.batch_wait_ms / 1000.0),
@@ -209,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         for mode in ("on", "off"):
             run_phase(closed_loop(url[mode], bodies, 4, args.warmup_s, name="warm-up"))
         step("in-replica ceiling 1/2")
-        replica_ceilings = [replica_ceiling(texts, args.phase_s, args.batch_size)]
+        replica_ceilings = [replica_ceiling(texts, args.phase_s, args.ceiling_batch, deployment, args.num_replicas)]
         bar.update()
         closed_on: list[dict[str, Any]] = []
         closed_off: list[dict[str, Any]] = []
@@ -221,10 +237,10 @@ def main(argv: list[str] | None = None) -> int:
                 (closed_on if mode == "on" else closed_off).append(phase(result, mode=mode, concurrency=c, repeat=k))
         report["closed_on"], report["closed_off"] = closed_on, closed_off
         step("bare ceiling 2/3")
-        ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.batch_size))
+        ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.ceiling_batch))
         bar.update()
         step("in-replica ceiling 2/2")
-        replica_ceilings.append(replica_ceiling(texts, args.phase_s, args.batch_size))
+        replica_ceilings.append(replica_ceiling(texts, args.phase_s, args.ceiling_batch, deployment, args.num_replicas))
         bar.update()
         on_by_c = _merge(closed_on)
         saturation = max(on_by_c.values(), key=lambda s: s["throughput"])
@@ -235,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                                     mode="on", rate=rate)
         report["metrics"] = metrics_check(ray)
     step("bare ceiling 3/3")
-    ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.batch_size))
+    ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.ceiling_batch))
     bar.update()
     bar.close()
     scorer.close()
@@ -262,10 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"model {report['model']['model_version']} (trained: {report['model']['trained']}), texts: {source}")
     print("ceiling (in-process, batch %d, %d threads): %s posts/s (median %.1f); single post %s ms" % (
-        args.batch_size, ceilings[0]["torch_threads"], " / ".join(f"{c['posts_per_s']:.1f}" for c in ceilings), ceiling,
+        args.ceiling_batch, ceilings[0]["torch_threads"], " / ".join(f"{c['posts_per_s']:.1f}" for c in ceilings), ceiling,
         " / ".join(f"{c['single_post_p50_ms']:.1f}" for c in ceilings)))
-    print("ceiling in the replica (handle calls of %d posts, no HTTP): %s posts/s" % (
-        args.batch_size, " / ".join(f"{c['posts_per_s']:.1f}" for c in replica_ceilings)))
+    print("topology %s, %d model replica(s) x %g CPU" % (args.topology, args.num_replicas, args.num_cpus))
+    print("ceiling in the replicas (handle calls of %d posts, no HTTP): %s posts/s" % (
+        args.ceiling_batch, " / ".join(f"{c['posts_per_s']:.1f}" for c in replica_ceilings)))
     header = f"{'phase':<26} {'sent':>6} {'ok':>6} {'503':>5} {'other':>5} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
     print(header)
     print("-" * len(header))
