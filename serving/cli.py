@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+#: The sample config, used when --config is not given.
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.yaml"
 
 
 def register(subparsers: Any) -> None:
@@ -22,7 +25,9 @@ def register(subparsers: Any) -> None:
                     "/v1/model. The app is serving.app:build_app; --config takes a Serve config file (the app's "
                     "`args:` and `http_options`) and the other options override it. Stop with Ctrl-C.")
     add_model_args(p)  # --batch-size here is the largest batch the model replica groups (max_batch_size)
-    p.add_argument("--config", metavar="YAML", default=None, help="Serve config file, e.g. serving/config.yaml")
+    p.add_argument("--config", metavar="YAML", default=None,
+                   help="Serve config file (default: the sample serving/config.yaml shipped with the package: fused "
+                        "topology, 2 model replicas x 1 CPU, CPU batch settings); 'none': the app builder's defaults")
     p.add_argument("--host", default=None, help=f"address to bind (default: {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=None, help=f"port (default: {DEFAULT_PORT})")
     p.add_argument("--batch-wait-ms", type=float, default=None, help="ms to wait for a batch to fill (default: 10)")
@@ -45,15 +50,16 @@ def _serve_args(args: argparse.Namespace) -> tuple[dict, str, int]:
     """Merge the config file (if any) with the command-line options; return (ServeArgs dict, host, port)."""
     app_args: dict[str, Any] = {}
     http: dict[str, Any] = {}
-    if args.config:
+    path = str(DEFAULT_CONFIG) if args.config is None else args.config
+    if path.lower() != "none":
         import yaml
-        with open(args.config, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8") as fh:
             config = yaml.safe_load(fh) or {}
         apps = config.get("applications") or []
         if len(apps) != 1:
-            raise ValueError(f"{args.config}: expected exactly one application, found {len(apps)}")
+            raise ValueError(f"{path}: expected exactly one application, found {len(apps)}")
         if apps[0].get("import_path") not in (None, "serving.app:build_app"):
-            raise ValueError(f"{args.config}: import_path must be serving.app:build_app, got {apps[0].get('import_path')!r}")
+            raise ValueError(f"{path}: import_path must be serving.app:build_app, got {apps[0].get('import_path')!r}")
         app_args = dict(apps[0].get("args") or {})
         http = dict(config.get("http_options") or {})
     batch = dict(app_args.get("batch") or {})

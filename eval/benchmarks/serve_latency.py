@@ -15,8 +15,9 @@ One command, one run, every ratio measured within it (the machine is shared and 
    (Poisson arrivals) on `/on` at half its saturation rate. p50 / p95 / p99 latency and throughput.
 
 Text-only posts (real tweets from ../shared/datasets/tweeteval_offensive when present), one post per
-request. Every phase is bounded in time (`--phase-s`) and requests; loopback only. Prints a table and the
-targets, and writes the figures as JSON (`--out`).
+request. Every phase is bounded in time (`--phase-s`) and requests; loopback only. Prints a table, the CPU
+each part of the path used at the highest concurrency (replicas, proxy, the rest of Ray, the load generator:
+cores and ms of CPU per request), the targets, and writes the figures as JSON (`--out`).
 
     .venv/bin/python eval/benchmarks/serve_latency.py --phase-s 12 --out serve_latency.json
 """
@@ -112,6 +113,50 @@ def deploy(args: argparse.Namespace, name: str, max_batch_size: int, wait_s: flo
 
 def run_phase(coro) -> Any:
     return asyncio.run(coro)
+
+
+def _role(cmdline: str) -> str | None:
+    """Which part of the serving path a process is, from its title (Ray names its workers `ray::...`)."""
+    if cmdline.startswith("ray::ServeReplica"):
+        return "model replicas" if "ModerationModel" in cmdline else (
+            "ingress" if ":ModerationAPI" in cmdline else "other replicas")
+    if cmdline.startswith("ray::ProxyActor"):
+        return "proxy"
+    if cmdline.startswith("ray::") or "raylet" in cmdline or "gcs_server" in cmdline:
+        return "ray (other)"
+    return None
+
+
+def measure_cpu(run: Any) -> tuple[Any, dict[str, float]]:
+    """Run `run()` and return its result with the CPU used meanwhile (cores, i.e. CPU seconds per wall second)
+    by each part of the path: replicas, proxy, the rest of Ray, and this process (the load generator)."""
+    import psutil
+
+    procs: dict[int, tuple[Any, str]] = {os.getpid(): (psutil.Process(), "load generator")}
+    for p in psutil.process_iter(["cmdline"]):
+        role = _role(" ".join(p.info["cmdline"] or []))
+        if role:
+            procs[p.pid] = (p, role)
+
+    def times() -> dict[int, float]:
+        out = {}
+        for pid, (p, _) in procs.items():
+            try:
+                t = p.cpu_times()
+                out[pid] = t.user + t.system
+            except psutil.Error:  # a process that ended meanwhile is left out
+                pass
+        return out
+
+    before, start = times(), time.perf_counter()
+    result = run()
+    after, wall = times(), time.perf_counter() - start
+    cores: dict[str, float] = {}
+    for pid, t in after.items():
+        if pid in before:
+            role = procs[pid][1]
+            cores[role] = cores.get(role, 0.0) + (t - before[pid]) / wall
+    return result, {k: round(v, 3) for k, v in sorted(cores.items())}
 
 
 def replica_ceiling(texts: list[str], seconds: float, size: int, deployment: str, replicas: int) -> dict[str, Any]:
@@ -233,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
             order = ["on"] + (["off", "off", "on"] if args.repeats > 1 else ["off"]) if c in off_cs else ["on"]
             for k, mode in enumerate(order):
                 step(f"/{mode} closed loop c={c}")
-                result = run_phase(closed_loop(url[mode], bodies, c, args.phase_s, args.max_requests))
-                (closed_on if mode == "on" else closed_off).append(phase(result, mode=mode, concurrency=c, repeat=k))
+                result, cpu = measure_cpu(lambda: run_phase(closed_loop(url[mode], bodies, c, args.phase_s,
+                                                                         args.max_requests)))
+                (closed_on if mode == "on" else closed_off).append(phase(result, mode=mode, concurrency=c, repeat=k,
+                                                                         cpu_cores=cpu))
         report["closed_on"], report["closed_off"] = closed_on, closed_off
         step("bare ceiling 2/3")
         ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.ceiling_batch))
@@ -292,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     for label, s in rows:
         print(f"{label:<26} {s['sent']:>6} {s['ok']:>6} {s['shed']:>5} {s['other']:>5} {s['throughput']:>7.1f} "
               f"{_f(s['p50_ms'])} {_f(s['p95_ms'])} {_f(s['p99_ms'])}")
+    print()
+    top = max(concurrencies)
+    for s in closed_on + closed_off:
+        if s["concurrency"] == top and s["throughput"] > 0:
+            parts = ", ".join(f"{k} {v:.2f} ({1000 * v / s['throughput']:.1f} ms/req)" for k, v in s["cpu_cores"].items())
+            print(f"CPU cores at /{s['mode']} c={top} #{s['repeat']}: {parts}; total {sum(s['cpu_cores'].values()):.2f}")
     print()
     for name, t in report["targets"].items():
         print(f"{name:<28} {t['value']:.2f}  (target {t['target']})")

@@ -249,8 +249,13 @@ def test_cli_merges_config_file_and_options(tmp_path):
     assert app_args["precision"] == "bf16" and app_args["num_cpus"] == 2
     assert app_args["batch"] == {"max_batch_size": 4, "batch_wait_timeout_s": 0.02}
     ServeArgs.model_validate(app_args)
+    # Without --config: the shipped sample config; with --config none: the builder's defaults.
     app_args, host, port = _serve_args(build_parser().parse_args(["serve"]))
-    assert (host, port) == ("127.0.0.1", 8000) and ServeArgs.model_validate(app_args).batch.max_batch_size == 32
+    sample = ServeArgs.model_validate(app_args)
+    assert (host, port) == ("127.0.0.1", 8000) and sample.topology == "fused" and sample.num_replicas == 2
+    assert sample.batch.max_batch_size == 8 and sample.num_cpus == 1
+    app_args, host, port = _serve_args(build_parser().parse_args(["serve", "--config", "none"]))
+    assert (host, port) == ("127.0.0.1", 8000) and ServeArgs.model_validate(app_args) == ServeArgs()
     config.write_text("applications: [{name: a, import_path: other.module:app}]\n")
     with pytest.raises(ValueError, match="import_path must be serving.app:build_app"):
         _serve_args(build_parser().parse_args(["serve", "--config", str(config)]))
