@@ -59,6 +59,7 @@ class ErrorCode(str, Enum):
     IMAGE_NOT_FOUND = "image_not_found"
     IMAGE_PATH_REFUSED = "image_path_refused"
     IMAGE_URL_REFUSED = "image_url_refused"
+    IMAGE_FETCH_FAILED = "image_fetch_failed"
     IMAGE_TOO_LARGE = "image_too_large"
     IMAGE_DECOMPRESSION_BOMB = "image_decompression_bomb"
     IMAGE_UNSUPPORTED_FORMAT = "image_unsupported_format"

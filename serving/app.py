@@ -34,6 +34,7 @@ from ray.serve import Application
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from serving.fetch import UrlAllowList, fetch_image
 from serving.metrics import IngressMetrics, ModelMetrics
 from serving.parsing import Item, RequestRejected, format_results, parse_request, request_items, response_status
 from serving.schemas import BatchConfig, RequestLimits, ServeArgs
@@ -179,7 +180,8 @@ def make_ingress() -> Any:
 
         def __init__(self, model: Optional[DeploymentHandle], limits: Optional[Dict[str, Any]] = None,
                      token_sha256: Optional[str] = None, request_timeout_s: float = 30.0,
-                     model_args: Optional[Dict[str, Any]] = None, admit: Optional[int] = None) -> None:
+                     model_args: Optional[Dict[str, Any]] = None, admit: Optional[int] = None,
+                     image_url_allowlist: Optional[List[str]] = None, image_fetch_timeout_s: float = 5.0) -> None:
             """Split topology: `model` is the ModerationModel handle. Fused: `model` is None and the model is
             built here from `model_args` (ModelCore's arguments); at most `admit` requests are with the model
             at once (None: no bound) and any more are answered 503 at once."""
@@ -192,6 +194,9 @@ def make_ingress() -> Any:
             self.limits = RequestLimits.model_validate(limits or {})
             self._token_sha256 = token_sha256
             self.request_timeout_s = request_timeout_s
+            self.allow = UrlAllowList(image_url_allowlist or [])
+            self.image_fetch_timeout_s = image_fetch_timeout_s
+            self._http: Any = None  # httpx.AsyncClient for allow-listed image URLs, made on first use
             self.metrics = IngressMetrics()
             self._static: Optional[Dict[str, Any]] = None
 
@@ -240,7 +245,9 @@ def make_ingress() -> Any:
                                        "message": "missing or wrong bearer token; send 'Authorization: Bearer <token>'"}}
             try:
                 request = parse_request(body, self.limits)
-                items = request_items(request, self.limits)
+                items = request_items(request, self.limits, self.allow)
+                if any(it.image_url for it in items):
+                    items = await self._fetch_images(items)
                 info = await self._static_info()
                 good = [it for it in items if it.ok]
                 scored = await self.score([_wire(it) for it in good]) if good else []
@@ -268,6 +275,28 @@ def make_ingress() -> Any:
                 "errors": sum(r["error_code"] is not None for r in results),
             }
             return response_status(results), payload
+
+        async def _fetch_images(self, items: List[Item]) -> List[Item]:
+            """Fetch the allow-listed image URLs of a request concurrently; a failed fetch fails its item only."""
+            import httpx
+
+            from moderation.schema import InputError
+
+            if self._http is None:
+                self._http = httpx.AsyncClient(follow_redirects=False, trust_env=False,
+                                               limits=httpx.Limits(max_connections=32))
+
+            async def one(item: Item) -> Item:
+                if not item.image_url:
+                    return item
+                try:
+                    data = await fetch_image(self._http, item.image_url, self.limits.max_image_bytes,
+                                             self.image_fetch_timeout_s)
+                except InputError as exc:
+                    return item.fail(exc)
+                return Item(id=item.id, text=item.text, image=data)
+
+            return list(await asyncio.gather(*(one(it) for it in items)))
 
         async def score(self, posts: List[Dict[str, Any]]) -> List[Any]:
             """Score wire posts ({id, text, image: bytes | None}) with the model; fused: refused with
@@ -405,7 +434,8 @@ def build_app(args: ServeArgs) -> Application:
     model_args = dict(model_dir=model_dir, device=args.device, precision=args.precision,
                       decode_workers=args.decode_workers, torch_threads=max(1, int(args.num_cpus)),
                       limits=args.limits.model_dump())
-    common = dict(limits=args.limits.model_dump(), token_sha256=token_sha256, request_timeout_s=args.request_timeout_s)
+    common = dict(limits=args.limits.model_dump(), token_sha256=token_sha256, request_timeout_s=args.request_timeout_s,
+                  image_url_allowlist=list(args.image_url_allowlist), image_fetch_timeout_s=args.image_fetch_timeout_s)
     ingress = make_ingress()
     if args.topology == "split":
         model = ModerationModel.options(**model_deployment_options(args)).bind(**model_args)

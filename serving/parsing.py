@@ -6,7 +6,8 @@ The rule (documented in docs/serving.md):
   body too large (413), not JSON or not UTF-8 (400), wrong structure or types (422, with the field's
   location), too many items (422);
 * an item that is well-formed but whose CONTENT cannot be scored gets its own error in `results` and the
-  other items are scored: bad base64, image over the byte limit, image URL refused, text over the length
+  other items are scored: bad base64, image over the byte limit, image URL refused (or, allow-listed, failing
+  to fetch: serving.fetch), text over the length
   limit, empty post, duplicate id; the model replica adds corrupt images, unsupported formats and
   decompression bombs (decoded by `moderation.inputs`, the one image decoder of the project);
 * when NO item of a request could be scored because of such content errors, the answer is a 422 whose
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 
 from moderation.inputs import decode_base64, decode_data_url
 from moderation.schema import ErrorCode, InputError
+from serving.fetch import UrlAllowList
 from serving.schemas import ImagePart, ModerationRequest, RequestLimits, TextPart
 
 
@@ -51,6 +53,8 @@ class Item:
     image: bytes | None = None
     error_code: str | None = None
     error: str | None = None
+    #: An allow-listed image URL still to fetch (the ingress fills `image` from it, or fails the item).
+    image_url: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -101,30 +105,31 @@ def _count_items(request: ModerationRequest) -> int:
     return 1 if inputs and not isinstance(inputs[0], str) else len(inputs)
 
 
-def request_items(request: ModerationRequest, limits: RequestLimits) -> list[Item]:
+def request_items(request: ModerationRequest, limits: RequestLimits, allow: UrlAllowList | None = None) -> list[Item]:
     """One Item per input, in order: OpenAI inputs get ids "0", "1", ...; posts keep theirs.
 
-    Per-item content errors are set on the item (see the module docstring); nothing is dropped.
+    Per-item content errors are set on the item (see the module docstring); nothing is dropped. An image URL
+    under `allow` is kept on the item (`image_url`) for the caller to fetch; any other URL is refused.
     """
     if request.posts is not None:
         items = []
         seen: set[str] = set()
         for post in request.posts:
-            item = _check(Item(id=str(post.id)), post.text, post.image, limits, image_is_url=False)
+            item = _check(Item(id=str(post.id)), post.text, post.image, limits, False, allow)
             if item.id in seen:
                 item = item.fail(InputError(ErrorCode.DUPLICATE_ID, f"id {item.id!r} appears more than once in this request"))
             seen.add(item.id)
             items.append(item)
         return items
     if isinstance(request.input, str):
-        return [_check(Item(id="0"), request.input, None, limits, image_is_url=True)]
+        return [_check(Item(id="0"), request.input, None, limits, True, allow)]
     inputs = request.input or []
     if inputs and not isinstance(inputs[0], str):
-        return [_content_parts(inputs, limits)]
-    return [_check(Item(id=str(i)), text, None, limits, image_is_url=True) for i, text in enumerate(inputs)]
+        return [_content_parts(inputs, limits, allow)]
+    return [_check(Item(id=str(i)), text, None, limits, True, allow) for i, text in enumerate(inputs)]
 
 
-def _content_parts(parts: list, limits: RequestLimits) -> Item:
+def _content_parts(parts: list, limits: RequestLimits, allow: UrlAllowList | None) -> Item:
     """OpenAI's multimodal input: a list of parts that together make ONE input (one result)."""
     texts = [p.text for p in parts if isinstance(p, TextPart)]
     images = [p.image_url.url for p in parts if isinstance(p, ImagePart)]
@@ -134,32 +139,40 @@ def _content_parts(parts: list, limits: RequestLimits) -> Item:
                                     f"an input may hold at most one image_url part (got {len(images)}); "
                                     "send several inputs as separate posts"))
     text = "\n".join(t for t in texts if t.strip()) or None
-    return _check(item, text, images[0] if images else None, limits, image_is_url=True)
+    return _check(item, text, images[0] if images else None, limits, True, allow)
 
 
-def _check(item: Item, text: str | None, image: str | None, limits: RequestLimits, *, image_is_url: bool) -> Item:
-    """Apply the per-item content checks; return the item with its text and decoded image, or its error."""
+def _check(item: Item, text: str | None, image: str | None, limits: RequestLimits, image_is_url: bool,
+           allow: UrlAllowList | None) -> Item:
+    """Apply the per-item content checks; return the item with its text and decoded image (or the allow-listed
+    URL to fetch), or its error."""
+    url = None
     try:
         if text is not None and len(text) > limits.max_text_chars:
             raise InputError(ErrorCode.TEXT_TOO_LONG,
                              f"text is {len(text)} characters, over the limit of {limits.max_text_chars}")
-        data = _image_bytes(image, limits, image_is_url) if image else None
-        if (text is None or not text.strip()) and data is None:
+        if image and allow and "://" in image[:16] and allow.allows(image):
+            url, data = image, None
+        else:
+            data = _image_bytes(image, limits, image_is_url, bool(allow)) if image else None
+        if (text is None or not text.strip()) and data is None and url is None:
             raise InputError(ErrorCode.EMPTY_POST, "the post has neither text nor an image")
     except InputError as exc:
         return item.fail(exc)
-    return Item(id=item.id, text=text, image=data)
+    return Item(id=item.id, text=text, image=data, image_url=url)
 
 
-def _image_bytes(image: str, limits: RequestLimits, image_is_url: bool) -> bytes:
-    """Decode an image given as a data URL or (posts only) bare base64. Other URLs are refused, never fetched."""
+def _image_bytes(image: str, limits: RequestLimits, image_is_url: bool, have_allowlist: bool = False) -> bytes:
+    """Decode an image given as a data URL or (posts only) bare base64. Other URLs are refused here (the
+    allow-listed ones never reach this function)."""
     head = image[:32].lower()
     if head.startswith("data:"):
         payload = image.partition(",")[2]
     elif "://" in head or image_is_url:
+        why = ("it is not under any prefix of the image URL allow-list" if have_allowlist else
+               "no image URL allow-list is configured (image_url_allowlist)")
         raise InputError(ErrorCode.IMAGE_URL_REFUSED,
-                         "image URLs are not fetched by this endpoint (no allow-list fetching is implemented); "
-                         "send the image inline as a data URL: data:image/png;base64,...")
+                         f"image URL refused: {why}; send the image inline as a data URL: data:image/png;base64,...")
     else:
         payload = image
     # Refuse an oversize image from the length of its base64 text, before decoding it.

@@ -119,6 +119,19 @@ class ServeArgs(BaseModel):
     auth_token_env: Optional[str] = None
     #: Seconds the ingress waits for the model before answering 504.
     request_timeout_s: float = Field(30.0, gt=0)
+    #: http(s) URL prefixes (path ending in '/') whose images the ingress may fetch; empty: image URLs other than
+    #: data URLs are refused per item (`image_url_refused`). See serving/fetch.py for what is checked.
+    image_url_allowlist: List[str] = Field(default_factory=list)
+    #: Seconds one image fetch may take in all (connect + transfer) before the item fails (`image_fetch_failed`).
+    image_fetch_timeout_s: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("image_url_allowlist")
+    @classmethod
+    def _allowlist(cls, value: List[str]) -> List[str]:
+        from serving.fetch import UrlAllowList
+
+        UrlAllowList(value)  # raises ValueError with the offending entry
+        return value
 
     @field_validator("auth_token_env")
     @classmethod
