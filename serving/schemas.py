@@ -51,6 +51,9 @@ class AutoscalingArgs(BaseModel):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(16.0, gt=0)
+    #: Seconds the load must stay above / below target before a replica is added / removed (Ray's defaults).
+    upscale_delay_s: float = Field(30.0, ge=0)
+    downscale_delay_s: float = Field(600.0, ge=0)
 
     @model_validator(mode="after")
     def _order(self) -> "AutoscalingArgs":
