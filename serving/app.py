@@ -6,8 +6,8 @@
 
 Both run the same code (`ModelCore` is the model side); "split" adds one Ray hop per request so that the
 ingress and the model scale apart (e.g. CPU ingress replicas in front of GPU model replicas). On a CPU
-machine that hop costs more than it buys: fused served ~30% more requests/s on 2 cores with the same
-model replicas (docs/benchmarks-serving.md), hence the default.
+machine that hop costs more than it buys: with the same two 1-CPU model replicas on 2 cores, fused served 9%
+more one-post requests/s than split, measured A/B/A/B in one run (docs/benchmarks-serving.md), hence the default.
 
 `build_app(args: ServeArgs)` is the app builder: `serve run serving.app:build_app model_dir=...`, a Serve
 config file (serving/config.yaml) and `moderation serve` all start the same app.

@@ -105,7 +105,7 @@ class ServeArgs(BaseModel):
     num_gpus: float = Field(0.0, ge=0.0)
 
     #: "fused": one deployment is both the FastAPI ingress and the batched model (one Ray hop less per
-    #: request; ~30% more requests/s on a 2-core CPU machine). "split": a FastAPI ingress deployment in front
+    #: request; 9% more requests/s on a 2-core CPU machine, A/B). "split": a FastAPI ingress deployment in front
     #: of a separate model deployment, so that they scale apart (e.g. CPU ingress, GPU model replicas).
     topology: Literal["fused", "split"] = "fused"
     #: Split topology only: replicas of the ingress deployment.

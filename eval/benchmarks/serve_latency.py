@@ -118,8 +118,9 @@ def run_phase(coro) -> Any:
 def _role(cmdline: str) -> str | None:
     """Which part of the serving path a process is, from its title (Ray names its workers `ray::...`)."""
     if cmdline.startswith("ray::ServeReplica"):
+        # Fused topology: the ModerationAPI replicas hold the model too (no ModerationModel replicas exist).
         return "model replicas" if "ModerationModel" in cmdline else (
-            "ingress" if ":ModerationAPI" in cmdline else "other replicas")
+            "ModerationAPI replicas" if ":ModerationAPI" in cmdline else "other replicas")
     if cmdline.startswith("ray::ProxyActor"):
         return "proxy"
     if cmdline.startswith("ray::") or "raylet" in cmdline or "gcs_server" in cmdline:
