@@ -46,22 +46,27 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_serve, batch_size=None, device=None, precision=None)
 
 
+def read_config(path: str | Path = DEFAULT_CONFIG) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The app's `args:` (build_app arguments) and the `http_options` of a Serve config file with one application."""
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        config = yaml.safe_load(fh) or {}
+    apps = config.get("applications") or []
+    if len(apps) != 1:
+        raise ValueError(f"{path}: expected exactly one application, found {len(apps)}")
+    if apps[0].get("import_path") not in (None, "serving.app:build_app"):
+        raise ValueError(f"{path}: import_path must be serving.app:build_app, got {apps[0].get('import_path')!r}")
+    return dict(apps[0].get("args") or {}), dict(config.get("http_options") or {})
+
+
 def _serve_args(args: argparse.Namespace) -> tuple[dict, str, int]:
     """Merge the config file (if any) with the command-line options; return (ServeArgs dict, host, port)."""
     app_args: dict[str, Any] = {}
     http: dict[str, Any] = {}
     path = str(DEFAULT_CONFIG) if args.config is None else args.config
     if path.lower() != "none":
-        import yaml
-        with open(path, encoding="utf-8") as fh:
-            config = yaml.safe_load(fh) or {}
-        apps = config.get("applications") or []
-        if len(apps) != 1:
-            raise ValueError(f"{path}: expected exactly one application, found {len(apps)}")
-        if apps[0].get("import_path") not in (None, "serving.app:build_app"):
-            raise ValueError(f"{path}: import_path must be serving.app:build_app, got {apps[0].get('import_path')!r}")
-        app_args = dict(apps[0].get("args") or {})
-        http = dict(config.get("http_options") or {})
+        app_args, http = read_config(path)
     batch = dict(app_args.get("batch") or {})
     if args.model:
         app_args["model_dir"] = args.model

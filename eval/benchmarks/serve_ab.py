@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    from serving.cli import read_config
     from serving.loadtest import closed_loop, text_bodies
     from serving.local_ray import local_ray, start_http
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     bodies = text_bodies(texts, 1)
     base = {"model_dir": args.model, "topology": "fused", "num_replicas": max(1, os.cpu_count() or 1), "num_cpus": 1,
             "decode_workers": 0, "max_ongoing_requests": 64, "max_queued_requests": 512,
-            "batch": {"max_batch_size": 8, "batch_wait_timeout_s": 0.0, "forward_batch_size": 8}}
+            "batch": read_config()[0]["batch"]}  # the sample config's CPU batch settings
     configs = {name: {**base, **json.loads(text)} for name, text in (("a", args.a), ("b", args.b))}
     cpus = sum(c["num_replicas"] * max(1, c["num_cpus"]) for c in configs.values())
     phases = []

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    from serving.cli import read_config
     from serving.loadtest import closed_loop, text_bodies
     from serving.local_ray import local_ray, start_http
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         start_http("127.0.0.1", args.port)
         serve.run(build_app({"model_dir": args.model, "topology": args.topology, "num_cpus": 1, "decode_workers": 0,
                              "autoscaling": autoscaling,
-                             "batch": {"max_batch_size": 8, "batch_wait_timeout_s": 0.0, "forward_batch_size": 8}}),
+                             "batch": read_config()[0]["batch"]}),  # the sample config's CPU batch settings
                   name="auto", route_prefix="/auto")
         url = f"http://127.0.0.1:{args.port}/auto/v1/moderations"
         done: dict[str, Any] = {}
