@@ -30,6 +30,10 @@ class InputLimits:
     max_image_bytes: int = 20 * 1024 * 1024
     #: Decoded image size limit; a larger header is refused as a decompression bomb before decoding.
     max_image_pixels: int = 40_000_000
+    #: Longer side / shorter side limit; a more elongated header is refused before decoding. Preprocessing
+    #: scales the shorter side up or down to a fixed size (256 px for the default encoder), so a tiny 1x12000
+    #: image would become 256 x 3,072,000 pixels (3 GB): the work must be bounded by the shape, not the area.
+    max_image_aspect_ratio: float = 100.0
     #: Image formats decoded (PIL format names).
     image_formats: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 
@@ -64,15 +68,21 @@ def resolve_image_path(path: str, image_root: str | os.PathLike | None) -> Path:
     """Resolve an image path under `image_root` (default: the current directory).
 
     Raises InputError(IMAGE_URL_REFUSED) for URLs (never fetched here) and IMAGE_PATH_REFUSED for a path
-    that escapes the root (absolute elsewhere, `..`, or a symlink pointing outside).
+    that escapes the root (absolute elsewhere, `..`, or a symlink pointing outside) or that is no path at all
+    (a NUL byte, a name that cannot be resolved).
     """
     lowered = path[:16].lower()
     if "://" in lowered:
         raise InputError(ErrorCode.IMAGE_URL_REFUSED,
                          "image URLs are not fetched; give a path under the image root or the image bytes")
+    if "\x00" in path:  # no file name holds one; os calls would raise ValueError
+        raise InputError(ErrorCode.IMAGE_PATH_REFUSED, f"image path {path!r} contains a NUL byte")
     root = Path(image_root if image_root is not None else ".").resolve()
     candidate = Path(path)
-    full = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    try:
+        full = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # e.g. a symlink loop (RuntimeError), a name too long
+        raise InputError(ErrorCode.IMAGE_PATH_REFUSED, f"image path {path!r} cannot be resolved ({exc})") from None
     if full != root and root not in full.parents:
         raise InputError(ErrorCode.IMAGE_PATH_REFUSED, f"image path {path!r} escapes the image root {str(root)!r}")
     return full
@@ -127,7 +137,8 @@ def decode_base64(payload: str) -> bytes:
 def decode_image(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> Image.Image:
     """Decode encoded image bytes into an RGB PIL image, first frame only, alpha composited on white.
 
-    The header is checked against the pixel limit before any pixel is decoded, so a decompression bomb
+    The header is checked against the pixel and aspect-ratio limits before any pixel is decoded, so a
+    decompression bomb (a huge image, or a tiny but extremely elongated one that preprocessing would blow up)
     costs nothing. Raises InputError with IMAGE_UNSUPPORTED_FORMAT, IMAGE_DECOMPRESSION_BOMB or IMAGE_CORRUPT.
     """
     try:
@@ -144,6 +155,11 @@ def decode_image(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> Image.Ima
             if width * height > limits.max_image_pixels:
                 raise InputError(ErrorCode.IMAGE_DECOMPRESSION_BOMB,
                                  f"image is {width}x{height} = {width * height} pixels, over the limit of {limits.max_image_pixels}")
+            if max(width, height) > limits.max_image_aspect_ratio * min(width, height):
+                raise InputError(ErrorCode.IMAGE_DECOMPRESSION_BOMB,
+                                 f"image is {width}x{height}, an aspect ratio of {max(width, height) / min(width, height):.0f}:1, "
+                                 f"over the limit of {limits.max_image_aspect_ratio:g}:1 (scaling it for the model would "
+                                 "take far more memory than its size suggests)")
             img.seek(0)
             img.load()
             return _to_rgb(img)

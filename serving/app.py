@@ -89,7 +89,8 @@ class ModelCore:
         torch.set_num_threads(max(1, torch_threads))
         req = RequestLimits.model_validate(limits or {})
         input_limits = InputLimits(max_text_chars=req.max_text_chars, max_image_bytes=req.max_image_bytes,
-                                   max_image_pixels=req.max_image_pixels)
+                                   max_image_pixels=req.max_image_pixels,
+                                   max_image_aspect_ratio=req.max_image_aspect_ratio)
         opts = dict(batch_size=BatchConfig().max_batch_size, device=device, precision=precision,
                     limits=input_limits, num_workers=decode_workers)
         self.scorer = Scorer.from_dir(model_dir, **opts) if model_dir else Scorer.default(**opts)

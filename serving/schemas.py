@@ -77,6 +77,9 @@ class RequestLimits(BaseModel):
     max_image_bytes: int = Field(5 * 1024 * 1024, ge=1)
     #: Image width x height per post; more is a per-item `image_decompression_bomb` error (checked from the header).
     max_image_pixels: int = Field(20_000_000, ge=1)
+    #: Longer side / shorter side per image; more is a per-item `image_decompression_bomb` error (from the header):
+    #: preprocessing scales the shorter side to 256 px, so a 91-byte 1x6000 PNG would take 1.5 GB.
+    max_image_aspect_ratio: float = Field(100.0, ge=1.0, le=10_000.0)
 
 
 class ServeArgs(BaseModel):

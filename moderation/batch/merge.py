@@ -176,7 +176,6 @@ def merge_parts(parts: Sequence[Path], out: Path, errors_path: Path, categories:
             "renamed": renamed}
 
 
-
 def finish_job(work: Path, parts: Sequence[Path], out: Path, summary_base: dict[str, Any], categories: Sequence[str],
                *, expected_rows: int | None, duplicate_seqs: set[int] | None = None) -> BatchSummary:
     """Merge the parts into OUT, check the counts, record the summary, then remove the work folder."""

@@ -58,7 +58,6 @@ def duplicate_error(post_id: str) -> InputError:
     return InputError(ErrorCode.DUPLICATE_ID, f"id {post_id!r} appears earlier in the input; only the first is scored")
 
 
-
 class IdSet:
     """The ids seen so far, as 64-bit hashes: 8 bytes an id (plus a small buffer), whatever the dump size.
 

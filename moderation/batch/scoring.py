@@ -21,7 +21,6 @@ def result_columns(categories: Sequence[str]) -> list[str]:
                    "error_code", "error"]
 
 
-
 def make_record(item: Item, result: ScoreResult | None, categories: Sequence[str], model_version: str,
             thresholds_version: str | None, error: BaseException | None = None) -> dict[str, Any]:
     """The internal (part-file) row: output columns plus `seq` and `_extras`."""

@@ -23,8 +23,13 @@ from torch import nn
 from torchvision import transforms as T
 
 from moderation.encoders.registry import UnknownEncoderError, register_image_encoder
+from moderation.inputs import DEFAULT_LIMITS
+from moderation.schema import ErrorCode, InputError
 
 DEFAULT_IMAGE_ENCODER = "efficientnet_lite0"
+#: Largest image preprocessing may resize to (width x height): the largest image decoded by default, so
+#: resizing never costs more memory than decoding.
+MAX_RESIZED_PIXELS = DEFAULT_LIMITS.max_image_pixels
 
 _INTERPOLATION = {
     "bicubic": T.InterpolationMode.BICUBIC,
@@ -59,6 +64,30 @@ class ToNormalizedTensor:
         return f"{type(self).__name__}(mean={self.mean.tolist()}, std={self.std.tolist()})"
 
 
+class BoundedResize(T.Resize):
+    """torchvision's Resize (shorter side to `size`), refusing an image whose resized size would exceed
+    `max_pixels` before allocating it: a tiny but elongated image (1x12000) would otherwise grow to gigabytes.
+
+    Raises InputError(IMAGE_DECOMPRESSION_BOMB). The images it lets through are resized exactly as by Resize.
+    moderation.inputs refuses such shapes earlier (`max_image_aspect_ratio`); this bounds any other caller.
+    """
+
+    def __init__(self, size: int, max_pixels: int = MAX_RESIZED_PIXELS, **kwargs: Any) -> None:
+        super().__init__(size, **kwargs)
+        self.max_pixels = max_pixels
+
+    def forward(self, img: Image.Image) -> Image.Image:
+        width, height = img.size
+        short, long = min(width, height), max(width, height)
+        target = self.size if isinstance(self.size, int) else self.size[0]
+        pixels = target * int(target * long / max(short, 1))
+        if pixels > self.max_pixels:
+            raise InputError(ErrorCode.IMAGE_DECOMPRESSION_BOMB,
+                             f"image is {width}x{height}: scaling its shorter side to {target} px would make "
+                             f"{pixels} pixels, over the limit of {self.max_pixels}")
+        return super().forward(img)
+
+
 def build_transform(data_config: dict[str, Any]) -> Callable[[Image.Image], torch.Tensor]:
     """Eval preprocessing from a timm data config: resize shorter side to size/crop_pct, center crop, normalise."""
     _, height, width = data_config["input_size"]
@@ -66,7 +95,7 @@ def build_transform(data_config: dict[str, Any]) -> Callable[[Image.Image], torc
     scale = int(math.floor(min(height, width) / crop_pct))
     interp = _INTERPOLATION.get(data_config.get("interpolation", "bilinear"), T.InterpolationMode.BILINEAR)
     return T.Compose([
-        T.Resize(scale, interpolation=interp),
+        BoundedResize(scale, interpolation=interp),
         T.CenterCrop((height, width)),
         ToNormalizedTensor(data_config["mean"], data_config["std"]),
     ])

@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from moderation.encoders import UnknownEncoderError, create_image_encoder, create_text_encoder, list_encoders
-from moderation.encoders.image import map_lukemelas_to_timm
+from moderation.encoders.image import build_transform, map_lukemelas_to_timm
+from moderation.schema import ErrorCode, InputError
 
 
 def test_registry_lists_defaults_and_tiny_encoders():
@@ -66,3 +67,17 @@ def test_state_dict_mapping_checks_shapes():
         map_lukemelas_to_timm(src, {"conv.weight": torch.ones(3, 3), "bn.bias": torch.ones(2)})
     with pytest.raises(ValueError, match="differ in size"):
         map_lukemelas_to_timm(src, {"conv.weight": torch.ones(2, 3)})
+
+
+def test_preprocessing_refuses_a_resize_over_the_pixel_limit_before_allocating(monkeypatch):
+    """Issue 13.1, second line of defence: whatever reaches the transform, resizing the shorter side to 256 px
+    never makes more pixels than the largest decodable image (40 M); checked before PIL allocates anything."""
+    config = {"input_size": (3, 224, 224), "crop_pct": 0.875, "interpolation": "bicubic",
+              "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}  # efficientnet_lite0's
+    transform = build_transform(config)
+    assert transform(Image.new("RGB", (1, 150))).shape == (3, 224, 224)  # 256 x 38,400: allowed, as before
+    resized = []
+    monkeypatch.setattr(Image.Image, "resize", lambda self, size, *a, **k: resized.append(size))
+    with pytest.raises(InputError, match=r"1x1000: scaling its shorter side to 256 px would make 65536000 pixels") as e:
+        transform(Image.new("RGB", (1, 1000)))
+    assert e.value.code is ErrorCode.IMAGE_DECOMPRESSION_BOMB and resized == []

@@ -79,6 +79,40 @@ def test_decompression_bomb_refused_before_decoding():
     assert _code(e) is ErrorCode.IMAGE_DECOMPRESSION_BOMB
 
 
+def test_elongated_image_refused_from_its_header_before_any_work(monkeypatch):
+    """Issue 13.1: a 102-byte 1x12000 PNG passes the pixel limit (12,000 pixels), but preprocessing scales its
+    shorter side to 256 px: 256 x 3,072,000 pixels, 3.2 GB. It is refused from the header, nothing decoded."""
+    tiny_but_long = png_bytes((1, 12_000))
+    assert len(tiny_but_long) < 200
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size))
+    with pytest.raises(InputError, match=r"1x12000, an aspect ratio of 12000:1, over the limit of 100:1") as e:
+        decode_image(tiny_but_long)
+    assert _code(e) is ErrorCode.IMAGE_DECOMPRESSION_BOMB
+    with pytest.raises(InputError, match="aspect ratio of 200:1"):
+        decode_image(_png_header_only(40_000, 200))  # wide as well as tall
+    assert decoded == []
+    monkeypatch.undo()
+    # The limit itself: 100:1 passes, 101:1 does not; callers may set their own.
+    assert decode_image(png_bytes((1, 100))).size == (1, 100)
+    with pytest.raises(InputError, match="over the limit of 100:1"):
+        decode_image(png_bytes((101, 1)))
+    with pytest.raises(InputError, match="over the limit of 4:1"):
+        decode_image(png_bytes((50, 10)), InputLimits(max_image_aspect_ratio=4))
+
+
+def test_image_path_with_a_nul_byte_is_a_path_error(image_dir):
+    """Issue 13.7: a NUL byte in an image path made os calls raise ValueError, reported as internal_error."""
+    for path in ("red.png\x00.jpg", "\x00"):
+        with pytest.raises(InputError, match="contains a NUL byte") as e:
+            load_image(path, image_dir)
+        assert _code(e) is ErrorCode.IMAGE_PATH_REFUSED
+    (image_dir / "loop").symlink_to("loop")
+    with pytest.raises(InputError, match="cannot be resolved") as e:
+        load_image("loop", image_dir)
+    assert _code(e) is ErrorCode.IMAGE_PATH_REFUSED
+
+
 def test_limits_on_bytes_and_formats(image_dir):
     with pytest.raises(InputError, match="over the limit") as e:
         load_image("red.png", image_dir, InputLimits(max_image_bytes=10))
