@@ -21,7 +21,7 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 from moderation.schema import ErrorCode, InputError
 
@@ -173,12 +173,16 @@ def iter_csv(path: str | os.PathLike, *,
              max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[tuple[int, Row | InputError]]:
     """CSV rows (header line first): every value is a string, as in the file; empty cells count as absent.
 
-    A record with more or fewer fields than the header, or one the csv module cannot parse, is an InputError.
+    One record in, one row out: records are split first (`csv_records`, quoting as the csv module reads it,
+    so a quoted field may hold line breaks), then each is parsed alone. A record with more or fewer fields
+    than the header, or one the csv module cannot parse, is an InputError(MALFORMED_ROW); a record over
+    `max_row_bytes` characters is an InputError(TEXT_TOO_LONG), skipped to its end unparsed (memory stays
+    bounded), so nothing inside it is ever read as records of its own.
     """
     path = Path(path)
     name = path.name
-    # csv's field limit is process-wide; raise it to the row limit so that long text is judged by
-    # max_row_bytes (here) and max_text_chars (later), with a clear error, not by csv's 128 KiB default.
+    # csv's field limit is process-wide; raise it to the row limit so that a record under max_row_bytes is
+    # never refused by csv's 128 KiB default (a larger record never reaches the csv module).
     if csv.field_size_limit() < max_row_bytes:
         csv.field_size_limit(max_row_bytes)
     try:
@@ -187,39 +191,117 @@ def iter_csv(path: str | os.PathLike, *,
         yield 0, InputError(ErrorCode.MALFORMED_ROW, f"{name}: cannot open the file ({exc.strerror})")
         return
     with fh:
-        reader = csv.reader(fh)
-        try:
-            header = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield 0, InputError(ErrorCode.MALFORMED_ROW, f"{name}: unreadable CSV header ({exc})")
-            return
+        records = csv_records(fh, max_row_bytes)
+        header: list[str] | None = None
         rowno = 0
         while True:
             try:
-                record = next(reader)
+                first_line, text, size = next(records)
             except StopIteration:
                 return
-            except csv.Error as exc:
+            except OSError as exc:
+                yield rowno, InputError(ErrorCode.MALFORMED_ROW, f"{name}: read error after record {rowno} ({exc.strerror})")
+                return
+            where = f"{name}: record {rowno + 1} (line {first_line})"
+            if text is None:
+                if header is None:
+                    yield 0, InputError(ErrorCode.MALFORMED_ROW, f"{name}: the CSV header is over {max_row_bytes} characters")
+                    return
                 rowno += 1
-                code = ErrorCode.TEXT_TOO_LONG if "field larger" in str(exc) else ErrorCode.MALFORMED_ROW
-                yield rowno, InputError(code, f"{name}: record {rowno} (line {reader.line_num}): {exc}")
+                yield rowno, InputError(ErrorCode.TEXT_TOO_LONG,
+                                        f"{where} is {size} characters, over the limit of {max_row_bytes}; skipped to its end")
                 continue
-            if not record:
+            try:
+                parsed = list(csv.reader((text,)))
+            except csv.Error as exc:
+                parsed = exc
+            if header is None:
+                if parsed == [] or parsed == [[]]:
+                    continue  # blank lines before the header
+                if isinstance(parsed, csv.Error) or len(parsed) != 1:
+                    yield 0, InputError(ErrorCode.MALFORMED_ROW, f"{name}: unreadable CSV header ({parsed})")
+                    return
+                header = parsed[0]
+                continue
+            if parsed == [] or parsed == [[]]:
                 continue  # a blank line is not a row
             rowno += 1
+            if isinstance(parsed, csv.Error) or len(parsed) != 1:
+                why = parsed if isinstance(parsed, csv.Error) else f"read as {len(parsed)} records"
+                yield rowno, InputError(ErrorCode.MALFORMED_ROW, f"{where}: {why}")
+                continue
+            record = parsed[0]
             if len(record) != len(header):
                 yield rowno, InputError(ErrorCode.MALFORMED_ROW,
-                                        f"{name}: record {rowno} (line {reader.line_num}) has {len(record)} fields, "
-                                        f"the header has {len(header)}")
-                continue
-            size = sum(len(v) for v in record)
-            if size > max_row_bytes:
-                yield rowno, InputError(ErrorCode.TEXT_TOO_LONG,
-                                        f"{name}: record {rowno} is {size} characters, over the limit of {max_row_bytes}")
+                                        f"{where} has {len(record)} fields, the header has {len(header)}")
                 continue
             yield rowno, dict(zip(header, record))
+
+
+#: Characters read at a time when splitting CSV records: bounds memory on a line of any length.
+CSV_READ_CHARS = 1 << 20
+
+# States of the CSV record splitter (the csv module's default dialect: ',' between fields, '"' quotes).
+_FIELD_START, _UNQUOTED, _QUOTED, _QUOTE_IN_QUOTED = range(4)
+
+
+def csv_records(fh: TextIO, max_chars: int) -> Iterator[tuple[int, str | None, int]]:
+    """Split CSV text (a file opened with newline="") into records: (first line number, text, size).
+
+    Quoting follows the csv module's default dialect: a field that starts with '"' runs to the next '"' that
+    is not doubled, across line breaks; a '"' anywhere else is text. `text` is None for a record over
+    `max_chars` characters: it is read to its end in bounded pieces and not kept. A quoted field left open
+    runs to the end of the file (as in the csv module). Raises OSError when the file cannot be read.
+    """
+    line = 0
+    state = _FIELD_START
+    parts: list[str] = []
+    size = 0
+    first = 1
+    while True:
+        piece = fh.readline(CSV_READ_CHARS)
+        if not piece:
+            if size:
+                yield first, ("".join(parts) if size <= max_chars else None), size
+            return
+        ends_line = piece.endswith(("\n", "\r"))
+        if ends_line:
+            line += 1
+        state = _scan_csv(piece, state)
+        size += len(piece)
+        if size <= max_chars:
+            parts.append(piece)
+        elif parts:
+            parts = []  # over the limit: drop what was kept, read on to the record's end
+        if ends_line and state != _QUOTED:
+            yield first, ("".join(parts) if size <= max_chars else None), size
+            parts, size, state, first = [], 0, _FIELD_START, line + 1
+
+
+def _scan_csv(piece: str, state: int) -> int:
+    """The splitter's state after `piece` (see csv_records); only quotes and commas move it."""
+    i, n = 0, len(piece)
+    while i < n:
+        if state == _QUOTED:
+            j = piece.find('"', i)
+            if j < 0:
+                return _QUOTED
+            state, i = _QUOTE_IN_QUOTED, j + 1
+        elif state == _QUOTE_IN_QUOTED:
+            c = piece[i]
+            # '""' is a quote inside the field; ',' or a line break ends it; other text follows it in the field.
+            state = _QUOTED if c == '"' else _FIELD_START if c in ",\r\n" else _UNQUOTED
+            i += 1
+        elif state == _FIELD_START:
+            c = piece[i]
+            state = _QUOTED if c == '"' else _FIELD_START if c in ",\r\n" else _UNQUOTED
+            i += 1
+        else:  # _UNQUOTED: quotes are text; the field runs to the next comma (or the line's end)
+            j = piece.find(",", i)
+            if j < 0:
+                return _UNQUOTED
+            state, i = _FIELD_START, j + 1
+    return state
 
 
 def iter_parquet(path: str | os.PathLike, *,

@@ -95,6 +95,69 @@ def test_csv_reader_flags_ragged_records_and_never_raises(tmp_path_factory, reco
             assert set(item) == {"id", "text"}
 
 
+@FAST
+@given(body=st.text('a,"\n\r ', max_size=40), read_chars=st.sampled_from([3, 1 << 20]))
+def test_csv_records_are_split_as_the_csv_module_reads_them(tmp_path_factory, body, read_chars):
+    """Whatever the quoting, line breaks and read size, one record of the csv module is one item here."""
+    import csv
+    import io
+
+    import moderation.dumps as dumps
+    text = "id,text\n" + body
+    try:
+        want_records = [r for r in csv.reader(io.StringIO(text, newline=""))][1:]
+    except csv.Error:
+        return  # the csv module itself refuses this text; nothing to compare with
+    want = [dict(zip(["id", "text"], r)) if len(r) == 2 else ErrorCode.MALFORMED_ROW for r in want_records if r]
+    path = tmp_path_factory.mktemp("q") / "d.csv"
+    path.write_bytes(text.encode("utf-8"))
+    saved, dumps.CSV_READ_CHARS = dumps.CSV_READ_CHARS, read_chars
+    try:
+        got = [item if isinstance(item, dict) else item.code for _, item in iter_rows(path)]
+    finally:
+        dumps.CSV_READ_CHARS = saved
+    assert got == want
+
+
+def test_csv_oversized_quoted_field_with_line_breaks_is_one_row(tmp_path):
+    """Issue 13.2: after the csv module's field-limit error, the reader went on inside the field, line by line:
+    a 2-record file gave 87,385 rows, one with an id and text taken from inside the first post, and the second
+    record was lost. Now the record is skipped to its end as one TEXT_TOO_LONG row."""
+    import csv
+    path = tmp_path / "posts.csv"
+    inner = "\n".join(f"inner-{i},looks like a post of its own" for i in range(200))  # ~7 KB, 200 lines
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text"])
+        w.writerow(["first", inner])
+        w.writerow(["second", "the genuine second post"])
+    saved = csv.field_size_limit()
+    csv.field_size_limit(1000)  # the csv module's limit below the field (the reader raises it to max_row_bytes)
+    try:
+        items = list(iter_rows(path, max_row_bytes=2000))
+    finally:
+        csv.field_size_limit(saved)
+    assert len(items) == 2
+    (n1, first), (n2, second) = items
+    assert n1 == 1 and first.code == ErrorCode.TEXT_TOO_LONG
+    assert "posts.csv: record 1 (line 2) is" in first.message and "skipped to its end" in first.message
+    assert (n2, second) == (2, {"id": "second", "text": "the genuine second post"})
+    assert count_rows(path) == 2
+    # An oversized unquoted line, a line longer than one read, and an unterminated quote at the end of the file.
+    path.write_text("id,text\n" + "a," + "x" * 5000 + "\nb,fine\n" + 'c,"open quote\nd,never closed\n',
+                    encoding="utf-8")
+    import moderation.dumps as dumps
+    saved_read, dumps.CSV_READ_CHARS = dumps.CSV_READ_CHARS, 64
+    try:
+        items = list(iter_rows(path, max_row_bytes=2000))
+    finally:
+        dumps.CSV_READ_CHARS = saved_read
+    assert [n for n, _ in items] == [1, 2, 3]
+    assert items[0][1].code == ErrorCode.TEXT_TOO_LONG and "record 1 (line 2)" in items[0][1].message
+    assert items[1][1] == {"id": "b", "text": "fine"}
+    assert items[2][1] == {"id": "c", "text": "open quote\nd,never closed\n"}  # as the csv module reads it
+
+
 def test_jsonl_bad_lines_are_errors_in_place(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_bytes(b'{"id": "a", "text": "x"}\n\n[1]\n{"id": "b", "text": "caf\xe9"}\n{bad\n' + b'{"id": "c", "text": "' +
