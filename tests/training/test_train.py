@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.train import (
-    TrainConfig,
-    masked_bce,
-    modality_dropout,
-    pos_weights,
-    train,
-    training_scorer,
-)
+from training.losses import masked_bce, modality_dropout, pos_weights
+from training.train import TrainConfig, train, training_scorer
 
 
 def test_nan_label_gives_zero_loss_and_zero_gradient():
@@ -178,7 +172,7 @@ def test_cached_lower_layers_give_the_same_embeddings_as_the_full_encoder():
     from transformers import BertConfig, BertModel
 
     from moderation.encoders.text import HFTextEncoder, tiny_random_bert
-    from training.train import _top_forward, prefix_states
+    from training.finetune import _top_forward, prefix_states
 
     tok = tiny_random_bert().tokenizer
     torch.manual_seed(0)
