@@ -22,7 +22,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -33,14 +33,29 @@ DATA_FILE = "data.jsonl"
 SLICES = ("text", "image", "image+text")
 
 #: Label mappings of the shared datasets (folder name -> {field: category}); also the fallback of
-#: `parse_dataset_arg` when a known folder is named without a mapping.
+#: `parse_dataset_arg` when a known folder is named without a mapping. Every dataset labels harm its own way;
+#: the reasons for each line are in docs/training.md ("Which dataset supervises which category"). A field a
+#: dataset leaves null on a row (e.g. implicit_hate's `threatening` outside its implicit-hate rows) is unknown
+#: there, never a negative. Several fields may map to one category: positive if any is.
 KNOWN_DATASETS: dict[str, dict[str, str]] = {
     "tweeteval_hate": {"label": "hate"},
     "tweeteval_offensive": {"label": "offensive"},
     "multioff": {"label": "offensive"},
+    # label = hd (assault on human dignity) OR cv (call for violence): the GHC paper's "hate".
+    "gab_hate_corpus": {"label": "hate", "cv": "violence", "vo": "offensive"},
+    # label = implicit or explicit hate; threatening / incitement (to violence) are annotated on implicit rows only.
+    "implicit_hate": {"label": "hate", "threatening": "violence", "incitement": "violence"},
+    # Harmful memes (somewhat or very harmful to a person, group or society): offensive content in our terms.
+    "harmeme_text": {"label": "offensive"},
+    "reddit_misogyny": {"label": "hate", "threatening": "violence"},
+    # violence is annotated on hate comments only.
+    "ethos": {"label": "hate", "violence": "violence"},
+    # Test split only (101 rows): a smoke test, never trained on.
+    "jigsaw_toxic_sample": {"identity_hate": "hate", "toxic": "offensive", "insult": "offensive", "threat": "violence"},
 }
-#: The datasets the default model trains on, in this order.
-DEFAULT_DATASETS: tuple[str, ...] = ("tweeteval_hate", "tweeteval_offensive", "multioff")
+#: The datasets the default model trains on (train splits), calibrates on (val) and is measured on (test), in this order.
+DEFAULT_DATASETS: tuple[str, ...] = ("tweeteval_hate", "tweeteval_offensive", "multioff", "gab_hate_corpus",
+                                     "implicit_hate", "harmeme_text", "reddit_misogyny", "ethos")
 
 
 class DatasetWarning(UserWarning):
@@ -135,18 +150,18 @@ def data_root(root: str | Path | None = None) -> Path:
     return Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 
 
-def default_dataset_specs(root: str | Path | None = None) -> list[DatasetSpec]:
-    """Specs of the default model's datasets: tweeteval_hate -> hate, tweeteval_offensive and multioff -> offensive.
+def default_dataset_specs(root: str | Path | None = None, names: Sequence[str] = DEFAULT_DATASETS) -> list[DatasetSpec]:
+    """Specs of the default model's datasets (`DEFAULT_DATASETS`, mapped by `KNOWN_DATASETS`), or of `names`.
 
     Raises FileNotFoundError naming the folder (and $MODERATION_DATA_ROOT) when a dataset is absent.
     """
     base = data_root(root)
     specs = []
-    for name in DEFAULT_DATASETS:
+    for name in names:
         data_file = base / name / DATA_FILE
         if not data_file.is_file():
             raise FileNotFoundError(f"dataset {name!r} not found at {data_file}; point ${DATA_ROOT_ENV} (or --data-root) "
-                                    "at the folder holding tweeteval_hate/, tweeteval_offensive/ and multioff/")
+                                    f"at the folder holding {', '.join(n + '/' for n in names)}")
         specs.append(DatasetSpec(path=data_file, labels=dict(KNOWN_DATASETS[name]), name=name))
     return specs
 

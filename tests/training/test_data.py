@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import png_bytes
 from training.data import (
+    DEFAULT_DATASETS,
     DatasetSpec,
     DatasetWarning,
     default_dataset_specs,
@@ -133,14 +134,26 @@ def test_default_specs_missing_root(tmp_path):
 
 @pytest.mark.datasets
 def test_shared_datasets_load():
+    """Every val row of every shared dataset is loaded or counted as skipped; unlabelled categories stay unknown."""
     try:
         specs = default_dataset_specs()
     except FileNotFoundError:
         pytest.skip("shared datasets are absent")
-    assert [s.name for s in specs] == ["tweeteval_hate", "tweeteval_offensive", "multioff"]
-    val = load_labelled(specs, ["hate", "offensive"], "val")
-    counts = val.counts()
+    assert [s.name for s in specs] == list(DEFAULT_DATASETS)
+    val = load_labelled(specs, ["hate", "offensive", "violence"], "val")
+    sources = np.array(val.sources)
     skipped = {name: sum(c.values()) for name, c in val.problems.items()}
-    assert counts["hate"]["known"] + skipped.get("tweeteval_hate", 0) == 1000
-    assert counts["offensive"]["known"] + skipped.get("tweeteval_offensive", 0) + skipped.get("multioff", 0) == 1324 + 148
+    readme_val_rows = {"tweeteval_hate": 1000, "tweeteval_offensive": 1324, "multioff": 148, "gab_hate_corpus": 2199,
+                       "implicit_hate": 2148, "harmeme_text": 348, "reddit_misogyny": 504, "ethos": 99}
+    for name, n in readme_val_rows.items():
+        assert (sources == name).sum() + skipped.get(name, 0) == n, name
+    known = val.known()
+    hate, off, vio = 0, 1, 2
+    tweets = sources == "tweeteval_hate"
+    assert known[tweets, hate].all() and not known[tweets, off].any() and not known[tweets, vio].any()
+    gab = sources == "gab_hate_corpus"
+    assert known[gab].all()  # label -> hate, vo -> offensive, cv -> violence
+    # implicit_hate annotates `threatening` / `incitement` on its implicit-hate rows only: unknown elsewhere.
+    implicit = sources == "implicit_hate"
+    assert known[implicit, vio].any() and not known[implicit, vio].all()
     assert set(val.slices()) == {"text", "image+text"}
