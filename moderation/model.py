@@ -32,7 +32,8 @@ class ModelConfig:
         default_factory=lambda: {"name": "all-MiniLM-L6-v2", "pooling": "mean", "max_length": 128})
     #: Arguments of `create_image_encoder` (None: a model without images).
     image_encoder: dict[str, Any] | None = field(default_factory=lambda: {"name": "efficientnet_lite0"})
-    #: Fusion module: "concat" or "gated".
+    #: Fusion: "late" (one classifier per modality, logits combined with a validated, capped image weight;
+    #: see LateFusionClassifier), or a fused representation: "concat" or "gated" (moderation.fusion).
     fusion: str = "gated"
     #: Width of the fused representation.
     fusion_dim: int = 256
@@ -42,6 +43,12 @@ class ModelConfig:
     finetune: dict[str, str] = field(default_factory=lambda: {"text": "frozen", "image": "frozen"})
     #: LoRA settings for the text encoder when finetune["text"] == "lora" (peft LoraConfig arguments).
     text_lora: dict[str, Any] | None = None
+    #: Whether the model has a lexical channel (n-gram TF-IDF + linear, moderation.lexical) added to its
+    #: text logits with a per-category weight. Needs fusion "late"; stored as lexical.json/.safetensors.
+    lexical: bool = False
+    #: Late fusion: the largest weight the image logits may get beside the text's (the image must never
+    #: drown the text: a weight of 1 would let it count as much).
+    image_weight_cap: float = 0.5
 
     def __post_init__(self) -> None:
         self.categories = [normalize_category(c) for c in self.categories]
@@ -58,6 +65,12 @@ class ModelConfig:
             raise ValueError("LoRA is supported for the text encoder only")
         if self.finetune.get("text") == "lora" and not self.text_lora:
             self.text_lora = dict(DEFAULT_LORA)
+        if self.fusion not in FUSION_KINDS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; known: {', '.join(FUSION_KINDS)}")
+        if self.lexical and (self.fusion != "late" or self.text_encoder is None):
+            raise ValueError("a lexical channel needs fusion 'late' and a text encoder")
+        if not 0.0 <= self.image_weight_cap <= 1.0:
+            raise ValueError(f"image_weight_cap must be in [0, 1], got {self.image_weight_cap}")
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -76,6 +89,7 @@ class ModelConfig:
         return cls(**data)
 
 
+FUSION_KINDS: tuple[str, ...] = ("late", "concat", "gated")
 DEFAULT_LORA: dict[str, Any] = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.1,
                                 "target_modules": ["query", "key", "value", "dense"]}
 
@@ -91,6 +105,71 @@ class FusionClassifier(nn.Module):
 
     def forward(self, embeddings: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.fusion(embeddings, present)))
+
+
+def _unimodal_head(in_dim: int, num_categories: int, hidden: int, dropout: float) -> nn.Module:
+    """LayerNorm + MLP (or a linear layer when hidden is 0): one modality's embedding -> a logit per category."""
+    if hidden <= 0:
+        return nn.Sequential(nn.LayerNorm(in_dim), nn.Dropout(dropout), nn.Linear(in_dim, num_categories))
+    return nn.Sequential(nn.LayerNorm(in_dim), nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.GELU(),
+                         nn.Dropout(dropout), nn.Linear(hidden, num_categories))
+
+
+class LateFusionClassifier(nn.Module):
+    """One classifier per modality, each giving a logit per category; their logits are combined per category:
+
+        text present:  z = z_text + lexical_weight * z_lexical + image_weight * z_image (if an image is present)
+        image only:    z = z_image
+
+    Each unimodal classifier is trained on its own modality (`unimodal`), so neither can lean on the other.
+    `image_weight` (C,) is set from validation data (the weight at which adding the image helps most, 0 when
+    it never helps: the image branch is then off for that category when there is text) and is clamped to
+    [0, image_weight_cap], so the image can never outweigh the text. `lexical_weight` (C,) is the lexical
+    channel's blend weight, also chosen on validation data. Both are buffers saved with the head.
+    An absent modality's rows are ignored whatever they hold.
+    """
+
+    def __init__(self, input_dims: dict[str, int], num_categories: int, hidden: int = 256, dropout: float = 0.1,
+                 image_weight_cap: float = 0.5) -> None:
+        super().__init__()
+        self.modalities = tuple(sorted(input_dims))
+        self.heads = nn.ModuleDict({m: _unimodal_head(input_dims[m], num_categories,
+                                                      hidden if m == "text" else 0, dropout) for m in self.modalities})
+        self.image_weight_cap = float(image_weight_cap)
+        self.register_buffer("image_weight", torch.zeros(num_categories))
+        self.register_buffer("lexical_weight", torch.zeros(num_categories))
+
+    def unimodal(self, embeddings: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{modality: (B, C) logits of that modality's own classifier} (rows of absent posts are meaningless)."""
+        return {m: self.heads[m](embeddings[m]) for m in self.modalities}
+
+    def combine(self, logits: dict[str, torch.Tensor], present: torch.Tensor,
+                lexical: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-category combination of unimodal logits (see the class docstring). present: (B, M) bool."""
+        if present.dim() != 2 or present.shape[1] != len(self.modalities):
+            raise ValueError(f"present must be (batch, {len(self.modalities)}) for modalities {self.modalities}, "
+                             f"got {tuple(present.shape)}")
+        if not bool(present.any(dim=1).all()):
+            raise ValueError("every row needs at least one present modality")
+        zero = torch.zeros((), dtype=next(iter(logits.values())).dtype, device=present.device)
+        has = {m: present[:, i : i + 1] for i, m in enumerate(self.modalities)}
+        if "text" not in self.modalities:
+            return torch.where(has["image"], logits["image"], zero)
+        z = torch.where(has["text"], logits["text"], zero)
+        if lexical is not None:
+            z = z + torch.where(has["text"], self.lexical_weight.to(z.dtype) * lexical.to(z.dtype), zero)
+        if "image" in self.modalities:
+            w = self.image_weight.clamp(0.0, self.image_weight_cap).to(z.dtype)
+            image = torch.where(has["image"], logits["image"], zero)
+            z = torch.where(has["text"], z + w * image, image)
+        return z
+
+    def forward(self, embeddings: dict[str, torch.Tensor], present: torch.Tensor,
+                lexical: torch.Tensor | None = None) -> torch.Tensor:
+        missing = [m for m in self.modalities if m not in embeddings]
+        if missing:
+            raise ValueError(f"embeddings lack modalities {missing}; give a tensor for each (rows of absent posts are ignored)")
+        return self.combine(self.unimodal(embeddings), present, lexical)
 
 
 class ModerationModel(nn.Module):
@@ -114,8 +193,16 @@ class ModerationModel(nn.Module):
                 apply_lora(encoders["text"], config.text_lora or DEFAULT_LORA)
         self.encoders = nn.ModuleDict(encoders)
         dims = {m: int(enc.output_dim) for m, enc in self.encoders.items()}
-        self.head = FusionClassifier(create_fusion(config.fusion, dims, config.fusion_dim, config.dropout),
-                                     len(config.categories), config.dropout)
+        self.head: nn.Module
+        if config.fusion == "late":
+            self.head = LateFusionClassifier(dims, len(config.categories), config.fusion_dim, config.dropout,
+                                             config.image_weight_cap)
+        else:
+            self.head = FusionClassifier(create_fusion(config.fusion, dims, config.fusion_dim, config.dropout),
+                                         len(config.categories), config.dropout)
+        #: The lexical channel (moderation.lexical.LexicalModel), when config.lexical; attached by the trainer
+        #: or by moderation.model_dir.load_model. Not an nn.Module: numpy and scikit-learn analyzers.
+        self.lexical: Any = None
 
     @property
     def categories(self) -> list[str]:
@@ -146,7 +233,12 @@ class ModerationModel(nn.Module):
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         embeddings = self.embed(batch)
         dtype = next(iter(embeddings.values())).dtype
-        return self.head({m: e.to(dtype) for m, e in embeddings.items()}, batch["present"])
+        embeddings = {m: e.to(dtype) for m, e in embeddings.items()}
+        if self.config.lexical:
+            if "lexical" not in batch:
+                raise ValueError("this model has a lexical channel: build its batches with moderation.model.collate")
+            return self.head(embeddings, batch["present"], batch["lexical"])
+        return self.head(embeddings, batch["present"])
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The encoder tensors that training changed, by `config.finetune`: none, LoRA weights, or all."""
@@ -209,7 +301,8 @@ def collate(items: Sequence[PreparedPost], model: ModerationModel,
     """Batch prepared posts for `model`: tokenized texts, stacked pixels, (B, M) presence mask.
 
     Modalities the model does not read are dropped here (the caller decides whether that is an error).
-    The returned dict also holds `truncated` (B,) bool: text cut at the encoder's max length.
+    The returned dict also holds `truncated` (B,) bool: text cut at the encoder's max length, and, for a
+    model with a lexical channel, `lexical` (B, C): its logits (zero rows for posts without text).
     """
     modalities = model.modalities
     present = torch.zeros(len(items), len(modalities), dtype=torch.bool)
@@ -223,6 +316,13 @@ def collate(items: Sequence[PreparedPost], model: ModerationModel,
             tokens = model.encoders["text"].tokenize([items[i].text for i in rows])
             truncated[rows] |= tokens.pop("truncated")
             batch["text"] = {k: v.to(device) for k, v in tokens.items()}
+        if model.config.lexical:
+            if model.lexical is None:
+                raise ValueError("the model's config has a lexical channel but none is attached (model.lexical)")
+            lexical = torch.zeros(len(items), len(model.categories))
+            if rows:
+                lexical[rows] = torch.from_numpy(model.lexical.logits([items[i].text for i in rows]))
+            batch["lexical"] = lexical.to(device)
     if "image" in modalities:
         col = modalities.index("image")
         rows = [i for i, it in enumerate(items) if it.pixels is not None]

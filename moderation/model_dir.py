@@ -3,6 +3,8 @@
     config.json          format version, ModelConfig, model version, whether the head is trained
     head.safetensors     fusion + classifier weights
     encoders.safetensors encoder tensors changed by fine-tuning (LoRA weights or full), when any
+    lexical.json         the lexical channel's analyzer settings and vocabularies (when the config has one)
+    lexical.safetensors  its idf weights and linear coefficients (moderation.lexical)
     calibration.json     probability calibration (optional, versioned; see moderation.calibration)
     thresholds.json      per-category thresholds (optional, versioned)
     metrics.json         measured metrics (optional)
@@ -33,6 +35,7 @@ from moderation.calibration import (
     read_json,
     write_json,
 )
+from moderation.lexical import LEXICAL_JSON, LEXICAL_WEIGHTS, LexicalModel
 from moderation.model import ModelConfig, ModerationModel
 
 FORMAT_VERSION = 1
@@ -76,8 +79,15 @@ def save_model(model: ModerationModel, path: str | os.PathLike, *, trained: bool
         save_file(encoders, str(path / ENCODERS_FILE))
     elif (path / ENCODERS_FILE).exists():
         (path / ENCODERS_FILE).unlink()
+    if model.config.lexical:
+        if model.lexical is None:
+            raise ValueError("the model's config has a lexical channel but none is attached (model.lexical)")
+        model.lexical.save(path)
+    else:
+        for fname in (LEXICAL_JSON, LEXICAL_WEIGHTS):
+            (path / fname).unlink(missing_ok=True)
     digest = hashlib.sha256()
-    for fname in (HEAD_FILE, ENCODERS_FILE):
+    for fname in (HEAD_FILE, ENCODERS_FILE, LEXICAL_WEIGHTS, LEXICAL_JSON):
         if (path / fname).exists():
             digest.update((path / fname).read_bytes())
     version = f"{name}-{digest.hexdigest()[:12]}"
@@ -155,6 +165,13 @@ def load_model(path: str | os.PathLike, *, text_encoder: torch.nn.Module | None 
             if missing:
                 raise ModelDirError(f"{path / ENCODERS_FILE} has tensors the {modality} encoder lacks: {missing[:5]}")
             encoder.load_state_dict(part, strict=False)
+    if info.config.lexical:
+        try:
+            model.lexical = LexicalModel.load(path)
+        except (ValueError, KeyError, json.JSONDecodeError) as exc:
+            raise ModelDirError(f"{path}: {exc}") from None
+        if model.lexical.categories != model.categories:
+            raise ModelDirError(f"{path / LEXICAL_JSON} scores {model.lexical.categories}, the model {model.categories}")
     model.eval()
     return model, info
 
