@@ -21,7 +21,7 @@ Exit status: 0 every row scored, 1 some rows errored, 2 bad arguments, 130 inter
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `score` subcommand."""
-    from moderation.cli import add_model_args
+    from moderation.cli import add_image_args, add_model_args
 
     p = subparsers.add_parser(
         "score", help="score JSONL / CSV / Parquet dumps of posts into one result row per post (resumable)",
@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="dump files, folders or glob patterns")
     p.add_argument("--out", required=True, help="output file, .parquet or .jsonl")
     add_model_args(p)
+    add_image_args(p)
     p.add_argument("--image-root", default=None, metavar="DIR",
                    help="folder image paths resolve under; a path escaping it is refused "
                         "(default: the folder of each input file)")
@@ -72,7 +73,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
                                  cpus_per_actor=args.ray_cpus_per_actor, batch_size=args.batch_size,
                                  precision=args.precision, device=args.device, chunk_size=args.chunk_size,
                                  workers=args.workers, restart=args.restart, overwrite=args.overwrite,
-                                 max_row_bytes=max_row_bytes, progress=not args.no_progress)
+                                 max_row_bytes=max_row_bytes, progress=not args.no_progress, ocr=args.ocr,
+                                 ocr_with_image=args.ocr_with_image, hash_lists=args.hash_lists)
     else:
         from moderation.batch import score_dump
         from moderation.cli import build_scorer

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 # Modules that add subcommands: each exposes register(subparsers). Order = order in --help.
 PLUGINS: tuple[str, ...] = (
     "moderation.batch_cli",
+    "moderation.hashes_cli",
     "training.cli",
     "eval.cli",
     "serving.cli",
@@ -51,11 +52,30 @@ def add_model_args(parser: argparse.ArgumentParser,
                         help="fp32, or bf16 autocast: faster, scores differ slightly (default: fp32)")
 
 
+def add_image_args(parser: argparse.ArgumentParser) -> None:
+    """--ocr, --ocr-with-image, --hash-list: what happens to images besides the model (demo, score)."""
+    from moderation.ocr import OCR_MODES
+
+    parser.add_argument("--ocr", choices=OCR_MODES, default="auto",
+                        help="read the text printed in images and score it with the text side: auto (image posts "
+                             "without text), ocr (every image post; OCR text instead of the given text), both (given "
+                             "text then OCR text), off (default: auto)")
+    parser.add_argument("--ocr-with-image", action="store_true",
+                        help="when a post's text comes from OCR alone, score it together with the image "
+                             "(default: the OCR text alone)")
+    parser.add_argument("--hash-list", action="append", default=[], metavar="FILE", dest="hash_lists",
+                        help="hash list of known violating images (repeatable; see `moderation hashes`): an image "
+                             "within its distance threshold is flagged for the listed category, with hash_match")
+
+
 def build_scorer(args: argparse.Namespace, **kwargs: Any):
     """The Scorer the arguments describe (model dir or default), loaded once."""
     _quiet_libraries()
     from moderation.scorer import Scorer
     opts = dict(batch_size=args.batch_size, device=args.device, precision=args.precision, **kwargs)
+    for name in ("ocr", "ocr_with_image", "hash_lists"):
+        if hasattr(args, name):
+            opts.setdefault(name, getattr(args, name))
     return Scorer.from_dir(args.model, **opts) if args.model else Scorer.default(**opts)
 
 
@@ -113,19 +133,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for line in threshold_lines(scorer):
         print("  " + line)
     cats = scorer.categories
-    header = f"{'id':<14} {'input':<11} " + " ".join(f"{c[:9]:>9}" for c in cats) + f"  {'verdict':<22} text"
+    header = f"{'id':<14} {'input':<14} " + " ".join(f"{c[:9]:>9}" for c in cats) + f"  {'verdict':<22} text"
     print(header)
     print("-" * len(header))
     for post, r in zip(posts, results):
         snippet = (post.get("text") or "").replace("\n", " ")
+        if r.ocr_text and "ocr_text" in r.applied_input_types:
+            snippet = f"[OCR] {r.ocr_text}"
         snippet = snippet if len(snippet) <= 48 else snippet[:45] + "..."
         if not r.ok:
-            print(f"{str(r.id):<14} {'-':<11} " + " ".join(f"{'-':>9}" for _ in cats) + f"  ERROR {r.error_code}: {r.error}")
+            print(f"{str(r.id):<14} {'-':<14} " + " ".join(f"{'-':>9}" for _ in cats) + f"  ERROR {r.error_code}: {r.error}")
             continue
         scores = " ".join(f"{r.categories[c].score:>9.3f}" for c in cats)
         flagged = [c for c in cats if r.categories[c].flagged]
-        verdict = ("FLAGGED: " + ",".join(flagged)) if flagged else ("not flagged" if scorer.trained else "(untrained)")
-        print(f"{str(r.id):<14} {'+'.join(r.applied_input_types):<11} {scores}  {verdict:<22} {snippet}")
+        if r.hash_match is not None:
+            verdict = f"BLOCKED: {r.hash_match.category} (hash)"
+        elif flagged:
+            verdict = "FLAGGED: " + ",".join(flagged)
+        else:
+            verdict = "not flagged" if scorer.trained else "(untrained)"
+        print(f"{str(r.id):<14} {'+'.join(r.applied_input_types):<14} {scores}  {verdict:<22} {snippet}")
     n_err = sum(not r.ok for r in results) + len(bad_lines)
     n_flag = sum(r.ok and r.flagged for r in results)
     print(f"\n{len(rows)} posts read, {len(results) - sum(not r.ok for r in results)} scored, {n_err} errors, "
@@ -160,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Score the example dump (text-only, image-only and image+text posts) with the "
                                       "default model (or --model), print a table and a summary, write results as JSONL.")
     add_model_args(demo)
+    add_image_args(demo)
     demo.add_argument("--input", default=str(EXAMPLES_DIR / "posts.jsonl"), help="JSONL dump (default: examples/posts.jsonl)")
     demo.add_argument("--out", default="moderation-demo-results.jsonl", help="results file (default: %(default)s)")
     demo.set_defaults(func=_cmd_demo)

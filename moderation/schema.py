@@ -127,6 +127,26 @@ def _optional_field(row: Mapping[str, Any], name: str, types: tuple[type, ...]) 
     return value
 
 
+@dataclass(frozen=True)
+class HashMatch:
+    """A post's image matched a listed hash (moderation.hashes): the list, its version, the entry and how close.
+
+    distance: Hamming distance of the PDQ hashes (bits of 256, best of the image's 8 orientations); a match
+    is a distance at most the list's threshold. Such a post is blocked for `category`, whatever the model says.
+    """
+
+    list: str
+    list_version: str
+    id: str
+    category: str
+    distance: int
+    threshold: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"list": self.list, "list_version": self.list_version, "id": self.id, "category": self.category,
+                "distance": self.distance, "threshold": self.threshold}
+
+
 @dataclass
 class CategoryResult:
     """One category's verdict: calibrated probability, whether it is flagged, and the threshold used.
@@ -154,6 +174,10 @@ class ScoreResult:
     error_code: str | None = None
     #: True when the text was cut to the encoder's maximum length (or the character limit) before scoring.
     text_truncated: bool = False
+    #: The text OCR read in the image ("" when it found none); None when OCR did not run on this post.
+    ocr_text: str | None = None
+    #: The nearest listed hash the image matched (moderation.hashes); its category is flagged whatever the score.
+    hash_match: HashMatch | None = None
 
     @property
     def ok(self) -> bool:
@@ -161,8 +185,9 @@ class ScoreResult:
 
     @property
     def flagged(self) -> bool:
-        """True when any category is flagged. An errored post is never 'flagged' and never 'safe': check `ok`."""
-        return any(c.flagged for c in self.categories.values())
+        """True when any category is flagged or the image matched a hash list. An errored post is never
+        'flagged' and never 'safe': check `ok`."""
+        return self.hash_match is not None or any(c.flagged for c in self.categories.values())
 
     @classmethod
     def failure(cls, post_id: str | None, error: InputError | Exception, model_version: str = "",
@@ -184,6 +209,8 @@ class ScoreResult:
                            for k, v in self.categories.items()},
             "applied_input_types": list(self.applied_input_types),
             "text_truncated": self.text_truncated,
+            "ocr_text": self.ocr_text,
+            "hash_match": self.hash_match.to_dict() if self.hash_match is not None else None,
             "model_version": self.model_version,
             "thresholds_version": self.thresholds_version,
             "error_code": self.error_code,

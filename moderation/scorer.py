@@ -6,6 +6,10 @@ scored gets a result carrying its error, never a score.
 
     scorer = Scorer.from_dir("path/to/model")          # or Scorer.default()
     results = scorer.score([{"id": "1", "text": "..."}, {"id": "2", "image": "cat.jpg"}], image_root="data/")
+
+Images get two more looks while they are decoded, in the same worker thread: OCR reads their printed text
+for the text side (`ocr`, moderation.ocr), and their PDQ hash is matched against lists of known violating
+images (`hash_lists`, moderation.hashes); a match flags the listed category whatever the model says.
 """
 
 from __future__ import annotations
@@ -13,18 +17,22 @@ from __future__ import annotations
 import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from moderation.calibration import sigmoid
+from moderation.hashes import HashList, HashMatcher
 from moderation.inputs import DEFAULT_LIMITS, InputLimits, check_text, load_image
 from moderation.model import ModelConfig, ModerationModel, PreparedPost, collate, merge_lora
 from moderation.model_dir import ModelInfo, default_model_dir, load_model
+from moderation.ocr import OcrEngine, OcrUnavailableError, check_ocr_mode, model_dir as ocr_model_dir, shared_engine
 from moderation.schema import (
     CategoryResult,
     ErrorCode,
+    HashMatch,
     InputError,
     Post,
     ScoreResult,
@@ -41,17 +49,54 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+@dataclass
+class PreparedImagePost(PreparedPost):
+    """A prepared post plus what its image told besides pixels: OCR text and hash-list matches.
+
+    `text` is what the text encoder reads (the given text, the OCR text or both, per the scorer's `ocr` mode);
+    `text_sources` says which ("ocr_text", "text"); `hash_matches` are nearest first.
+    """
+
+    ocr_text: str | None = None
+    text_sources: tuple[str, ...] = ()
+    hash_matches: tuple[HashMatch, ...] = ()
+
+    @property
+    def applied_input_types(self) -> list[str]:
+        """What the scores used, sorted: "image" (pixels), "ocr_text" (text read in the image), "text" (given)."""
+        used = ["image"] if self.pixels is not None else []
+        return sorted(used + list(self.text_sources if self.text is not None else ()))
+
+
+def applied_input_types(item: PreparedPost) -> list[str]:
+    """What a prepared post's scores use (modalities, with "ocr_text" for text read in the image)."""
+    return item.applied_input_types if isinstance(item, PreparedImagePost) else item.modalities
+
+
 class Scorer:
     """Scores posts with a model, its calibration and its thresholds.
 
     batch_size: posts per forward pass. precision: "fp32", or "bf16" autocast (faster on recent CPUs/GPUs;
     the score difference is measured in the benchmarks). num_workers: threads that read and decode images
-    in parallel (0: in the calling thread). image_root: default folder that image paths resolve under.
+    in parallel (0: in the calling thread); OCR and hashing run there too. image_root: default folder that
+    image paths resolve under.
+
+    ocr: "auto" (default) reads the printed text of image posts that have no text and scores it with the text
+    side; "ocr" / "both" read every image post and score the OCR text instead of / after the given text; "off"
+    never reads (see moderation.ocr). ocr_with_image: when a post's text comes from OCR alone, also feed its
+    image to the model (default False: the text is scored alone; on the shipped model the image adds nothing
+    and fusing it drowned the text's signal, docs/benchmarks.md). hash_lists: hash-list files (or loaded lists, or a HashMatcher) of known
+    violating images: an image within a list's distance threshold gets `hash_match` and its category flagged.
+    ocr_engine: the OCR engine to use (default: one shared per process). Raises OcrUnavailableError when OCR
+    is on and its packages are missing, HashListError / FileNotFoundError for a bad list.
     """
 
     def __init__(self, model: ModerationModel, info: ModelInfo, *, batch_size: int = 32, device: str = "cpu",
                  precision: str = "fp32", image_root: str | os.PathLike | None = None,
-                 limits: InputLimits = DEFAULT_LIMITS, num_workers: int | None = None) -> None:
+                 limits: InputLimits = DEFAULT_LIMITS, num_workers: int | None = None, ocr: str = "auto",
+                 ocr_with_image: bool = False,
+                 hash_lists: Sequence[str | os.PathLike | HashList] | HashMatcher | None = None,
+                 ocr_engine: OcrEngine | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if precision not in PRECISIONS:
@@ -65,6 +110,12 @@ class Scorer:
         self.limits = limits
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
         self._pool: ThreadPoolExecutor | None = None
+        self.ocr = check_ocr_mode(ocr)
+        if self.ocr != "off" and ocr_engine is None:
+            ocr_model_dir()  # fail now, with what to do, rather than on the first image
+        self._ocr_engine = ocr_engine
+        self.ocr_with_image = bool(ocr_with_image)
+        self.hash_matcher = _hash_matcher(hash_lists)
 
     # --- construction -------------------------------------------------------------------------------
 
@@ -139,12 +190,27 @@ class Scorer:
             "image_encoder": self.info.config.image_encoder,
             "fusion": self.info.config.fusion,
             "path": str(self.info.path) if self.info.path else None,
+            "ocr": self.ocr,
+            "ocr_with_image": self.ocr_with_image,
+            "hash_lists": self.hash_matcher.describe() if self.hash_matcher is not None else [],
         }
+
+    @property
+    def hash_list_versions(self) -> dict[str, str]:
+        """Name -> version of each hash list in use (empty when none)."""
+        return self.hash_matcher.versions() if self.hash_matcher is not None else {}
+
+    @property
+    def ocr_engine(self) -> OcrEngine:
+        if self._ocr_engine is None:
+            self._ocr_engine = shared_engine()
+        return self._ocr_engine
 
     # --- preparing posts ----------------------------------------------------------------------------
 
     def prepare(self, post: Post | Mapping[str, Any], image_root: str | os.PathLike | None = None) -> PreparedPost:
-        """Validate a post and preprocess it: text checked, image read, decoded and transformed.
+        """Validate a post and preprocess it: text checked; image read, decoded, hashed against the hash lists,
+        read by OCR (per the `ocr` mode) and transformed, all in the calling thread, once per image.
 
         Thread-safe. Raises InputError with a stable code when the post cannot be scored.
         """
@@ -153,20 +219,46 @@ class Scorer:
         text, truncated = check_text(post.text, self.limits)
         if text is None and post.image is None:
             raise InputError(ErrorCode.EMPTY_POST, "the post has neither text nor an image")
+        reads_image = "image" in self.modalities
+        wants_ocr = self.ocr != "off" and (text is None or self.ocr in ("ocr", "both"))
         pixels = None
-        if post.image is not None:
-            if "image" not in self.modalities:
-                if text is None:
-                    raise InputError(ErrorCode.MODALITY_UNSUPPORTED, "this model reads text only and the post has no text")
-            else:
-                root = image_root if image_root is not None else self.image_root
-                image = load_image(post.image, root, self.limits)
+        ocr_text: str | None = None
+        matches: tuple[HashMatch, ...] = ()
+        if post.image is not None and (reads_image or wants_ocr or self.hash_matcher is not None):
+            root = image_root if image_root is not None else self.image_root
+            image = load_image(post.image, root, self.limits)
+            if self.hash_matcher is not None:
+                matches = tuple(self.hash_matcher.match_image(image))
+            if wants_ocr:
+                ocr_text = self._read_text(image)
+            only_ocr_text = bool(ocr_text) and (text is None or self.ocr == "ocr")
+            if reads_image and (self.ocr_with_image or not only_ocr_text or "text" not in self.modalities):
                 pixels = self.model.encoders["image"].transform(image)
+        sources: tuple[str, ...] = ("text",) if text is not None else ()
+        if ocr_text:
+            if text is not None and self.ocr == "both":
+                text, sources = f"{text}\n{ocr_text}", ("ocr_text", "text")
+            else:
+                text, sources = ocr_text, ("ocr_text",)
+            text, ocr_truncated = check_text(text, self.limits)
+            truncated = truncated or ocr_truncated
+        if text is None and pixels is None:
+            found = " (and OCR found none in its image)" if ocr_text is not None else ""
+            raise InputError(ErrorCode.MODALITY_UNSUPPORTED, f"this model reads text only and the post has no text{found}")
         if text is not None and "text" not in self.modalities:
             if pixels is None:
                 raise InputError(ErrorCode.MODALITY_UNSUPPORTED, "this model reads images only and the post has no image")
-            text = None
-        return PreparedPost(id=post.id, text=text, pixels=pixels, text_truncated=truncated)
+            text, sources = None, ()
+        return PreparedImagePost(id=post.id, text=text, pixels=pixels, text_truncated=truncated, ocr_text=ocr_text,
+                                 text_sources=sources, hash_matches=matches)
+
+    def _read_text(self, image: Any) -> str:
+        try:
+            return self.ocr_engine.read(image)
+        except OcrUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - said on this post's result, never scored as if text-free
+            raise RuntimeError(f"OCR failed on this image ({type(exc).__name__}: {exc})") from exc
 
     def prepare_many(self, posts: Sequence[Post | Mapping[str, Any]],
                      image_root: str | os.PathLike | None = None) -> list[PreparedPost | ScoreResult]:
@@ -246,9 +338,14 @@ class Scorer:
                 score = float(probs[i, j])
                 t = thresholds[c]
                 categories[c] = CategoryResult(score=score, flagged=t is not None and score >= t, threshold=t)
-            out.append(ScoreResult(id=item.id, categories=categories, applied_input_types=item.modalities,
+            matches = getattr(item, "hash_matches", ())
+            for m in matches:  # a listed image is blocked for its category, whatever the model says
+                if m.category in categories:
+                    categories[m.category].flagged = True
+            out.append(ScoreResult(id=item.id, categories=categories, applied_input_types=applied_input_types(item),
                                    model_version=self.model_version, thresholds_version=self.thresholds_version,
-                                   text_truncated=bool(truncated[i])))
+                                   text_truncated=bool(truncated[i]), ocr_text=getattr(item, "ocr_text", None),
+                                   hash_match=matches[0] if matches else None))
         return out
 
     def score_prepared(self, items: Sequence[PreparedPost | ScoreResult]) -> list[ScoreResult]:
@@ -283,6 +380,15 @@ def _post_id(post: Any) -> str | None:
         raw = post.get("id")
         return None if raw is None else str(raw)
     return None
+
+
+def _hash_matcher(lists: Sequence[str | os.PathLike | HashList] | HashMatcher | None) -> HashMatcher | None:
+    if lists is None or isinstance(lists, HashMatcher):
+        return lists
+    if isinstance(lists, (str, os.PathLike, HashList)):
+        lists = [lists]
+    loaded = [hl if isinstance(hl, HashList) else HashList.load(hl) for hl in lists]
+    return HashMatcher(loaded) if loaded else None
 
 
 def _has_image(post: Any) -> bool:

@@ -78,7 +78,8 @@ class ModelCore:
     """
 
     def __init__(self, model_dir: Optional[str], device: str = "cpu", precision: str = "fp32",
-                 decode_workers: int = 2, torch_threads: int = 1, limits: Optional[Dict[str, Any]] = None) -> None:
+                 decode_workers: int = 2, torch_threads: int = 1, limits: Optional[Dict[str, Any]] = None,
+                 ocr: str = "auto", ocr_with_image: bool = False, hash_lists: Optional[List[str]] = None) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         import torch
@@ -92,7 +93,8 @@ class ModelCore:
                                    max_image_pixels=req.max_image_pixels,
                                    max_image_aspect_ratio=req.max_image_aspect_ratio)
         opts = dict(batch_size=BatchConfig().max_batch_size, device=device, precision=precision,
-                    limits=input_limits, num_workers=decode_workers)
+                    limits=input_limits, num_workers=decode_workers, ocr=ocr, ocr_with_image=ocr_with_image,
+                    hash_lists=list(hash_lists or []))
         self.scorer = Scorer.from_dir(model_dir, **opts) if model_dir else Scorer.default(**opts)
         self.torch_threads = torch.get_num_threads()
         self.batch_config = BatchConfig()
@@ -432,9 +434,14 @@ def build_app(args: ServeArgs) -> Application:
         # Only a digest travels to the replicas: the token is not stored in Serve's deployment state.
         token_sha256 = hashlib.sha256(token.encode("utf-8")).hexdigest()
 
+    # Hash lists are read here too, so that a missing or invalid list stops the start before Ray does anything.
+    from moderation.hashes import HashList
+
+    hash_lists = [str(HashList.load(Path(p).expanduser()).path.resolve()) for p in args.hash_lists]
     model_args = dict(model_dir=model_dir, device=args.device, precision=args.precision,
                       decode_workers=args.decode_workers, torch_threads=max(1, int(args.num_cpus)),
-                      limits=args.limits.model_dump())
+                      limits=args.limits.model_dump(), ocr=args.ocr, ocr_with_image=args.ocr_with_image,
+                      hash_lists=hash_lists)
     common = dict(limits=args.limits.model_dump(), token_sha256=token_sha256, request_timeout_s=args.request_timeout_s,
                   image_url_allowlist=list(args.image_url_allowlist), image_fetch_timeout_s=args.image_fetch_timeout_s)
     ingress = make_ingress()

@@ -70,7 +70,8 @@ class ScorerActor:
     """A Ray Data actor holding one Scorer; scores a batch of rows into internal records (a pyarrow Table)."""
 
     def __init__(self, model: str | None, batch_size: int, precision: str, device: str, workers: int | None,
-                 threads: int) -> None:
+                 threads: int, ocr: str = "auto", ocr_with_image: bool = False,
+                 hash_lists: Sequence[str] = ()) -> None:
         import torch
 
         from moderation.cli import _quiet_libraries
@@ -78,7 +79,8 @@ class ScorerActor:
 
         _quiet_libraries()
         torch.set_num_threads(max(1, threads))  # the actor's torch uses the CPUs it reserved, no more
-        opts = dict(batch_size=batch_size, precision=precision, device=device)
+        opts = dict(batch_size=batch_size, precision=precision, device=device, ocr=ocr, ocr_with_image=ocr_with_image,
+                    hash_lists=list(hash_lists))
         self.scorer = Scorer.from_dir(model, **opts) if model else Scorer.default(**opts)
         self.chunker = ChunkScorer(self.scorer, workers)
         self.schema = internal_arrow_schema(self.scorer.categories)
@@ -163,13 +165,15 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
                    address: str | None = None, num_actors: int = 1, cpus_per_actor: float | None = None,
                    batch_size: int = 32, precision: str = "fp32", device: str = "cpu", chunk_size: int = 128,
                    workers: int | None = None, restart: bool = False, overwrite: bool = False,
-                   max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, progress: bool = True) -> BatchSummary:
+                   max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, progress: bool = True, ocr: str = "auto",
+                   ocr_with_image: bool = False, hash_lists: Sequence[str | os.PathLike] = ()) -> BatchSummary:
     """Score dumps into OUT with Ray Data: same arguments and output contract as moderation.batch.score_dump.
 
     address: an existing cluster ("auto", "ray://host:10001", ...); None uses the Ray already running in
     this process or starts a local loopback-only one. num_actors: scorer actors (model replicas), each
     reserving cpus_per_actor CPUs (default: the cluster's CPUs but one, shared among the actors, at least 1)
-    and using as many torch threads. Raises FileNotFoundError / ValueError for bad arguments.
+    and using as many torch threads. ocr / ocr_with_image / hash_lists: as Scorer's (hash-list paths must be
+    readable on every node). Raises FileNotFoundError / ValueError for bad arguments.
     """
     if num_actors < 1:
         raise ValueError(f"num_actors must be >= 1, got {num_actors}")
@@ -196,7 +200,13 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
         thresholds_version = meta["thresholds_version"]
         categories = meta["categories"]
 
+    from moderation.hashes import HashList
+    from moderation.ocr import check_ocr_mode
+
+    lists = [HashList.load(p) for p in hash_lists]  # refused here, before Ray starts, when missing or invalid
     _Versions.precision = precision
+    _Versions.ocr, _Versions.ocr_with_image = check_ocr_mode(ocr), bool(ocr_with_image)
+    _Versions.hash_list_versions = {hl.name: hl.version for hl in lists}
     fingerprint = job_fingerprint(files, image_root=str(image_root) if image_root is not None else None,
                                   scorer=_Versions, out=out, max_row_bytes=max_row_bytes, engine="ray")
     work, finished = open_work_dir(out, fingerprint, restart=restart, overwrite=overwrite)
@@ -225,7 +235,9 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
                                 compute=ray.data.ActorPoolStrategy(size=num_actors), num_cpus=cpus,
                                 fn_constructor_kwargs={"model": model_str, "batch_size": batch_size,
                                                        "precision": precision, "device": device,
-                                                       "workers": workers, "threads": int(cpus)})
+                                                       "workers": workers, "threads": int(cpus), "ocr": ocr,
+                                                       "ocr_with_image": bool(ocr_with_image),
+                                                       "hash_lists": [str(Path(p).resolve()) for p in hash_lists]})
             ds.write_parquet(str(parts_dir), ray_remote_args={"num_cpus": 0.25})
         finally:
             close()

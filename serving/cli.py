@@ -40,6 +40,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--topology", choices=("fused", "split"), default=None,
                    help="fused: one deployment is the HTTP ingress and the batched model (default; fastest on CPU); "
                         "split: an ingress deployment in front of a separate model deployment")
+    p.add_argument("--ocr", choices=("off", "auto", "ocr", "both"), default=None,
+                   help="OCR of images: auto (image posts without text), ocr, both, off (default: the config's, auto)")
+    p.add_argument("--hash-list", action="append", default=None, metavar="FILE", dest="hash_lists",
+                   help="hash list of known violating images (repeatable; replaces the config's hash_lists)")
     p.add_argument("--auth-token-env", metavar="VAR", default=None,
                    help="require 'Authorization: Bearer <token>', the token read from this environment variable")
     # None = not given, so that a config file's values stand unless overridden (the help's defaults still hold).
@@ -79,7 +83,8 @@ def _serve_args(args: argparse.Namespace) -> tuple[dict, str, int]:
     if args.batch_wait_ms is not None:
         batch["batch_wait_timeout_s"] = args.batch_wait_ms / 1000.0
     app_args["batch"] = batch
-    for name in ("max_ongoing_requests", "max_queued_requests", "num_replicas", "num_cpus", "topology", "auth_token_env"):
+    for name in ("max_ongoing_requests", "max_queued_requests", "num_replicas", "num_cpus", "topology", "auth_token_env",
+                 "ocr", "hash_lists"):
         value = getattr(args, name)
         if value is not None:
             app_args[name] = value

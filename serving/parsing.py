@@ -204,12 +204,14 @@ def format_results(items: list[Item], scored: list[Any], categories: list[str]) 
             cats = result.categories
             out.append({
                 "id": item.id,
-                "flagged": any(c.flagged for c in cats.values()),
+                "flagged": result.flagged,
                 "categories": {c: cats[c].flagged for c in categories},
                 "category_scores": {c: cats[c].score for c in categories},
                 "category_applied_input_types": {c: list(result.applied_input_types) for c in categories},
                 "category_thresholds": {c: cats[c].threshold for c in categories},
                 "text_truncated": bool(result.text_truncated),
+                "ocr_text": result.ocr_text,
+                "hash_match": result.hash_match.to_dict() if result.hash_match is not None else None,
                 "error_code": None,
                 "error": None,
             })
@@ -224,6 +226,8 @@ def format_results(items: list[Item], scored: list[Any], categories: list[str]) 
             "category_applied_input_types": {c: [] for c in categories},
             "category_thresholds": {c: None for c in categories},
             "text_truncated": False,
+            "ocr_text": None,
+            "hash_match": None,
             "error_code": code or ErrorCode.INTERNAL.value,
             "error": message or "the item could not be scored",
         })

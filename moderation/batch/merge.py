@@ -56,7 +56,10 @@ def _result_arrow_schema(categories: Sequence[str]):
               ("flagged", pa.bool_())]
     for c in categories:
         fields += [(f"{c}_score", pa.float64()), (f"{c}_flagged", pa.bool_()), (f"{c}_threshold", pa.float64())]
+    hash_match = pa.struct([("list", pa.string()), ("list_version", pa.string()), ("id", pa.string()),
+                            ("category", pa.string()), ("distance", pa.int64()), ("threshold", pa.int64())])
     fields += [("applied_input_types", pa.list_(pa.string())), ("text_truncated", pa.bool_()),
+               ("ocr_text", pa.string()), ("hash_match", hash_match),
                ("model_version", pa.string()), ("thresholds_version", pa.string()), ("error_code", pa.string()),
                ("error", pa.string())]
     return pa.schema(fields)
@@ -99,6 +102,7 @@ def merge_parts(parts: Sequence[Path], out: Path, errors_path: Path, categories:
                 if duplicate_seqs and rec["seq"] in duplicate_seqs and rec.get("id") is not None:
                     err = duplicate_error(rec["id"])
                     rec.update({"ok": False, "flagged": None, "applied_input_types": [], "text_truncated": False,
+                                "ocr_text": None, "hash_match": None,
                                 "error_code": err.code.value, "error": err.message})
                     for c in categories:
                         rec[f"{c}_score"] = rec[f"{c}_flagged"] = rec[f"{c}_threshold"] = None

@@ -17,8 +17,8 @@ def result_columns(categories: Sequence[str]) -> list[str]:
     cols = ["id", "source_file", "source_row", "ok", "flagged"]
     for c in categories:
         cols += [f"{c}_score", f"{c}_flagged", f"{c}_threshold"]
-    return cols + ["applied_input_types", "text_truncated", "model_version", "thresholds_version",
-                   "error_code", "error"]
+    return cols + ["applied_input_types", "text_truncated", "ocr_text", "hash_match", "model_version",
+                   "thresholds_version", "error_code", "error"]
 
 
 def make_record(item: Item, result: ScoreResult | None, categories: Sequence[str], model_version: str,
@@ -36,6 +36,8 @@ def make_record(item: Item, result: ScoreResult | None, categories: Sequence[str
         rec[f"{c}_threshold"] = cat.threshold if cat else None
     rec["applied_input_types"] = list(result.applied_input_types) if ok else []
     rec["text_truncated"] = bool(result.text_truncated) if ok else False
+    rec["ocr_text"] = clean_text(result.ocr_text) if ok and result.ocr_text is not None else None
+    rec["hash_match"] = result.hash_match.to_dict() if ok and result.hash_match is not None else None
     rec["model_version"] = model_version
     rec["thresholds_version"] = thresholds_version
     if ok:

@@ -102,6 +102,8 @@ def job_fingerprint(files: Sequence[Path], *, image_root: str | None, scorer: An
         "thresholds_version": scorer.thresholds_version,
         "categories": list(scorer.categories),
         "precision": getattr(scorer, "precision", "fp32"),
+        "ocr": [getattr(scorer, "ocr", "off"), getattr(scorer, "ocr_with_image", False)],
+        "hash_lists": getattr(scorer, "hash_list_versions", {}),
         "output_format": output_format(out),
         "max_row_bytes": max_row_bytes,
         "engine": engine,
