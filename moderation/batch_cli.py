@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import textwrap
+import threading
 
 EPILOG = """\
 examples:
@@ -15,8 +17,13 @@ examples:
 Every input row gives exactly one output row (same id): per-category score, flag and threshold, the
 modalities used, model and thresholds versions, and an error column. Errored rows also go to
 OUT-stem.errors.jsonl. Interrupted (Ctrl-C, kill -9), run the same command again: it resumes.
-Exit status: 0 every row scored, 1 some rows errored, 2 bad arguments, 130 interrupted.
+Exit status: 0 every row scored; 1 some rows errored; 2 bad arguments or a refused job (OUT exists,
+another job is writing OUT, OUT is one of the inputs); 3 a file could not be written (disk full, file too
+large: fix it and run the same command again, it resumes); 130 interrupted (run it again to resume).
 """
+
+#: Exit statuses of `moderation score` (docs/batch.md).
+EXIT_OK, EXIT_ROWS_ERRORED, EXIT_REFUSED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,6 +63,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    """`moderation score`: every check that needs no model first (seconds, not the ~20 s of loading one), then
+    the job. Bad arguments raise ValueError / FileNotFoundError (moderation.cli.main: one line, exit 2)."""
+    from moderation.batch.job import check_job
+    from moderation.batch.workdir import OutputWriteError
+
+    _take_back_ctrl_c()
+    check_job(args.inputs, args.out, args.image_root, overwrite=args.overwrite, restart=args.restart)
+    try:
+        return _score(args)
+    except OutputWriteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
+
+
+def _take_back_ctrl_c() -> None:
+    """A job started with `&` from a non-interactive shell inherits SIGINT ignored (POSIX): take it back, so that
+    Ctrl-C or `kill -INT` stops the job cleanly (exit 130, committed parts kept) instead of doing nothing."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _score(args: argparse.Namespace) -> int:
     from moderation.cli import _quiet_libraries, untrained_banner
     from moderation.dumps import DEFAULT_MAX_ROW_BYTES
 
@@ -90,10 +119,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("interrupted: the rows scored so far are kept; run the same command again to resume",
                   file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
         finally:
             scorer.close()
     for old, new in summary.renamed_columns.items():
         print(f"note: input column {old!r} clashes with a result column; written as {new!r}", file=sys.stderr)
     print(summary.line())
-    return 0 if summary.ok else 1
+    return EXIT_OK if summary.ok else EXIT_ROWS_ERRORED

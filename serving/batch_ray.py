@@ -29,6 +29,7 @@ from moderation.batch import (
     finished_summary,
     internal_arrow_schema,
     job_fingerprint,
+    job_lock,
     make_item,
     open_work_dir,
     resolve_job,
@@ -173,78 +174,80 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
     this process or starts a local loopback-only one. num_actors: scorer actors (model replicas), each
     reserving cpus_per_actor CPUs (default: the cluster's CPUs but one, shared among the actors, at least 1)
     and using as many torch threads. ocr / ocr_with_image / hash_lists: as Scorer's (hash-list paths must be
-    readable on every node). Raises FileNotFoundError / ValueError for bad arguments.
+    readable on every node). Raises FileNotFoundError / ValueError for bad arguments or a refused job
+    (JobLockedError: another job writes OUT), OutputWriteError when OUT cannot be written (disk full...).
     """
     if num_actors < 1:
         raise ValueError(f"num_actors must be >= 1, got {num_actors}")
     out, files, roots = resolve_job(inputs, out, image_root)
-    started = time.perf_counter()
-    model_str = str(model) if model is not None else None
+    with job_lock(out):  # the same lock as the local engine: one job per OUT at a time
+        started = time.perf_counter()
+        model_str = str(model) if model is not None else None
 
-    # The fingerprint needs the model's versions: read them from the model directory without loading weights.
-    from moderation.model_dir import default_model_dir, read_model_info
-    from moderation.scorer import UNTRAINED_VERSION
+        # The fingerprint needs the model's versions: read them from the model directory without loading weights.
+        from moderation.model_dir import default_model_dir, read_model_info
+        from moderation.scorer import UNTRAINED_VERSION
 
-    model_path = Path(model_str) if model_str else default_model_dir()
-    if model_path is not None:
-        info = read_model_info(model_path)
-        meta = {"model_version": info.model_version, "categories": list(info.config.categories),
-                "thresholds_version": info.thresholds.version if info.thresholds else None}
-    else:
-        from moderation.model import ModelConfig
-        meta = {"model_version": UNTRAINED_VERSION, "categories": list(ModelConfig().categories),
-                "thresholds_version": None}
+        model_path = Path(model_str) if model_str else default_model_dir()
+        if model_path is not None:
+            info = read_model_info(model_path)
+            meta = {"model_version": info.model_version, "categories": list(info.config.categories),
+                    "thresholds_version": info.thresholds.version if info.thresholds else None}
+        else:
+            from moderation.model import ModelConfig
+            meta = {"model_version": UNTRAINED_VERSION, "categories": list(ModelConfig().categories),
+                    "thresholds_version": None}
 
-    class _Versions:  # what job_fingerprint reads from a scorer
-        model_version = meta["model_version"]
-        thresholds_version = meta["thresholds_version"]
-        categories = meta["categories"]
+        class _Versions:  # what job_fingerprint reads from a scorer
+            model_version = meta["model_version"]
+            thresholds_version = meta["thresholds_version"]
+            categories = meta["categories"]
 
-    from moderation.hashes import HashList
-    from moderation.ocr import check_ocr_mode
+        from moderation.hashes import HashList
+        from moderation.ocr import check_ocr_mode
 
-    lists = [HashList.load(p) for p in hash_lists]  # refused here, before Ray starts, when missing or invalid
-    _Versions.precision = precision
-    _Versions.ocr, _Versions.ocr_with_image = check_ocr_mode(ocr), bool(ocr_with_image)
-    _Versions.hash_list_versions = {hl.name: hl.version for hl in lists}
-    fingerprint = job_fingerprint(files, image_root=str(image_root) if image_root is not None else None,
-                                  scorer=_Versions, out=out, max_row_bytes=max_row_bytes, engine="ray")
-    work, finished = open_work_dir(out, fingerprint, restart=restart, overwrite=overwrite)
-    if finished:
-        return finished_summary(work)
-    parts_dir = work / RAY_PARTS
-    if not (work / WRITTEN_MARKER).is_file():
-        import shutil
-        shutil.rmtree(parts_dir, ignore_errors=True)  # a cut-short Ray run: start the scoring again
-        close = _connect(address, num_cpus=None)
-        try:
-            import ray
+        lists = [HashList.load(p) for p in hash_lists]  # refused here, before Ray starts, when missing or invalid
+        _Versions.precision = precision
+        _Versions.ocr, _Versions.ocr_with_image = check_ocr_mode(ocr), bool(ocr_with_image)
+        _Versions.hash_list_versions = {hl.name: hl.version for hl in lists}
+        fingerprint = job_fingerprint(files, image_root=str(image_root) if image_root is not None else None,
+                                      scorer=_Versions, out=out, max_row_bytes=max_row_bytes, engine="ray")
+        work, finished = open_work_dir(out, fingerprint, restart=restart, overwrite=overwrite)
+        if finished:
+            return finished_summary(work)
+        parts_dir = work / RAY_PARTS
+        if not (work / WRITTEN_MARKER).is_file():
+            import shutil
+            shutil.rmtree(parts_dir, ignore_errors=True)  # a cut-short Ray run: start the scoring again
+            close = _connect(address, num_cpus=None)
+            try:
+                import ray
 
-            # Leave one CPU to the read and write tasks: actors holding every CPU would starve them (a deadlock).
-            total = float(ray.cluster_resources().get("CPU", 1.0))
-            cpus = cpus_per_actor if cpus_per_actor is not None else max(1.0, float((total - 1) // num_actors))
+                # Leave one CPU to the read and write tasks: actors holding every CPU would starve them (a deadlock).
+                total = float(ray.cluster_resources().get("CPU", 1.0))
+                cpus = cpus_per_actor if cpus_per_actor is not None else max(1.0, float((total - 1) // num_actors))
 
-            ctx = ray.data.DataContext.get_current()
-            ctx.execution_options.preserve_order = True  # parts come out in input order
-            ctx.enable_progress_bars = progress
-            ds = ray.data.from_items([{"file_index": i, "path": str(p), "image_root": r}
-                                      for i, (p, r) in enumerate(zip(files, roots))],
-                                     override_num_blocks=max(1, len(files)))
-            ds = ds.flat_map(_read_file, fn_kwargs={"max_row_bytes": max_row_bytes}, num_cpus=0.25)
-            ds = ds.map_batches(ScorerActor, batch_size=chunk_size, batch_format="pyarrow",
-                                compute=ray.data.ActorPoolStrategy(size=num_actors), num_cpus=cpus,
-                                fn_constructor_kwargs={"model": model_str, "batch_size": batch_size,
-                                                       "precision": precision, "device": device,
-                                                       "workers": workers, "threads": int(cpus), "ocr": ocr,
-                                                       "ocr_with_image": bool(ocr_with_image),
-                                                       "hash_lists": [str(Path(p).resolve()) for p in hash_lists]})
-            ds.write_parquet(str(parts_dir), ray_remote_args={"num_cpus": 0.25})
-        finally:
-            close()
-        (work / WRITTEN_MARKER).write_text("all parts written\n")
-    parts = _ordered_parts(parts_dir)
-    duplicates = find_duplicate_seqs(parts)
-    summary_base = {"engine": "ray", "resumed_rows": 0, "model_version": meta["model_version"],
-                    "thresholds_version": meta["thresholds_version"], "elapsed_s": time.perf_counter() - started}
-    return finish_job(work, parts, out, summary_base, meta["categories"], expected_rows=None,
-                      duplicate_seqs=duplicates)
+                ctx = ray.data.DataContext.get_current()
+                ctx.execution_options.preserve_order = True  # parts come out in input order
+                ctx.enable_progress_bars = progress
+                ds = ray.data.from_items([{"file_index": i, "path": str(p), "image_root": r}
+                                          for i, (p, r) in enumerate(zip(files, roots))],
+                                         override_num_blocks=max(1, len(files)))
+                ds = ds.flat_map(_read_file, fn_kwargs={"max_row_bytes": max_row_bytes}, num_cpus=0.25)
+                ds = ds.map_batches(ScorerActor, batch_size=chunk_size, batch_format="pyarrow",
+                                    compute=ray.data.ActorPoolStrategy(size=num_actors), num_cpus=cpus,
+                                    fn_constructor_kwargs={"model": model_str, "batch_size": batch_size,
+                                                           "precision": precision, "device": device,
+                                                           "workers": workers, "threads": int(cpus), "ocr": ocr,
+                                                           "ocr_with_image": bool(ocr_with_image),
+                                                           "hash_lists": [str(Path(p).resolve()) for p in hash_lists]})
+                ds.write_parquet(str(parts_dir), ray_remote_args={"num_cpus": 0.25})
+            finally:
+                close()
+            (work / WRITTEN_MARKER).write_text("all parts written\n")
+        parts = _ordered_parts(parts_dir)
+        duplicates = find_duplicate_seqs(parts)
+        summary_base = {"engine": "ray", "resumed_rows": 0, "model_version": meta["model_version"],
+                        "thresholds_version": meta["thresholds_version"], "elapsed_s": time.perf_counter() - started}
+        return finish_job(work, parts, out, summary_base, meta["categories"], expected_rows=None,
+                          duplicate_seqs=duplicates)

@@ -16,7 +16,7 @@ One file per question:
 
     rows.py      what an input row becomes (Item), ids seen so far (IdSet)
     scoring.py   how a chunk of Items is scored into output records (ChunkScorer)
-    job.py       a job's arguments and the paths it owns (OUT, errors file, work folder)
+    job.py       a job's arguments, the paths it owns (OUT, errors file, work folder) and its lock
     workdir.py   the work folder: fingerprint, part files, resume
     merge.py     the final merge of the parts into OUT and the errors file
     summary.py   what a job did (BatchSummary)
@@ -26,16 +26,27 @@ The Ray engine (serving.batch_ray) reuses `make_item` / `ChunkScorer` / `merge_p
 the same rows. This package imports no ray and no pandas; pyarrow only for Parquet.
 """
 
-from moderation.batch.job import OUTPUT_FORMATS, errors_path_for, output_format, resolve_job, work_dir_for
+from moderation.batch.job import (
+    DONE_FILE,
+    JOB_FILE,
+    OUTPUT_FORMATS,
+    JobLockedError,
+    check_job,
+    errors_path_for,
+    job_lock,
+    lock_path_for,
+    output_format,
+    resolve_job,
+    work_dir_for,
+)
 from moderation.batch.local import score_dump
 from moderation.batch.merge import ROW_GROUP_ROWS, finish_job, internal_arrow_schema, merge_parts
 from moderation.batch.rows import POST_FIELDS, IdSet, Item, duplicate_error, make_item
 from moderation.batch.scoring import ChunkScorer, make_record, result_columns
 from moderation.batch.summary import BatchSummary
 from moderation.batch.workdir import (
-    DONE_FILE,
-    JOB_FILE,
     PART_PREFIX,
+    OutputWriteError,
     cleanup_work_dir,
     committed_parts,
     finished_summary,
@@ -45,12 +56,14 @@ from moderation.batch.workdir import (
     read_part,
     write_atomic,
     write_part,
+    writing,
 )
 
 __all__ = [
-    "BatchSummary", "ChunkScorer", "DONE_FILE", "IdSet", "Item", "JOB_FILE", "OUTPUT_FORMATS", "PART_PREFIX",
-    "POST_FIELDS", "ROW_GROUP_ROWS", "cleanup_work_dir", "committed_parts", "duplicate_error", "errors_path_for",
-    "finish_job", "finished_summary", "internal_arrow_schema", "job_fingerprint", "make_item", "make_record",
+    "BatchSummary", "ChunkScorer", "DONE_FILE", "IdSet", "Item", "JOB_FILE", "JobLockedError", "OUTPUT_FORMATS",
+    "OutputWriteError", "PART_PREFIX", "POST_FIELDS", "ROW_GROUP_ROWS", "check_job", "cleanup_work_dir",
+    "committed_parts", "duplicate_error", "errors_path_for", "finish_job", "finished_summary",
+    "internal_arrow_schema", "job_fingerprint", "job_lock", "lock_path_for", "make_item", "make_record",
     "merge_parts", "open_work_dir", "output_format", "part_name", "read_part", "resolve_job", "result_columns",
-    "score_dump", "work_dir_for", "write_atomic", "write_part",
+    "score_dump", "work_dir_for", "write_atomic", "write_part", "writing",
 ]

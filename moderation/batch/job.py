@@ -1,14 +1,29 @@
-"""A batch job's arguments and the paths it owns: OUT, its errors side file and its work folder."""
+"""A batch job's arguments and the paths it owns: OUT, its errors side file, its work folder and its lock.
+
+Everything here is checked before the model loads (seconds), so a bad command fails at once:
+`check_job` = `resolve_job` (inputs, OUT's format and folder, image root, OUT not among the inputs) + no other
+job holds OUT's lock + OUT not already there without --overwrite. `job_lock` is then held for the whole job.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 from moderation.dumps import expand_inputs
 
 OUTPUT_FORMATS = ("jsonl", "parquet")
+#: In the work folder: the job's fingerprint, and the summary of a finished job (its cleanup may be cut short).
+JOB_FILE = "job.json"
+DONE_FILE = "done.json"
+
+
+class JobLockedError(ValueError):
+    """Another batch job writes the same OUT (it holds `OUT.lock`): refused, never resumed under its feet."""
 
 
 def output_format(out: str | os.PathLike) -> str:
@@ -32,6 +47,37 @@ def errors_path_for(out: str | os.PathLike) -> Path:
     return out.with_name(out.stem + ".errors.jsonl")
 
 
+def lock_path_for(out: str | os.PathLike) -> Path:
+    """The lock a running job holds on OUT: `OUT.lock` next to OUT (removed when the job ends)."""
+    out = Path(out)
+    return out.with_name(out.name + ".lock")
+
+
+def _owned_by(out: Path) -> Callable[[Path], bool]:
+    """A test of whether a path is one of the files the job on OUT writes (OUT, errors file, lock, work folder)."""
+    out = out.resolve()
+    names = {out, errors_path_for(out), lock_path_for(out), out.with_name(out.name + ".tmp"),
+             errors_path_for(out).with_name(errors_path_for(out).name + ".tmp")}
+    work = work_dir_for(out)
+    stats = {(st.st_dev, st.st_ino) for st in (_stat(p) for p in names) if st is not None}
+
+    def owned(path: Path) -> bool:
+        full = path.resolve()
+        if full in names or full == work or work in full.parents:
+            return True
+        st = _stat(full)
+        return st is not None and (st.st_dev, st.st_ino) in stats  # the same file under another name (a hard link)
+
+    return owned
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
 def _image_roots(files: Sequence[Path], image_root: str | os.PathLike | None) -> list[str]:
     if image_root is not None:
         root = Path(image_root)
@@ -43,13 +89,91 @@ def _image_roots(files: Sequence[Path], image_root: str | os.PathLike | None) ->
 
 def resolve_job(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike,
                 image_root: str | os.PathLike | None) -> tuple[Path, list[Path], list[str]]:
-    """Check a job's arguments: (OUT, input files, image root of each file). Raises FileNotFoundError/ValueError."""
+    """Check a job's arguments: (OUT, input files, image root of each file).
+
+    The job's own files (OUT, its errors file, its work folder) are never inputs: found in a folder or by a
+    glob they are passed over; named as an input they are refused, since the job would replace what it reads.
+    Raises FileNotFoundError / ValueError with what to do next.
+    """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     out = Path(out)
     output_format(out)
-    files = expand_inputs(inputs)
-    roots = _image_roots(files, image_root)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"the folder of --out does not exist: {out.parent}")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name ending in .jsonl or .parquet")
+    owned = _owned_by(out)
+    for raw in inputs:
+        path = Path(os.fspath(raw))
+        if path.is_file() and owned(path):
+            raise ValueError(f"the input {os.fspath(raw)} is this job's own output (--out {out}, its errors file or its "
+                             f"work folder): scoring would replace what it reads. Choose another --out.")
+    files = [p for p in expand_inputs(inputs) if not owned(p)]
+    if not files:
+        raise FileNotFoundError(f"no input files besides this job's own output ({out} and its side files)")
+    roots = _image_roots(files, image_root)
     return out, files, roots
+
+
+@contextlib.contextmanager
+def job_lock(out: str | os.PathLike) -> Iterator[Path]:
+    """Hold OUT's lock for the block: an exclusive `flock` on `OUT.lock`, released by the kernel if the process
+    dies (a `kill -9` leaves no stale lock). Raises JobLockedError at once when another job holds it."""
+    path = lock_path_for(out)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise JobLockedError(f"another batch job{_holder(path)} is writing --out {out} (it holds {path}); wait "
+                                 "for it to finish, or choose another --out") from None
+        # The holder before us may have removed the file between our open and our lock: lock the file that is there.
+        if _same_file(fd, path):
+            break
+        os.close(fd)
+    try:
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass  # the pid only makes the message of a refused job clearer
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still locked: a job waiting on this file will find it gone and retry
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    st = _stat(path)
+    fst = os.fstat(fd)
+    return st is not None and (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
+
+
+def _holder(path: Path) -> str:
+    try:
+        pid = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
+def check_job(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike,
+              image_root: str | os.PathLike | None, *, overwrite: bool = False,
+              restart: bool = False) -> tuple[Path, list[Path], list[str]]:
+    """Every check that needs no model, for a CLI to run before loading one: `resolve_job`, no other job holding
+    OUT's lock, and OUT not already there (unless overwrite, or an unfinished run will resume). The job itself
+    checks again under its lock. Returns what resolve_job does; raises FileNotFoundError / ValueError."""
+    resolved = resolve_job(inputs, out, image_root)
+    out = resolved[0]
+    with job_lock(out):
+        pass
+    work = work_dir_for(out)
+    resumable = not restart and ((work / JOB_FILE).is_file() or (work / DONE_FILE).is_file())
+    if out.exists() and not overwrite and not resumable:
+        raise ValueError(f"{out} already exists. Pass --overwrite to score again into it, or choose another --out.")
+    return resolved

@@ -15,12 +15,21 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Sequence
 
-from moderation.batch.job import resolve_job
+from moderation.batch.job import job_lock, resolve_job
 from moderation.batch.merge import finish_job
 from moderation.batch.rows import IdSet, Item, duplicate_error, make_item
 from moderation.batch.scoring import ChunkScorer
 from moderation.batch.summary import BatchSummary
-from moderation.batch.workdir import committed_parts, finished_summary, job_fingerprint, open_work_dir, read_part, write_part
+from moderation.batch.workdir import (
+    committed_parts,
+    finished_summary,
+    job_fingerprint,
+    open_work_dir,
+    part_name,
+    read_part,
+    write_part,
+    writing,
+)
 from moderation.dumps import DEFAULT_MAX_ROW_BYTES, count_rows, iter_rows
 
 
@@ -91,7 +100,8 @@ def _writer(work: Path, in_q: queue.Queue, errors: list[BaseException]) -> None:
             continue  # after a failure, drain without writing: nothing past a gap is committed
         start, end, records = job
         try:
-            write_part(work, start, end, records)
+            with writing(work / part_name(start, end)):  # disk full...: an OutputWriteError, the job stops cleanly
+                write_part(work, start, end, records)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -113,85 +123,88 @@ def score_dump(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str
 
     Returns a BatchSummary (rows_read == rows_scored + rows_errored). Bad rows never raise: they are in
     OUT with their error and in the errors side file. Raises FileNotFoundError / ValueError for bad
-    arguments, KeyboardInterrupt when interrupted (the committed parts are kept for the next run).
+    arguments or a refused job (JobLockedError: another job writes OUT), OutputWriteError when a file cannot
+    be written (disk full...), KeyboardInterrupt when interrupted (in both cases the committed parts are kept
+    and calling again resumes).
     """
     if chunk_size < 1 or prefetch < 1 or read_ahead < 1:
         raise ValueError("chunk_size, prefetch and read_ahead must be >= 1")
     out, files, roots = resolve_job(inputs, out, image_root)
-    own_scorer = scorer is None
-    if scorer is None:
-        from moderation.scorer import Scorer
-        opts = dict(batch_size=batch_size, device=device, precision=precision)
-        scorer = Scorer.from_dir(model, **opts) if model is not None else Scorer.default(**opts)
-    started = time.perf_counter()
-    chunker: ChunkScorer | None = None
-    try:
-        fingerprint = job_fingerprint(files, image_root=str(image_root) if image_root is not None else None,
-                                      scorer=scorer, out=out, max_row_bytes=max_row_bytes, engine="local")
-        work, finished = open_work_dir(out, fingerprint, restart=restart, overwrite=overwrite)
-        if finished:
-            return finished_summary(work)
-        parts, done = committed_parts(work)
-        seen = IdSet()
-        for part in parts:
-            for rec in read_part(part):
-                if rec.get("id") is not None:
-                    seen.add(rec["id"])
-        total = sum(count_rows(p) for p in files)
-        chunker = ChunkScorer(scorer, workers)
-        stop = threading.Event()
-        errors: list[BaseException] = []
-        in_q: queue.Queue = queue.Queue(maxsize=read_ahead)
-        out_q: queue.Queue = queue.Queue(maxsize=2)
-        reader = threading.Thread(target=_reader, name="batch-reader", daemon=True,
-                                  args=(files, roots, done, chunk_size, seen, max_row_bytes, in_q, stop, errors))
-        writer = threading.Thread(target=_writer, name="batch-writer", daemon=True, args=(work, out_q, errors))
-        reader.start()
-        writer.start()
-        bar = _progress_bar(progress, max(total, done), "scoring", initial=done)
-        pending: deque[tuple[list[Item], list[tuple[Item, Any]]]] = deque()
-        eof = False
-
-        def fill() -> None:
-            nonlocal eof
-            while len(pending) < prefetch and not eof:
-                chunk = in_q.get()
-                if errors:
-                    raise errors[0]
-                if chunk is None:
-                    eof = True
-                else:
-                    pending.append((chunk, chunker.submit(chunk)))
-
+    with job_lock(out):  # held to the end: a second job on the same OUT is refused, never mixed in
+        own_scorer = scorer is None
+        if scorer is None:
+            from moderation.scorer import Scorer
+            opts = dict(batch_size=batch_size, device=device, precision=precision)
+            scorer = Scorer.from_dir(model, **opts) if model is not None else Scorer.default(**opts)
+        started = time.perf_counter()
+        chunker: ChunkScorer | None = None
         try:
-            fill()
-            while pending:
-                chunk, handle = pending.popleft()
-                fill()  # keep `prefetch` chunks being prepared while the model runs on this one
-                records = chunker.finish(handle)
-                if errors:
-                    raise errors[0]
-                out_q.put((chunk[0].seq, chunk[-1].seq + 1, records))
-                bar.update(len(chunk))
+            fingerprint = job_fingerprint(files, image_root=str(image_root) if image_root is not None else None,
+                                          scorer=scorer, out=out, max_row_bytes=max_row_bytes, engine="local")
+            work, finished = open_work_dir(out, fingerprint, restart=restart, overwrite=overwrite)
+            if finished:
+                return finished_summary(work)
+            parts, done = committed_parts(work)
+            seen = IdSet()
+            for part in parts:
+                for rec in read_part(part):
+                    if rec.get("id") is not None:
+                        seen.add(rec["id"])
+            total = sum(count_rows(p) for p in files)
+            chunker = ChunkScorer(scorer, workers)
+            stop = threading.Event()
+            errors: list[BaseException] = []
+            in_q: queue.Queue = queue.Queue(maxsize=read_ahead)
+            out_q: queue.Queue = queue.Queue(maxsize=2)
+            reader = threading.Thread(target=_reader, name="batch-reader", daemon=True,
+                                      args=(files, roots, done, chunk_size, seen, max_row_bytes, in_q, stop, errors))
+            writer = threading.Thread(target=_writer, name="batch-writer", daemon=True, args=(work, out_q, errors))
+            reader.start()
+            writer.start()
+            bar = _progress_bar(progress, max(total, done), "scoring", initial=done)
+            pending: deque[tuple[list[Item], list[tuple[Item, Any]]]] = deque()
+            eof = False
+
+            def fill() -> None:
+                nonlocal eof
+                while len(pending) < prefetch and not eof:
+                    chunk = in_q.get()
+                    if errors:
+                        raise errors[0]
+                    if chunk is None:
+                        eof = True
+                    else:
+                        pending.append((chunk, chunker.submit(chunk)))
+
+            try:
+                fill()
+                while pending:
+                    chunk, handle = pending.popleft()
+                    fill()  # keep `prefetch` chunks being prepared while the model runs on this one
+                    records = chunker.finish(handle)
+                    if errors:
+                        raise errors[0]
+                    out_q.put((chunk[0].seq, chunk[-1].seq + 1, records))
+                    bar.update(len(chunk))
+            finally:
+                stop.set()
+                out_q.put(None)
+                writer.join()
+                reader.join(timeout=5)
+                bar.close()
+                for _, handle in pending:
+                    for _, fut in handle:
+                        if isinstance(fut, Future):
+                            fut.cancel()
+            if errors:
+                raise errors[0]
+            parts, n_done = committed_parts(work)
+            summary_base = {"engine": "local", "resumed_rows": done, "model_version": scorer.model_version,
+                            "thresholds_version": scorer.thresholds_version}
+            summary_base["elapsed_s"] = time.perf_counter() - started
+            return finish_job(work, parts, out, summary_base, scorer.categories, expected_rows=n_done)
         finally:
-            stop.set()
-            out_q.put(None)
-            writer.join()
-            reader.join(timeout=5)
-            bar.close()
-            for _, handle in pending:
-                for _, fut in handle:
-                    if isinstance(fut, Future):
-                        fut.cancel()
-        if errors:
-            raise errors[0]
-        parts, n_done = committed_parts(work)
-        summary_base = {"engine": "local", "resumed_rows": done, "model_version": scorer.model_version,
-                        "thresholds_version": scorer.thresholds_version}
-        summary_base["elapsed_s"] = time.perf_counter() - started
-        return finish_job(work, parts, out, summary_base, scorer.categories, expected_rows=n_done)
-    finally:
-        if chunker is not None:
-            chunker.close()
-        if own_scorer:
-            scorer.close()
+            if chunker is not None:
+                chunker.close()
+            if own_scorer:
+                scorer.close()

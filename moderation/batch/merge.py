@@ -12,7 +12,7 @@ from moderation.batch.job import errors_path_for, output_format
 from moderation.batch.rows import duplicate_error
 from moderation.batch.scoring import result_columns
 from moderation.batch.summary import BatchSummary
-from moderation.batch.workdir import DONE_FILE, cleanup_work_dir, read_part, write_atomic
+from moderation.batch.workdir import DONE_FILE, cleanup_work_dir, read_part, write_atomic, writing
 
 #: Rows an output Parquet row group holds (parts are small; the output is read by analytics tools).
 ROW_GROUP_ROWS = 16_384
@@ -78,7 +78,8 @@ def merge_parts(parts: Sequence[Path], out: Path, errors_path: Path, categories:
 
     `duplicate_seqs`: rows to turn into DUPLICATE_ID errors here (the Ray engine finds them after scoring).
     Returns counts: rows, scored, errored, error_counts, renamed (carried-through columns renamed because
-    they collide with a result column). Both files are written under temporary names and renamed at the end.
+    they collide with a result column). Both files are written under temporary names and renamed at the end;
+    raises OutputWriteError when they cannot be written (the temporary files are removed, the parts kept).
     """
     fmt = output_format(out)
     base_cols = result_columns(categories)
@@ -120,62 +121,63 @@ def merge_parts(parts: Sequence[Path], out: Path, errors_path: Path, categories:
     n_rows = n_ok = 0
     err_tmp = errors_path.with_name(errors_path.name + ".tmp")
     out_tmp = out.with_name(out.name + ".tmp")
-    with open(err_tmp, "w", encoding="utf-8") as err_fh:
-        def account(rec: dict[str, Any]) -> None:
-            nonlocal n_rows, n_ok
-            n_rows += 1
-            if rec["ok"]:
-                n_ok += 1
+    with writing(out, out_tmp, err_tmp):  # disk full, file too large...: one clear error, no half files
+        with open(err_tmp, "w", encoding="utf-8") as err_fh:
+            def account(rec: dict[str, Any]) -> None:
+                nonlocal n_rows, n_ok
+                n_rows += 1
+                if rec["ok"]:
+                    n_ok += 1
+                else:
+                    counts[rec["error_code"]] += 1
+                    err_fh.write(json.dumps({"id": rec["id"], "source_file": rec["source_file"],
+                                             "source_row": rec["source_row"], "error_code": rec["error_code"],
+                                             "error": rec["error"]}, ensure_ascii=False) + "\n")
+
+            if fmt == "jsonl":
+                with open(out_tmp, "w", encoding="utf-8") as fh:
+                    for rec in records():
+                        account(rec)
+                        row = {c: rec.get(c) for c in base_cols}
+                        for k, v in json.loads(rec.get("_extras") or "{}").items():
+                            row[out_name(k)] = v
+                        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
             else:
-                counts[rec["error_code"]] += 1
-                err_fh.write(json.dumps({"id": rec["id"], "source_file": rec["source_file"],
-                                         "source_row": rec["source_row"], "error_code": rec["error_code"],
-                                         "error": rec["error"]}, ensure_ascii=False) + "\n")
-
-        if fmt == "jsonl":
-            with open(out_tmp, "w", encoding="utf-8") as fh:
-                for rec in records():
-                    account(rec)
-                    row = {c: rec.get(c) for c in base_cols}
-                    for k, v in json.loads(rec.get("_extras") or "{}").items():
-                        row[out_name(k)] = v
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-            schema = _result_arrow_schema(categories)
-            extra_types = {k: _extras_arrow_type(v) for k, v in extra_kinds.items()}
-            for k, t in extra_types.items():
-                schema = schema.append(pa.field(out_name(k), t))
-            writer = pq.ParquetWriter(str(out_tmp), schema)
-            buf: list[dict[str, Any]] = []
-
-            def flush() -> None:
-                if not buf:
-                    return
-                cols: dict[str, list[Any]] = {c: [r.get(c) for r in buf] for c in base_cols}
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+                schema = _result_arrow_schema(categories)
+                extra_types = {k: _extras_arrow_type(v) for k, v in extra_kinds.items()}
                 for k, t in extra_types.items():
-                    vals = [r["_x"].get(k) for r in buf]
-                    cols[out_name(k)] = [_to_string(v) for v in vals] if t == pa.string() else vals
-                writer.write_table(pa.Table.from_pydict(cols, schema=schema))
-                buf.clear()
+                    schema = schema.append(pa.field(out_name(k), t))
+                writer = pq.ParquetWriter(str(out_tmp), schema)
+                buf: list[dict[str, Any]] = []
 
-            try:
-                for rec in records():
-                    account(rec)
-                    rec["_x"] = json.loads(rec.get("_extras") or "{}")
-                    buf.append(rec)
-                    if len(buf) >= ROW_GROUP_ROWS:
-                        flush()
-                flush()
-            finally:
-                writer.close()
-        err_fh.flush()
-        os.fsync(err_fh.fileno())
-    os.replace(err_tmp, errors_path)
-    os.replace(out_tmp, out)
+                def flush() -> None:
+                    if not buf:
+                        return
+                    cols: dict[str, list[Any]] = {c: [r.get(c) for r in buf] for c in base_cols}
+                    for k, t in extra_types.items():
+                        vals = [r["_x"].get(k) for r in buf]
+                        cols[out_name(k)] = [_to_string(v) for v in vals] if t == pa.string() else vals
+                    writer.write_table(pa.Table.from_pydict(cols, schema=schema))
+                    buf.clear()
+
+                try:
+                    for rec in records():
+                        account(rec)
+                        rec["_x"] = json.loads(rec.get("_extras") or "{}")
+                        buf.append(rec)
+                        if len(buf) >= ROW_GROUP_ROWS:
+                            flush()
+                    flush()
+                finally:
+                    writer.close()
+            err_fh.flush()
+            os.fsync(err_fh.fileno())
+        os.replace(err_tmp, errors_path)
+        os.replace(out_tmp, out)
     return {"rows": n_rows, "scored": n_ok, "errored": n_rows - n_ok, "error_counts": dict(counts),
             "renamed": renamed}
 

@@ -6,18 +6,43 @@ the committed parts are the contiguous run from row 0, and a run killed at any m
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from moderation.batch.job import output_format, work_dir_for
+from moderation.batch.job import DONE_FILE, JOB_FILE, output_format, work_dir_for
 from moderation.batch.summary import BatchSummary
 
-JOB_FILE = "job.json"
-DONE_FILE = "done.json"
 PART_PREFIX = "part-"
+
+
+class OutputWriteError(OSError):
+    """A file of the job could not be written (disk full, file too large, no permission...). Nothing is lost:
+    the committed parts stay, and the same command resumes once the cause is fixed. `errno` is the cause's."""
+
+
+@contextlib.contextmanager
+def writing(path: Path, *temporaries: Path) -> Iterator[None]:
+    """Turn an OSError raised in the block into an OutputWriteError naming `path`; remove `temporaries` (half
+    written files that would only hold disk space) first."""
+    try:
+        yield
+    except OutputWriteError:
+        raise
+    except OSError as exc:
+        for tmp in temporaries:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        name = errno.errorcode.get(exc.errno or 0)
+        reason = (exc.strerror or str(exc)) + (f" ({name})" if name else "")
+        err = OutputWriteError(f"cannot write {path}: {reason}. The rows scored so far are kept: free space (or fix "
+                               "the cause) and run the same command again to resume")
+        err.errno = exc.errno
+        raise err from exc
 
 
 def part_name(start: int, end: int, suffix: str = ".jsonl") -> str:
@@ -53,13 +78,17 @@ def committed_parts(work: Path) -> tuple[list[Path], int]:
 
 
 def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write a file under a temporary name, fsync it and rename it into place: readers see all or nothing."""
+    """Write a file under a temporary name, fsync it and rename it into place: readers see all or nothing.
+
+    Raises OutputWriteError when it cannot be written (the temporary file is removed).
+    """
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with writing(path, tmp):
+        with open(tmp, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -137,7 +166,8 @@ def open_work_dir(out: Path, fingerprint: dict[str, Any], *, restart: bool, over
         raise ValueError(f"{out} already exists. Pass --overwrite to score again into it, or choose another --out.")
     if work.exists():
         shutil.rmtree(work)  # an empty leftover of a cleanup that was cut short
-    work.mkdir(parents=True)
+    with writing(work):
+        work.mkdir(parents=True)
     write_atomic(job, lambda fh: fh.write(json.dumps(fingerprint, indent=1)))
     return work, False
 

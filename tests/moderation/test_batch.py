@@ -283,3 +283,186 @@ def test_idset_flags_repeats_across_its_buffer():
     assert all(s.add(str(i)) for i in range(10))
     assert not any(s.add(str(i)) for i in range(10))
     assert s.add("10") and len(s) == 11
+
+
+# --- issue 13: the defects found when the batch job was attacked ------------------------------------------
+
+def _dump(path: Path, n: int) -> Path:
+    write_dump(path, [{"id": f"p{i}", "text": f"post number {i} " * (1 + i % 5), "k": i} for i in range(n)])
+    return path
+
+
+def test_elongated_image_and_nul_byte_path_are_row_errors(tiny_scorer, tmp_path, image_dir):
+    """13.1 and 13.7: a tiny 1x1000 PNG (preprocessing would scale it to 256 x 256,000) and an image path holding
+    a NUL byte get their own row error; before, the first was scored after allocating ~260 MB (3.2 GB for a
+    1x12000 one) and the second was an internal_error."""
+    from tests.conftest import png_bytes
+    (image_dir / "strip.png").write_bytes(png_bytes((1, 1000)))
+    url = "data:image/png;base64," + __import__("base64").b64encode(png_bytes((1000, 1))).decode()
+    dump = tmp_path / "d.jsonl"
+    write_dump(dump, [{"id": "ok", "text": "fine", "image": "imgs/red.png"}, {"id": "strip", "image": "imgs/strip.png"},
+                      {"id": "wide", "text": "caption", "image": url}, {"id": "nul", "image": "imgs/red.png\x00.jpg"}])
+    out = tmp_path / "o.jsonl"
+    score_dump([dump], out, scorer=tiny_scorer, progress=False)
+    got = {r["id"]: (r["error_code"], r["error"]) for r in _read_out(out)}
+    assert got["ok"] == (None, None)
+    assert got["strip"][0] == got["wide"][0] == "image_decompression_bomb"
+    assert "aspect ratio of 1000:1, over the limit of 100:1" in got["strip"][1]
+    assert got["nul"][0] == "image_path_refused" and "NUL byte" in got["nul"][1]
+
+
+def test_a_second_job_on_the_same_out_is_refused_while_the_first_runs(tiny_scorer, tiny_model_dir, tmp_path,
+                                                                    monkeypatch, capsys):
+    """13.3: the second job 'resumed' the first one's work folder, deleted its temporary parts and died (or raced
+    it). Now the first job holds OUT's lock and the second is refused at once, touching nothing."""
+    import threading
+
+    from moderation.batch import ChunkScorer, JobLockedError, lock_path_for
+    dump = _dump(tmp_path / "d.jsonl", 40)
+    out = tmp_path / "o.jsonl"
+    real_finish = ChunkScorer.finish
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_finish(self, handle):
+        inside.set()
+        release.wait(30)
+        return real_finish(self, handle)
+
+    monkeypatch.setattr(ChunkScorer, "finish", slow_finish)
+    first: dict = {}
+    job = threading.Thread(target=lambda: first.update(s=score_dump([dump], out, scorer=tiny_scorer, chunk_size=8,
+                                                                    progress=False)))
+    job.start()
+    try:
+        assert inside.wait(30)
+        work = work_dir_for(out)
+        leftover = work / "part-000000000000-000000000008.jsonl.tmp"
+        leftover.write_text("the first job's part being written")
+        with pytest.raises(JobLockedError, match=r"another batch job \(pid \d+\) is writing --out .*o.jsonl"):
+            score_dump([dump], out, scorer=tiny_scorer, progress=False)
+        rc = cli_main(["score", str(dump), "--model", str(tiny_model_dir), "--out", str(out), "--no-progress"])
+        assert rc == 2 and "another batch job" in capsys.readouterr().err
+        assert leftover.exists()  # the first job's files are untouched
+        leftover.unlink()
+    finally:
+        release.set()
+        job.join(60)
+    assert first["s"].rows_read == 40 and [r["k"] for r in _read_out(out)] == list(range(40))
+    assert not lock_path_for(out).exists()
+
+
+def test_write_failure_is_one_line_and_exit_3_then_the_same_command_resumes(tiny_model_dir, tmp_path, monkeypatch,
+                                                                            capsys):
+    """13.4: disk full / file too large printed a traceback and exited 1 ('some rows errored') with no output.
+    Here a real EFBIG (RLIMIT_FSIZE in a subprocess) during the merge, and ENOSPC while writing parts."""
+    import resource
+
+    dump = _dump(tmp_path / "d.jsonl", 300)
+    out = tmp_path / "res.jsonl"
+    args = ["score", str(dump), "--model", str(tiny_model_dir), "--out", str(out), "--chunk-size", "16", "--no-progress"]
+    limit = 48 * 1024  # parts (16 rows, ~10 KB) fit; the merged OUT (300 rows, ~150 KB) does not
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "moderation.cli", *args], cwd=REPO, preexec_fn=small_files,
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    err = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr and len([ln for ln in err if ln.startswith("error:")]) == 1
+    assert "File too large" in err[-1] and "run the same command again to resume" in err[-1]
+    assert not out.exists() and not list(tmp_path.glob("*.tmp")) and work_dir_for(out).is_dir()
+
+    # ENOSPC in the writer thread, after two parts: the same one line, exit 3; the parts written are kept.
+    import moderation.batch.local as local
+    real_write, calls = local.write_part, {"n": 0}
+
+    def disk_full_after_two(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise OSError(28, "No space left on device")
+        return real_write(*a, **k)
+
+    out2 = tmp_path / "res2.parquet"
+    args2 = [str(out2) if a == str(out) else a for a in args]
+    monkeypatch.setattr(local, "write_part", disk_full_after_two)
+    assert cli_main(args2) == 3
+    assert "No space left on device (ENOSPC)" in capsys.readouterr().err
+    monkeypatch.setattr(local, "write_part", real_write)
+    # The same commands again: both resume and finish, every row exactly once.
+    assert cli_main(args) == 0 and cli_main(args2) == 0
+    for path in (out, out2):
+        assert [r["k"] for r in _read_out(path)] == list(range(300))
+
+
+def test_out_that_is_an_input_is_refused(tiny_scorer, tmp_path):
+    """13.8: `--out` equal to an input, with --overwrite, replaced the input dump with the results."""
+    dump = _dump(tmp_path / "d.jsonl", 5)
+    before = dump.read_bytes()
+    with pytest.raises(ValueError, match="d.jsonl is this job's own output"):
+        score_dump([dump], dump, scorer=tiny_scorer, overwrite=True, progress=False)
+    (tmp_path / "same.jsonl").hardlink_to(dump)  # the same file under another name
+    with pytest.raises(ValueError, match="own output"):
+        score_dump([tmp_path / "same.jsonl"], dump, scorer=tiny_scorer, overwrite=True, progress=False)
+    errors_named = _dump(tmp_path / "r.errors.jsonl", 2)  # would be replaced by the errors side file of r.jsonl
+    with pytest.raises(ValueError, match="own output"):
+        score_dump([errors_named], tmp_path / "r.jsonl", scorer=tiny_scorer, overwrite=True, progress=False)
+    assert dump.read_bytes() == before
+    # OUT inside an input folder: the job's own files found there (OUT, errors file, parts) are not read as input.
+    folder = tmp_path / "dumps"
+    folder.mkdir()
+    _dump(folder / "a.jsonl", 5)
+    out = folder / "results.jsonl"
+    first = score_dump([folder], out, scorer=tiny_scorer, progress=False)
+    again = score_dump([folder], out, scorer=tiny_scorer, overwrite=True, progress=False)
+    assert first.rows_read == again.rows_read == 5
+
+
+def test_bad_arguments_are_refused_before_the_model_loads(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """13.9: arguments were checked only after loading the model (~20 s for the default one)."""
+    import moderation.cli
+    from moderation.batch import job_lock
+    monkeypatch.setattr(moderation.cli, "build_scorer", lambda *a, **k: pytest.fail("the model was loaded"))
+    dump = _dump(tmp_path / "d.jsonl", 3)
+    (tmp_path / "done.jsonl").write_text("")
+    cases = [
+        (["--out", str(tmp_path / "missing" / "o.jsonl")], "the folder of --out does not exist"),
+        (["--out", str(dump), "--overwrite"], "own output"),
+        (["--out", str(tmp_path / "done.jsonl")], "already exists. Pass --overwrite"),
+        (["--out", str(tmp_path / "o.csv")], "must end in .jsonl or .parquet"),
+        (["--out", str(tmp_path / "o.jsonl"), "--image-root", str(tmp_path / "nope")], "is not a folder"),
+    ]
+    for extra, message in cases:
+        assert cli_main(["score", str(dump), "--model", str(tiny_model_dir), *extra]) == 2
+        assert message in capsys.readouterr().err
+    with job_lock(tmp_path / "o.jsonl"):
+        assert cli_main(["score", str(dump), "--model", str(tiny_model_dir), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert "another batch job" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_a_job_started_in_the_background_of_a_script(tiny_model_dir, tmp_path):
+    """13.9: `moderation score ... &` from a non-interactive shell inherits SIGINT ignored and could not be
+    stopped with Ctrl-C / kill -INT. Now it takes SIGINT back: exit 130, the committed parts kept."""
+    dump = _dump(tmp_path / "big.jsonl", 3000)
+    out = tmp_path / "res.jsonl"
+    cmd = [sys.executable, "-m", "moderation.cli", "score", str(dump), "--model", str(tiny_model_dir),
+           "--out", str(out), "--chunk-size", "8", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    work = work_dir_for(out)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if work.is_dir() and any(work.glob("part-*.jsonl")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the job ended before it could be interrupted: {proc.stderr.read().decode()[-2000:]}"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, proc.stderr.read().decode()[-2000:]
+    assert "run the same command again to resume" in proc.stderr.read().decode()
+    assert not out.exists() and any(work.glob("part-*.jsonl"))
