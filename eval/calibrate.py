@@ -132,14 +132,22 @@ def _check_inputs(values: np.ndarray, labels: np.ndarray, categories: Sequence[s
     return values, labels
 
 
+#: An input type gets a calibration of its own when it has at least this many labelled posts of each class.
+MIN_TYPE_CLASS = 20
+
+
 def fit_calibration(logits: np.ndarray, labels: np.ndarray, categories: Sequence[str], method: str = "auto",
-                    seed: int = 0, folds: int = CV_FOLDS) -> Calibration:
+                    seed: int = 0, folds: int = CV_FOLDS, input_types: Sequence[str] | None = None,
+                    min_type_class: int = MIN_TYPE_CLASS) -> Calibration:
     """Fit one calibration per category on held-out (N, C) logits and labels (NaN labels / NaN logits skipped).
 
     method: "auto" (lowest cross-validated log-loss among temperature, platt, isotonic) or one of them.
     Each category's entry records the cross-validated log-loss of every method (identity included, as the
     baseline). A category with fewer than 2 labelled positives or negatives stays "identity" (plain sigmoid)
-    with a note. Raises ValueError for an unknown method or mismatched shapes.
+    with a note. input_types: per row "text" / "image" / "image+text"; when given, every input type with at
+    least `min_type_class` labelled positives and negatives of a category (and not all of its rows) gets a
+    Platt calibration of its own for that category (two parameters: safe on a few hundred posts); the
+    others use the pooled one. Raises ValueError for an unknown method or mismatched shapes.
     """
     if method not in METHOD_CHOICES:
         raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(METHOD_CHOICES)}")
@@ -160,6 +168,18 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, categories: Sequence
         chosen = min(FIT_METHODS, key=lambda m: scores[m]) if method == "auto" else method
         entries[cat] = {"method": chosen, "params": fit_method(chosen, z, y), "selection": method,
                         "cv_log_loss": scores, "cv_folds": k, "n": int(len(y)), "n_positive": n_pos}
+        if input_types is not None:
+            types = np.asarray(input_types, dtype=object)[rows]
+            own = {}
+            for kind in sorted(set(types.tolist())):
+                sel = types == kind
+                yk = y[sel]
+                if sel.all() or min(int(yk.sum()), int(len(yk) - yk.sum())) < min_type_class:
+                    continue
+                own[kind] = {"method": "platt", "params": fit_method("platt", z[sel], yk), "n": int(sel.sum()),
+                             "n_positive": int(yk.sum())}
+            if own:
+                entries[cat]["input_types"] = own
     entries = to_jsonable(entries)
     meta = {"fitted": {"method": method, "seed": seed,
                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
@@ -320,8 +340,9 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
                          "nothing to calibrate on")
     cats = predictions.categories
     ok = predictions.ok
-    calibration = fit_calibration(predictions.logits[ok], predictions.labels[ok], cats, method=method, seed=seed)
-    probs = calibration.apply(predictions.logits[ok], cats)
+    calibration = fit_calibration(predictions.logits[ok], predictions.labels[ok], cats, method=method, seed=seed,
+                                  input_types=predictions.slices[ok])
+    probs = calibration.apply(predictions.logits[ok], cats, predictions.slices[ok])
     thresholds = fit_thresholds(probs, predictions.labels[ok], cats, target_precision=target_precision,
                                 confidence=confidence, min_positives=min_positives)
     fitted_on = to_jsonable({

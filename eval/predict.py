@@ -23,7 +23,8 @@ class PredictionSet:
     """Predictions of one model on one labelled set, row-aligned with the set.
 
     logits: (N, C) raw logits, NaN rows for posts that errored. labels: (N, C) 0/1, NaN = unknown.
-    slices: "text" / "image" / "image+text" per row (what the post holds). ok: (N,) post scored.
+    slices: "text" / "image" / "image+text" per row: the modalities the score used (for a post that could not be
+    scored, what it holds). ok: (N,) post scored.
     errors: error_code -> count. sources / splits: dataset name and split per row (may be empty).
     error_examples: error_code -> first message seen (to tell the user what went wrong).
     """
@@ -57,7 +58,7 @@ class PredictionSet:
             return self.raw_probs()
         out = np.full(self.logits.shape, np.nan)
         if self.ok.any():
-            out[self.ok] = calibration.apply(self.logits[self.ok], self.categories)
+            out[self.ok] = calibration.apply(self.logits[self.ok], self.categories, self.slices[self.ok])
         return out
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -138,6 +139,7 @@ def predict_logits(scorer: Any, data: Any, *, progress: bool = True, chunk: int 
     errors: Counter = Counter()
     examples: dict[str, str] = {}
     root = _image_root(posts)
+    slices = _slices_of(data)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -159,13 +161,16 @@ def predict_logits(scorer: Any, data: Any, *, progress: bool = True, chunk: int 
                 idx = start + np.asarray(ready)
                 logits[idx] = batch_logits
                 ok[idx] = True
+                # What the score used (e.g. text read from an image by OCR), which is what calibration keys on.
+                for i in ready:
+                    slices[start + i] = "+".join(items[i].modalities)
         if bar is not None:
             bar.update(len(items))
             if errors:
                 bar.set_postfix(errors=sum(errors.values()))
     if bar is not None:
         bar.close()
-    return PredictionSet(ids=[str(p.get("id")) for p in posts], logits=logits, labels=labels, slices=_slices_of(data),
+    return PredictionSet(ids=[str(p.get("id")) for p in posts], logits=logits, labels=labels, slices=slices,
                          ok=ok, errors=dict(errors), categories=cats, sources=list(getattr(data, "sources", []) or []),
                          splits=list(getattr(data, "splits", []) or []), error_examples=examples,
                          model_version=getattr(scorer, "model_version", None))

@@ -3,7 +3,11 @@
 Fitting them lives in `eval/` (it needs scikit-learn and a calibration split); this module only stores,
 loads and applies them, in plain numpy, so the scorer needs nothing else.
 
-calibration.json  {"format_version": 1, "version": str, "categories": {name: {"method": ..., "params": {...}}}}
+calibration.json  {"format_version": 1, "version": str, "categories": {name: {"method": ..., "params": {...},
+                                                                            "input_types": {type: {"method", "params"}}}}}
+    input_types (optional): a calibration of its own for the posts of one input type ("text", "image",
+             "image+text": the modalities the score used, joined by "+"), fitted where there was enough data;
+             posts of other types use the category's pooled calibration.
     methods: "identity" (sigmoid of the logit), "temperature" ({"temperature": T}: sigmoid(z / T)),
              "platt" ({"a": a, "b": b}: sigmoid(a z + b)),
              "isotonic" ({"x": [...], "y": [...]}: piecewise-linear map of sigmoid(z), x increasing)
@@ -17,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -61,13 +65,24 @@ class Calibration:
     categories: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def apply(self, logits: np.ndarray, categories: list[str]) -> np.ndarray:
-        """(N, C) logits in the order of `categories` -> (N, C) calibrated probabilities."""
+    def apply(self, logits: np.ndarray, categories: list[str], input_types: Sequence[str] | None = None) -> np.ndarray:
+        """(N, C) logits in the order of `categories` -> (N, C) calibrated probabilities.
+
+        input_types: per row, the modalities its score used joined by "+" ("text", "image", "image+text");
+        rows of a type with a calibration of its own use it, the others the category's pooled one.
+        """
         logits = np.asarray(logits, dtype=np.float64)
         out = np.empty_like(logits)
+        types = None if input_types is None else np.asarray(input_types, dtype=object)
+        if types is not None and types.shape != (logits.shape[0],):
+            raise ValueError(f"input_types has {types.shape[0]} rows, logits {logits.shape[0]}")
         for j, name in enumerate(categories):
             entry = self.categories.get(name, {"method": "identity", "params": {}})
             out[:, j] = apply_method(entry["method"], entry.get("params", {}), logits[:, j])
+            for kind, sub in (entry.get("input_types") or {}).items() if types is not None else ():
+                rows = types == kind
+                if rows.any():
+                    out[rows, j] = apply_method(sub["method"], sub.get("params", {}), logits[rows, j])
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -81,6 +96,11 @@ class Calibration:
             if entry.get("method") not in METHODS:
                 raise ValueError(f"{CALIBRATION_FILE}: category {name!r} has unknown method {entry.get('method')!r}")
             apply_method(entry["method"], entry.get("params", {}), np.zeros(1))  # validates params now, not mid-batch
+            for kind, sub in (entry.get("input_types") or {}).items():
+                if sub.get("method") not in METHODS:
+                    raise ValueError(f"{CALIBRATION_FILE}: category {name!r}, input type {kind!r}: unknown method "
+                                     f"{sub.get('method')!r}")
+                apply_method(sub["method"], sub.get("params", {}), np.zeros(1))
         meta = {k: v for k, v in data.items() if k not in ("format_version", "version", "categories")}
         return cls(version=str(data["version"]), categories=cats, meta=meta)
 

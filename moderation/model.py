@@ -236,7 +236,8 @@ class ModerationModel(nn.Module):
         embeddings = {m: e.to(dtype) for m, e in embeddings.items()}
         if self.config.lexical:
             if "lexical" not in batch:
-                raise ValueError("this model has a lexical channel: build its batches with moderation.model.collate")
+                raise ValueError("this model has a lexical channel: attach it (model.lexical, moderation.lexical) and "
+                                 "build its batches with moderation.model.collate")
             return self.head(embeddings, batch["present"], batch["lexical"])
         return self.head(embeddings, batch["present"])
 
@@ -316,9 +317,9 @@ def collate(items: Sequence[PreparedPost], model: ModerationModel,
             tokens = model.encoders["text"].tokenize([items[i].text for i in rows])
             truncated[rows] |= tokens.pop("truncated")
             batch["text"] = {k: v.to(device) for k, v in tokens.items()}
-        if model.config.lexical:
-            if model.lexical is None:
-                raise ValueError("the model's config has a lexical channel but none is attached (model.lexical)")
+        # Embedding-only passes (training caches) run before the lexical channel is fitted; forward() refuses
+        # a batch without it.
+        if model.config.lexical and model.lexical is not None:
             lexical = torch.zeros(len(items), len(model.categories))
             if rows:
                 lexical[rows] = torch.from_numpy(model.lexical.logits([items[i].text for i in rows]))

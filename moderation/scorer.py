@@ -329,7 +329,8 @@ class Scorer:
     def results(self, items: Sequence[PreparedPost], logits: np.ndarray, truncated: np.ndarray) -> list[ScoreResult]:
         """Turn logits into results: calibrate, apply thresholds, record modalities and versions."""
         cats = self.categories
-        probs = self.info.calibration.apply(logits, cats) if self.info.calibration else sigmoid(logits)
+        types = ["+".join(item.modalities) for item in items]
+        probs = self.info.calibration.apply(logits, cats, types) if self.info.calibration else sigmoid(logits)
         thresholds = self.thresholds()
         out = []
         for i, item in enumerate(items):

@@ -224,6 +224,21 @@ class LabelledSet:
                 for j, c in enumerate(self.categories)}
 
 
+def post_texts(posts: Sequence[dict]) -> list[str | None]:
+    """Each post's text as the scorer reads it (moderation.inputs.check_text), or None when it has none or it
+    cannot be read (such a post is reported by the embedding pass)."""
+    from moderation.inputs import DEFAULT_LIMITS, check_text
+    from moderation.schema import InputError
+
+    out: list[str | None] = []
+    for p in posts:
+        try:
+            out.append(check_text(p.get("text"), DEFAULT_LIMITS)[0])
+        except InputError:
+            out.append(None)
+    return out
+
+
 def _label_value(value: Any) -> float | None:
     """0/1 (int, float, bool or their strings) -> 0.0/1.0; None/NaN/"" -> None (unknown). Raises ValueError."""
     if value is None or value == "":

@@ -15,13 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from moderation.inputs import DEFAULT_LIMITS, check_text
-from moderation.model import ModerationModel
-from training.data import LabelledSet
+from moderation.model import LateFusionClassifier, ModerationModel
+from training.data import LabelledSet, post_texts
 from training.embeddings import EmbeddedSet
-from training.frozen import embedded_tensors, write_log
-from training.losses import lr_lambda, masked_bce, modality_dropout, row_weights
-from training.selection import average_precisions
+from training.frozen import embedded_tensors, unimodal_loss, write_log
+from training.losses import lr_lambda, loss_weights, masked_bce, modality_dropout
+from training.selection import average_precisions, stop_score
 
 if TYPE_CHECKING:
     from training.train import TrainConfig
@@ -36,16 +35,6 @@ def _trainable_encoder_params(model: ModerationModel) -> list[nn.Parameter]:
             if p.requires_grad:
                 params.append(p)
     return params
-
-
-def _texts(posts: Sequence[dict]) -> list[str | None]:
-    out = []
-    for p in posts:
-        try:
-            out.append(check_text(p.get("text"), DEFAULT_LIMITS)[0])
-        except Exception:  # noqa: BLE001 - such a post was already marked not ok by the embedding pass
-            out.append(None)
-    return out
 
 
 def _text_forward(model: ModerationModel, texts: Sequence[str | None], rows: torch.Tensor, size: int) -> torch.Tensor:
@@ -158,9 +147,10 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
     ti = mods.index("text")
     train_ok = np.nonzero(train_emb.ok)[0]
     stop_ok = np.nonzero(stop_emb.ok)[0]
-    tr_texts = _texts([train_set.posts[i] for i in train_ok])
-    st_texts = _texts([stop_set.posts[i] for i in stop_ok])
-    tr = embedded_tensors(train_emb, train_set.labels, row_weights(train_set.sources, config.dataset_weights))
+    tr_texts = post_texts([train_set.posts[i] for i in train_ok])
+    st_texts = post_texts([stop_set.posts[i] for i in stop_ok])
+    tr = embedded_tensors(train_emb, train_set.labels,
+                          loss_weights(train_set.labels, train_set.sources, config.class_weight, config.dataset_weights))
     st = embedded_tensors(stop_emb, stop_set.labels, np.ones(len(stop_set), dtype=np.float32))
     tr["present"][:, ti] = torch.tensor([t is not None for t in tr_texts])
     st["present"][:, ti] = torch.tensor([t is not None for t in st_texts])
@@ -222,11 +212,15 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
         for idx, lg in logits:
             full[idx] = lg
         loss = float(masked_bce(full, st["labels"], pw))
-        aps = average_precisions(torch.sigmoid(full).numpy(), st["labels"].numpy(), model.categories)
-        return aps, float(np.nanmean(list(aps.values()))), loss
+        probs, y = torch.sigmoid(full).numpy(), st["labels"].numpy()
+        aps = average_precisions(probs, y, model.categories)
+        score, per = stop_score(config.stop_metric, probs, y, model.categories, stop_sources)
+        return aps, float(np.nanmean(list(aps.values()))), loss, score, per
 
+    late = isinstance(model.head, LateFusionClassifier)
+    stop_sources = np.asarray(stop_set.sources)[stop_emb.ok]
     history: list[dict] = []
-    best: dict[str, Any] = {"mean_ap": -1.0}
+    best: dict[str, Any] = {"score": -1.0}
     best_state = None
     bad_evals, step, start_time = 0, 0, time.time()
     running, running_n = 0.0, 0
@@ -235,14 +229,17 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
     for epoch in range(1, config.epochs + 1):
         for idx in batches():
             model.train()
-            present = modality_dropout(tr["present"][idx], config.modality_dropout, gen)
+            # Late fusion trains each modality's classifier alone (no dropout needed); other heads see dropout.
+            present = tr["present"][idx] if late else modality_dropout(tr["present"][idx], config.modality_dropout, gen)
             with autocast:
                 emb = {m: tr[f"emb_{m}"][idx] for m in mods if m != "text"}
                 # Rows whose text is hidden by modality dropout need no encoder pass.
                 rows = present[:, ti].nonzero(as_tuple=True)[0]
                 emb["text"] = text_train(idx, rows, len(idx))
-                logits = model.head(emb, present).float()
-            loss = masked_bce(logits, tr["labels"][idx], pw, tr["weights"][idx])
+                if late:
+                    loss = unimodal_loss(model.head, emb, present, tr["labels"][idx], pw, tr["weights"][idx]).float()
+                else:
+                    loss = masked_bce(model.head(emb, present).float(), tr["labels"][idx], pw, tr["weights"][idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
@@ -254,16 +251,17 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
             bar.update(1)
             out_of_time = config.time_budget_s > 0 and time.time() - start_time > config.time_budget_s
             if step % eval_every == 0 or out_of_time:
-                aps, mean_ap, stop_loss = evaluate()
+                aps, mean_ap, stop_loss, score, per = evaluate()
                 entry = {"epoch": epoch, "step": step, "train_loss": running / max(running_n, 1), "stop_loss": stop_loss,
-                         "ap": aps, "mean_ap": mean_ap, "lr": sched.get_last_lr()[0],
-                         "seconds": round(time.time() - start_time, 1)}
+                         "ap": aps, "mean_ap": mean_ap, config.stop_metric: per, "score": score,
+                         "lr": sched.get_last_lr()[0], "seconds": round(time.time() - start_time, 1)}
                 running, running_n = 0.0, 0
                 history.append(entry)
                 write_log(log_path, entry)
-                bar.set_postfix(loss=f"{entry['train_loss']:.4f}", ap=f"{mean_ap:.4f}")
-                if mean_ap > best["mean_ap"]:
-                    best = {"epoch": epoch, "step": step, "mean_ap": mean_ap, "ap": aps, "stop_loss": stop_loss}
+                bar.set_postfix(loss=f"{entry['train_loss']:.4f}", **{config.stop_metric: f"{score:.4f}"})
+                if score > best["score"]:
+                    best = {"epoch": epoch, "step": step, "score": score, "stop_metric": config.stop_metric,
+                            "mean_ap": mean_ap, "ap": aps, config.stop_metric: per, "stop_loss": stop_loss}
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()
                                   if k.startswith("head.") or any(k.startswith(f"encoders.{m}.") and
                                   (model.config.finetune.get(m) == "full" or "lora_" in k) for m in mods)}

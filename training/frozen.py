@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from moderation.model import ModerationModel
+from moderation.model import LateFusionClassifier, ModerationModel
 from training.data import LabelledSet
 from training.embeddings import EmbeddedSet
-from training.losses import lr_lambda, masked_bce, modality_dropout, row_weights
-from training.selection import average_precisions
+from training.losses import lr_lambda, loss_weights, masked_bce, modality_dropout
+from training.selection import average_precisions, stop_score
 
 if TYPE_CHECKING:
     from training.train import TrainConfig
@@ -28,6 +28,22 @@ def embedded_tensors(emb: EmbeddedSet, labels: np.ndarray, weights: np.ndarray) 
             **{f"emb_{m}": torch.from_numpy(v[ok]) for m, v in emb.embeddings.items()}}
 
 
+def unimodal_loss(head: LateFusionClassifier, embeddings: dict[str, torch.Tensor], present: torch.Tensor,
+                  labels: torch.Tensor, pos_weight: torch.Tensor | None, weights: torch.Tensor) -> torch.Tensor:
+    """Late fusion: each modality's classifier is trained on the rows where that modality is present, alone.
+
+    The sum over modalities of the masked BCE of each classifier's own logits, so neither can lean on the
+    other; how they are combined is decided afterwards on validation data (training.blend).
+    """
+    logits = head.unimodal(embeddings)
+    total = torch.zeros((), dtype=next(iter(logits.values())).dtype)
+    for i, m in enumerate(head.modalities):
+        rows = present[:, i]
+        if rows.any():
+            total = total + masked_bce(logits[m][rows], labels[rows], pos_weight, weights[rows])
+    return total
+
+
 def write_log(path: Path, entry: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry) + "\n")
@@ -39,7 +55,8 @@ def train_frozen(model: ModerationModel, train_set: LabelledSet, train_emb: Embe
     from tqdm.auto import tqdm
 
     mods = model.modalities
-    tr = embedded_tensors(train_emb, train_set.labels, row_weights(train_set.sources, config.dataset_weights))
+    tr = embedded_tensors(train_emb, train_set.labels,
+                          loss_weights(train_set.labels, train_set.sources, config.class_weight, config.dataset_weights))
     st = embedded_tensors(stop_emb, stop_set.labels, np.ones(len(stop_set), dtype=np.float32))
     n = tr["labels"].shape[0]
     head = model.head
@@ -50,9 +67,11 @@ def train_frozen(model: ModerationModel, train_set: LabelledSet, train_emb: Embe
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch * config.epochs, config.warmup))
     gen = torch.Generator().manual_seed(config.seed)
     history: list[dict] = []
-    best: dict[str, Any] = {"mean_ap": -1.0}
+    best: dict[str, Any] = {"score": -1.0}
     best_state = None
     bad_epochs = 0
+    late = isinstance(head, LateFusionClassifier)
+    stop_sources = np.asarray(stop_set.sources)[stop_emb.ok]
     bar = tqdm(range(1, config.epochs + 1), desc="epochs", unit="epoch", disable=not progress)
     for epoch in bar:
         head.train()
@@ -60,9 +79,12 @@ def train_frozen(model: ModerationModel, train_set: LabelledSet, train_emb: Embe
         total, count = 0.0, 0
         for start in range(0, n, config.batch_size):
             idx = perm[start:start + config.batch_size]
-            present = modality_dropout(tr["present"][idx], config.modality_dropout, gen)
-            logits = head({m: tr[f"emb_{m}"][idx] for m in mods}, present)
-            loss = masked_bce(logits, tr["labels"][idx], pw, tr["weights"][idx])
+            emb = {m: tr[f"emb_{m}"][idx] for m in mods}
+            if late:
+                loss = unimodal_loss(head, emb, tr["present"][idx], tr["labels"][idx], pw, tr["weights"][idx])
+            else:
+                present = modality_dropout(tr["present"][idx], config.modality_dropout, gen)
+                loss = masked_bce(head(emb, present), tr["labels"][idx], pw, tr["weights"][idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -73,15 +95,18 @@ def train_frozen(model: ModerationModel, train_set: LabelledSet, train_emb: Embe
         with torch.no_grad():
             logits = head({m: st[f"emb_{m}"] for m in mods}, st["present"])
             stop_loss = float(masked_bce(logits, st["labels"], pw))
-        aps = average_precisions(torch.sigmoid(logits).numpy(), st["labels"].numpy(), model.categories)
+        probs, y = torch.sigmoid(logits).numpy(), st["labels"].numpy()
+        aps = average_precisions(probs, y, model.categories)
         mean_ap = float(np.nanmean(list(aps.values())))
+        score, per = stop_score(config.stop_metric, probs, y, model.categories, stop_sources)
         entry = {"epoch": epoch, "train_loss": total / max(count, 1), "stop_loss": stop_loss,
-                 "ap": aps, "mean_ap": mean_ap, "lr": sched.get_last_lr()[0]}
+                 "ap": aps, "mean_ap": mean_ap, config.stop_metric: per, "score": score, "lr": sched.get_last_lr()[0]}
         history.append(entry)
         write_log(log_path, entry)
-        bar.set_postfix(loss=f"{entry['train_loss']:.4f}", ap=f"{mean_ap:.4f}")
-        if mean_ap > best["mean_ap"]:
-            best = {"epoch": epoch, "mean_ap": mean_ap, "ap": aps, "stop_loss": stop_loss}
+        bar.set_postfix(loss=f"{entry['train_loss']:.4f}", **{config.stop_metric: f"{score:.4f}"})
+        if score > best["score"]:
+            best = {"epoch": epoch, "score": score, "stop_metric": config.stop_metric, "mean_ap": mean_ap, "ap": aps,
+                    config.stop_metric: per, "stop_loss": stop_loss}
             best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
             bad_epochs = 0
         else:

@@ -35,3 +35,43 @@ def average_precisions(probs: np.ndarray, labels: np.ndarray, categories: Sequen
         y = labels[known, j]
         out[c] = float(average_precision_score(y, probs[known, j])) if 0 < y.sum() < len(y) else float("nan")
     return out
+
+
+def macro_aucs(probs: np.ndarray, labels: np.ndarray, categories: Sequence[str],
+               sources: Sequence[str]) -> dict[str, float]:
+    """Per category, the ROC-AUC of each dataset (source) that labels it with both classes, averaged over datasets.
+
+    Every dataset counts the same whatever its size, so a category is judged by how it holds up on each
+    platform rather than on the largest one: the selection signal that predicts behaviour on a new platform
+    best among those available without its data. NaN for a category no dataset labels with both classes.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    src = np.asarray(sources)
+    out = {}
+    for j, c in enumerate(categories):
+        per = []
+        for name in np.unique(src):
+            rows = (src == name) & ~np.isnan(labels[:, j]) & ~np.isnan(probs[:, j])
+            y = labels[rows, j]
+            if 0 < y.sum() < len(y):
+                per.append(roc_auc_score(y, probs[rows, j]))
+        out[c] = float(np.mean(per)) if per else float("nan")
+    return out
+
+
+STOP_METRICS: tuple[str, ...] = ("mean_ap", "macro_auc")
+
+
+def stop_score(metric: str, probs: np.ndarray, labels: np.ndarray, categories: Sequence[str],
+               sources: Sequence[str]) -> tuple[float, dict[str, float]]:
+    """(score, per-category figures) of the early-stopping set: mean AP over categories ("mean_ap", pooled
+    over datasets) or the mean over categories of `macro_aucs` ("macro_auc"). Raises ValueError for another name.
+    """
+    if metric == "mean_ap":
+        per = average_precisions(probs, labels, categories)
+    elif metric == "macro_auc":
+        per = macro_aucs(probs, labels, categories, sources)
+    else:
+        raise ValueError(f"unknown stop metric {metric!r}; known: {', '.join(STOP_METRICS)}")
+    return float(np.nanmean(list(per.values()))), per

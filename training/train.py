@@ -31,17 +31,19 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from moderation.model import ModelConfig, ModerationModel
+from moderation.model import LateFusionClassifier, ModelConfig, ModerationModel
 from moderation.model_dir import ModelInfo, save_model
 from moderation.scorer import Scorer
+from training.blend import fit_channels
 from training.data import DatasetSpec, load_labelled
 from training.embeddings import embed_posts
 from training.finetune import train_finetune
 from training.frozen import train_frozen
 from training.losses import pos_weights
-from training.selection import holdout_split
+from training.selection import STOP_METRICS, holdout_split
 
 MODES = ("frozen", "lora", "full")
+CLASS_WEIGHTS = ("balanced", "per_dataset", "none")
 LOG_FILE = "training_log.jsonl"
 
 
@@ -65,13 +67,19 @@ class TrainConfig:
     patience: int = 8
     #: Probability of hiding one modality (chosen at random, never both) of a post that has both.
     modality_dropout: float = 0.3
-    #: "balanced": per-category pos_weight = negatives / positives in the training labels; "none".
+    #: "balanced": per-category pos_weight = negatives / positives in the training labels; "per_dataset": the same
+    #: balance within each dataset (training.losses.dataset_balanced_weights), so no dataset's base rate is
+    #: learned as evidence; "none".
     class_weight: str = "balanced"
     #: Loss weight per dataset name (default 1.0), e.g. to keep a small dataset from being drowned out.
     dataset_weights: dict[str, float] = field(default_factory=dict)
     #: "holdout": a stratified `holdout_fraction` of the train split; "val": the datasets' val splits.
     early_stopping: str = "holdout"
     holdout_fraction: float = 0.1
+    #: What the early-stopping set judges: "mean_ap" (average precision per category, pooled over datasets, then
+    #: averaged) or "macro_auc" (ROC-AUC per dataset, averaged over the datasets labelling each category, then
+    #: over categories: every platform counts the same).
+    stop_metric: str = "mean_ap"
     seed: int = 0
     #: Precision of the encoders' forward passes: "fp32" or "bf16" (autocast). Frozen embeddings are cached per precision.
     precision: str = "fp32"
@@ -83,12 +91,16 @@ class TrainConfig:
     cache_dir: str | None = None
     #: Posts per forward pass when embedding or evaluating.
     embed_batch_size: int = 32
+    #: Inverse regularisation of the lexical channel's logistic regressions (models whose config has one).
+    lexical_c: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.class_weight not in ("balanced", "none"):
-            raise ValueError(f"class_weight must be 'balanced' or 'none', got {self.class_weight!r}")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}")
+        if self.stop_metric not in STOP_METRICS:
+            raise ValueError(f"stop_metric must be one of {STOP_METRICS}, got {self.stop_metric!r}")
         if self.early_stopping not in ("holdout", "val"):
             raise ValueError(f"early_stopping must be 'holdout' or 'val', got {self.early_stopping!r}")
         if not 0.0 <= self.modality_dropout < 1.0:
@@ -194,6 +206,9 @@ def train(specs: Sequence[DatasetSpec], out_dir: str | os.PathLike, model_config
     else:
         history, best = train_finetune(model, train_set, train_emb, stop_set, stop_emb, pw, config, log_path, progress)
     torch.set_num_threads(torch_threads)
+    channels = None
+    if isinstance(model.head, LateFusionClassifier):
+        channels = fit_channels(model, train_set, train_emb.ok, stop_set, stop_emb, config, scorer.prepare, progress, log)
     meta = {"training": {
         "config": asdict(config),
         "datasets": [{"name": s.name, "path": str(s.path), "labels": s.labels} for s in specs],
@@ -205,11 +220,12 @@ def train(specs: Sequence[DatasetSpec], out_dir: str | os.PathLike, model_config
         "unprepared_posts": n_bad,
         "pos_weight": dict(zip(categories, [float(x) for x in pw])),
         "best": best,
+        "channels": channels,
         "epochs_run": len(history),
         "seconds": round(time.time() - t0, 1),
     }}
     version = save_model(model, out_dir, trained=True, name=name, meta=meta)
-    log(f"saved {out_dir} ({version}); best early-stopping AP {best.get('mean_ap', float('nan')):.4f} at {best.get('epoch')}")
+    log(f"saved {out_dir} ({version}); best early-stopping {config.stop_metric} {best.get('score', float('nan')):.4f} at {best.get('epoch')}")
     return TrainResult(out_dir=out_dir, model_version=version, best=best, history=history, model=model)
 
 

@@ -172,3 +172,31 @@ def test_calibrate_refuses_when_nothing_scores(tiny_model_dir, labelled_set):
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="could be scored"):
             calibrate_model_dir(tiny_model_dir, broken, progress=False)
+
+
+def test_input_type_gets_its_own_calibration_when_it_has_enough_data():
+    """Memes (image+text) whose logits mean something else than tweets' get a Platt map of their own;
+    a type with too few labels (image only, 10 rows) falls back to the pooled calibration."""
+    from moderation.calibration import Calibration
+
+    rng = np.random.default_rng(0)
+    n_text, n_meme, n_img = 2000, 400, 10
+    y = rng.random(n_text + n_meme + n_img) < 0.4
+    z = np.where(y, 1.5, -1.5) + rng.normal(0, 1.5, len(y))
+    z[n_text:n_text + n_meme] += 3.0  # the meme logits run high: a pooled map would over-flag memes
+    types = np.array(["text"] * n_text + ["image+text"] * n_meme + ["image"] * n_img, dtype=object)
+    cal = fit_calibration(z[:, None], y[:, None].astype(float), ["offensive"], method="platt", input_types=types)
+    entry = cal.categories["offensive"]
+    assert set(entry["input_types"]) == {"text", "image+text"}
+    assert entry["input_types"]["image+text"]["n"] == n_meme
+    meme = slice(n_text, n_text + n_meme)
+    own = cal.apply(z[:, None], ["offensive"], types)[meme, 0]
+    pooled = cal.apply(z[:, None], ["offensive"])[meme, 0]
+    # Per-type calibration brings the memes' mean probability back to their base rate; the pooled map does not.
+    assert abs(own.mean() - y[meme].mean()) < 0.05 < abs(pooled.mean() - y[meme].mean())
+    img = slice(n_text + n_meme, None)
+    np.testing.assert_allclose(cal.apply(z[:, None], ["offensive"], types)[img], cal.apply(z[:, None], ["offensive"])[img])
+    again = Calibration.from_json(json.loads(json.dumps(cal.to_json())))
+    np.testing.assert_allclose(again.apply(z[:, None], ["offensive"], types), cal.apply(z[:, None], ["offensive"], types))
+    with pytest.raises(ValueError, match="input_types has"):
+        cal.apply(z[:, None], ["offensive"], types[:5])

@@ -66,3 +66,25 @@ def test_errors():
         fusion({"text": torch.zeros(1, 3)}, torch.ones(1, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="at least one present"):
         fusion({"image": torch.zeros(1, 5), "text": torch.zeros(1, 3)}, torch.zeros(1, 2, dtype=torch.bool))
+
+
+def test_late_fusion_caps_the_image_and_handles_missing_modalities():
+    from moderation.model import LateFusionClassifier
+    torch.manual_seed(0)
+    head = LateFusionClassifier({"image": 5, "text": 3}, num_categories=2, hidden=4, dropout=0.0,
+                                image_weight_cap=0.3).eval()
+    head.image_weight.fill_(10.0)  # set beyond the cap: the cap wins
+    emb = {"image": torch.randn(3, 5), "text": torch.randn(3, 3)}
+    present = torch.tensor([[True, True], [True, False], [False, True]])
+    uni = head.unimodal(emb)
+    out = head(emb, present)
+    torch.testing.assert_close(out[0], uni["text"][0] + 0.3 * uni["image"][0])
+    torch.testing.assert_close(out[1], uni["image"][1])  # image only
+    torch.testing.assert_close(out[2], uni["text"][2])   # text only: the image row is ignored
+    nan_image = {"image": torch.full((3, 5), float("nan")), "text": emb["text"]}
+    torch.testing.assert_close(head(nan_image, torch.tensor([[False, True]] * 3))[2], out[2])
+    lexical = torch.ones(3, 2)
+    head.lexical_weight.fill_(2.0)
+    torch.testing.assert_close(head(emb, present, lexical)[2], uni["text"][2] + 2.0)
+    with pytest.raises(ValueError, match="at least one present modality"):
+        head(emb, torch.tensor([[False, False]] * 3))

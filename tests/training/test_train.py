@@ -209,3 +209,41 @@ def test_full_finetuning_saves_the_whole_text_encoder(tiny_specs, tiny_model_con
     from moderation.encoders import create_text_encoder
     fresh = create_text_encoder(**tiny_model_config.text_encoder).state_dict()
     assert any(not torch.equal(v, fresh[k]) for k, v in model.encoders["text"].state_dict().items())
+
+
+def test_late_fusion_with_lexical_channel_trains_blends_and_round_trips(tiny_specs, tiny_model_config, tmp_path):
+    """Late fusion + lexical channel: trained per modality, blend weights chosen on val, saved without pickle,
+    and the loaded scorer gives the trained model's logits exactly."""
+    from moderation.model_dir import load_model
+    from moderation.scorer import Scorer
+
+    cfg = tiny_model_config.from_dict({**tiny_model_config.to_dict(), "fusion": "late", "lexical": True,
+                                       "image_weight_cap": 0.5})
+    config = TrainConfig(mode="frozen", epochs=20, batch_size=16, lr=1e-2, patience=20, early_stopping="val",
+                         stop_metric="macro_auc", class_weight="per_dataset", cache_dir=str(tmp_path / "cache"))
+    result = train(tiny_specs, tmp_path / "model", cfg, config, progress=False, log=lambda _: None)
+    assert result.best["score"] > 0.9
+    head = result.model.head
+    assert 0.0 <= float(head.image_weight.max()) <= 0.5
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    channels = saved["training"]["channels"]
+    assert set(channels["blend"]["lexical_weight"]) == {"hate", "offensive"}
+    # hate is never labelled on a post with an image: its image branch stays off whatever the data say.
+    assert channels["blend"]["image_weight"]["hate"] == 0.0
+    assert (tmp_path / "model" / "lexical.json").is_file() and (tmp_path / "model" / "lexical.safetensors").is_file()
+    model, _ = load_model(tmp_path / "model")
+    torch.testing.assert_close(model.head.lexical_weight, head.lexical_weight)
+    posts = [{"id": "a", "text": "vermin scum subhuman number 30"}, {"id": "b", "text": "sunshine garden coffee number 31"}]
+    live = Scorer(result.model, Scorer.from_dir(tmp_path / "model").info, num_workers=0)
+    loaded = Scorer.from_dir(tmp_path / "model", num_workers=0)
+    np.testing.assert_allclose(loaded.logits([loaded.prepare(p) for p in posts])[0],
+                               live.logits([live.prepare(p) for p in posts])[0], rtol=1e-5, atol=1e-5)
+    assert loaded.score(posts)[0].categories["hate"].score > loaded.score(posts)[1].categories["hate"].score
+
+
+def test_dataset_balanced_weights_neutralise_base_rates():
+    from training.losses import dataset_balanced_weights
+    labels = np.array([[1.0], [0.0], [0.0], [0.0], [1.0], [float("nan")]])
+    w = dataset_balanced_weights(labels, ["a", "a", "a", "a", "b", "b"])
+    # dataset a: 1 positive and 3 negatives weigh 2 and 2; dataset b has one known label (one class): weight 1.
+    np.testing.assert_allclose(w[:, 0], [2.0, 2 / 3, 2 / 3, 2 / 3, 1.0, 0.0])
