@@ -49,6 +49,8 @@ def main() -> None:
         {"id": "t-disagree", "text": "I disagree with the new transit plan; the budget numbers do not add up."},
         {"id": "i-cat", "image": _save(cat, "cat.jpg")},
         {"id": "i-rocket", "image": _save(rocket, "rocket.jpg")},
+        # The insult meme below posted without its text: only OCR of the picture can tell what it says.
+        {"id": "i-meme-insult", "image": "images/meme-insult.jpg"},
         {"id": "m-coffee", "text": "MONDAY MORNING COFFEE IS THE BEST COFFEE",
          "image": _save(_meme(coffee, "MONDAY MORNING", "BEST COFFEE"), "meme-coffee.jpg")},
         {"id": "m-astronaut", "text": "WHEN YOU FINALLY FINISH YOUR THESIS",

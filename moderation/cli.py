@@ -132,6 +132,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"thresholds {scorer.thresholds_version or 'none'}")
     for line in threshold_lines(scorer):
         print("  " + line)
+    lists = ", ".join(f"{d['name']} ({d['entries']} hashes, {d['version']})" for d in scorer.describe()["hash_lists"])
+    print(f"  images: OCR {scorer.ocr}; hash lists: {lists or 'none (--hash-list FILE)'}")
     cats = scorer.categories
     header = f"{'id':<14} {'input':<14} " + " ".join(f"{c[:9]:>9}" for c in cats) + f"  {'verdict':<22} text"
     print(header)
