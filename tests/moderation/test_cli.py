@@ -41,7 +41,8 @@ def test_demo_on_tiny_model_scores_every_example(tiny_model_dir, tmp_path, capsy
     assert [r["id"] for r in rows] == [e["id"] for e in examples]
     assert all(r["ok"] for r in rows)
     kinds = {tuple(r["applied_input_types"]) for r in rows}
-    assert kinds == {("text",), ("image",), ("image", "text")}
+    assert kinds == {("text",), ("image",), ("image", "text"), ("ocr_text",)}  # i-meme-insult: its words read by OCR
+    assert {r["id"]: r["ocr_text"] for r in rows}["i-meme-insult"] == "LOOK AT THIS UGLY RETARD GO KILL YOURSELF"
     printed = capsys.readouterr().out
     assert f"{len(examples)} posts read, {len(examples)} scored, 0 errors" in printed
 
