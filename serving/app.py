@@ -55,6 +55,18 @@ def _wire(item: Item) -> Dict[str, Any]:
     return {"id": item.id, "text": item.text, "image": item.image}
 
 
+def _public(info: Any) -> Any:
+    """A description fit for HTTP clients: no filesystem paths of the server (a `path` key is dropped; an absolute
+    path among the values, e.g. a local encoder folder or checkpoint, is cut to its last component)."""
+    if isinstance(info, dict):
+        return {k: _public(v) for k, v in info.items() if k != "path"}
+    if isinstance(info, (list, tuple)):
+        return [_public(v) for v in info]
+    if isinstance(info, str) and (info.startswith("~") or os.path.isabs(info)):
+        return Path(info).name
+    return info
+
+
 def _error(status: int, code: str, message: str, details: Optional[list] = None,
            headers: Optional[Dict[str, str]] = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message, "details": details}}, status_code=status,
@@ -150,8 +162,9 @@ class ModelCore:
         return results
 
     def describe(self) -> Dict[str, Any]:
-        """The scorer's description plus the serving settings in force."""
-        return {**self.scorer.describe(), "batch": self.batch_config.model_dump(), "device": str(self.scorer.device),
+        """The scorer's description (without the server's filesystem paths) plus the serving settings in force."""
+        return {**_public(self.scorer.describe()), "batch": self.batch_config.model_dump(),
+                "device": str(self.scorer.device),
                 "precision": self.scorer.precision, "torch_threads": self.torch_threads,
                 "stats": {"batches": self.batches, "posts": self.posts, "largest_batch": self.largest_batch}}
 
@@ -163,8 +176,8 @@ ModerationModel = serve.deployment(name=MODEL_DEPLOYMENT)(ModelCore)
 # --- the ingress --------------------------------------------------------------------------------------
 
 
-def make_ingress() -> Any:
-    """A fresh ingress deployment with its own FastAPI app.
+def make_ingress(docs: bool = True) -> Any:
+    """A fresh ingress deployment with its own FastAPI app; `docs`: serve /docs, /redoc and /openapi.json.
 
     Built per application rather than at import: running an app in-process (local testing mode) stores
     state on the FastAPI object, which would then be pickled with the next application built.
@@ -174,6 +187,9 @@ def make_ingress() -> Any:
         description="Scores posts (text, image or both) per harm category with calibrated, high-precision thresholds. "
                     "POST /v1/moderations takes OpenAI's moderation request shape or a list of posts.",
         version="1",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
 
     @serve.deployment(name=INGRESS_DEPLOYMENT)
@@ -372,22 +388,36 @@ def make_ingress() -> Any:
                 headers["WWW-Authenticate"] = "Bearer"
             elif status == 503:
                 headers["Retry-After"] = "1"
+            elif status == 408:
+                headers["Connection"] = "close"  # the rest of a slow body is not waited for
             self.metrics.request("/v1/moderations", status, (time.perf_counter() - start) * 1000)
             return JSONResponse(payload, status_code=status, headers=headers)
 
         async def _read_body(self, request: Request) -> bytes:
-            """The body, refused with 413 as soon as it is known to exceed the limit (header or stream)."""
+            """The body, refused with 413 as soon as it is known to exceed the limit (header or stream), with 408
+            when it takes longer than `body_timeout_s` to arrive."""
             limit = self.limits.max_body_bytes
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise RequestRejected(413, "body_too_large", f"the request body is {declared} bytes, over the limit of {limit}; "
                                       "send fewer or smaller items per request")
             body = bytearray()
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise RequestRejected(413, "body_too_large", f"the request body is over the limit of {limit} bytes; "
-                                          "send fewer or smaller items per request")
+
+            async def receive() -> None:
+                async for chunk in request.stream():
+                    body.extend(chunk)
+                    if len(body) > limit:
+                        raise RequestRejected(413, "body_too_large", f"the request body is over the limit of {limit} "
+                                              "bytes; send fewer or smaller items per request")
+
+            # A client trickling its body would hold a replica slot for as long as it likes (Ray's proxy timeout can
+            # be lifted by the client's own x-request-timeout-seconds header): the body has its own deadline.
+            timeout = self.limits.body_timeout_s
+            try:
+                await asyncio.wait_for(receive(), timeout=timeout)
+            except asyncio.TimeoutError:
+                raise RequestRejected(408, "body_timeout", f"the request body did not arrive within {timeout:g} s; "
+                                      "send it at once") from None
             return bytes(body)
 
     return ModerationAPI
@@ -444,7 +474,7 @@ def build_app(args: ServeArgs) -> Application:
                       hash_lists=hash_lists)
     common = dict(limits=args.limits.model_dump(), token_sha256=token_sha256, request_timeout_s=args.request_timeout_s,
                   image_url_allowlist=list(args.image_url_allowlist), image_fetch_timeout_s=args.image_fetch_timeout_s)
-    ingress = make_ingress()
+    ingress = make_ingress(docs=token_sha256 is None)  # with auth on, the API's docs are not served: they need no token
     if args.topology == "split":
         model = ModerationModel.options(**model_deployment_options(args)).bind(**model_args)
         return ingress.options(

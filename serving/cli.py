@@ -14,6 +14,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 #: The sample config, used when --config is not given.
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.yaml"
+#: Seconds an idle keep-alive connection stays open unless the config's http_options say otherwise (Ray's own
+#: default, 90 s, lets idle clients hold connections of the proxy for long).
+KEEP_ALIVE_TIMEOUT_S = 5.0
 
 
 def register(subparsers: Any) -> None:
@@ -64,13 +67,15 @@ def read_config(path: str | Path = DEFAULT_CONFIG) -> tuple[dict[str, Any], dict
     return dict(apps[0].get("args") or {}), dict(config.get("http_options") or {})
 
 
+def _config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `args:` and `http_options` of the config file --config names (default: the sample; 'none': empty)."""
+    path = str(DEFAULT_CONFIG) if args.config is None else args.config
+    return ({}, {}) if path.lower() == "none" else read_config(path)
+
+
 def _serve_args(args: argparse.Namespace) -> tuple[dict, str, int]:
     """Merge the config file (if any) with the command-line options; return (ServeArgs dict, host, port)."""
-    app_args: dict[str, Any] = {}
-    http: dict[str, Any] = {}
-    path = str(DEFAULT_CONFIG) if args.config is None else args.config
-    if path.lower() != "none":
-        app_args, http = read_config(path)
+    app_args, http = _config(args)
     batch = dict(app_args.get("batch") or {})
     if args.model:
         app_args["model_dir"] = args.model
@@ -111,13 +116,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.local_ray import local_ray, start_http
 
     app = build_app(serve_args)  # checks the model directory and the token variable before Ray starts
+    keep_alive_s = float(_config(args)[1].get("keep_alive_timeout_s", KEEP_ALIVE_TIMEOUT_S))
     stop = threading.Event()
     with local_ray():
         # Installed after ray.init, which sets its own SIGTERM handler (an abrupt exit that leaves Ray's agent
         # processes behind); SIGINT too, in case the shell started us with it ignored (a background job).
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        start_http(host, port)
+        start_http(host, port, keep_alive_timeout_s=keep_alive_s)
         print(f"starting the model replica (loading {serve_args.model_dir or 'the default model'}) ...", file=sys.stderr)
         serve.run(app, name="moderation", route_prefix="/", blocking=False)
         print(f"serving on http://{host}:{port}  (POST /v1/moderations, GET /healthz /readyz /v1/model); "

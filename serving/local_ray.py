@@ -48,8 +48,12 @@ def local_ray(num_cpus: int | None = None) -> Iterator[object]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def start_http(host: str, port: int) -> None:
-    """Start Serve's HTTP proxy on host:port (one proxy, on this node only)."""
+def start_http(host: str, port: int, keep_alive_timeout_s: float | None = None) -> None:
+    """Start Serve's HTTP proxy on host:port (one proxy, on this node only). keep_alive_timeout_s: seconds an
+    idle keep-alive connection stays open (None: Ray's default, 90)."""
     from ray import serve
 
-    serve.start(http_options={"host": host, "port": port, "location": "HeadOnly"})
+    options = {"host": host, "port": port, "location": "HeadOnly"}
+    if keep_alive_timeout_s is not None:
+        options["keep_alive_timeout_s"] = keep_alive_timeout_s
+    serve.start(http_options=options)

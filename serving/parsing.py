@@ -65,7 +65,8 @@ class Item:
 
 
 def parse_request(body: bytes, limits: RequestLimits) -> ModerationRequest:
-    """Check the body's size, decode its JSON and validate its structure. Raises RequestRejected (413/400/422)."""
+    """Check the body's size, decode its JSON and validate its structure. Raises RequestRejected (413/400/422):
+    400 for a body that is not JSON, not UTF-8, nested too deeply or holding a number too long to read."""
     if len(body) > limits.max_body_bytes:
         raise RequestRejected(413, "body_too_large",
                               f"the request body is {len(body)} bytes, over the limit of {limits.max_body_bytes}; "
@@ -79,6 +80,11 @@ def parse_request(body: bytes, limits: RequestLimits) -> ModerationRequest:
     except json.JSONDecodeError as exc:
         raise RequestRejected(400, "invalid_json",
                               f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise RequestRejected(400, "invalid_json", "the request body is nested too deeply (arrays or objects inside "
+                                                   "each other, hundreds of levels); a request is at most a few levels deep") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise RequestRejected(400, "invalid_json", f"the request body is not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(data, dict):
         raise RequestRejected(422, "invalid_request", f"the request body must be a JSON object, got {type(data).__name__}")
     try:

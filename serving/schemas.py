@@ -80,6 +80,8 @@ class RequestLimits(BaseModel):
     #: Longer side / shorter side per image; more is a per-item `image_decompression_bomb` error (from the header):
     #: preprocessing scales the shorter side to 256 px, so a 91-byte 1x6000 PNG would take 1.5 GB.
     max_image_aspect_ratio: float = Field(100.0, ge=1.0, le=10_000.0)
+    #: Seconds the whole request body may take to arrive; a slower one gets 408 `body_timeout` (slow-client guard).
+    body_timeout_s: float = Field(10.0, gt=0, le=600)
 
 
 class ServeArgs(BaseModel):

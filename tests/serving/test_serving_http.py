@@ -16,6 +16,8 @@ pytestmark = pytest.mark.ray
 TOKEN_ENV = "MODERATION_HTTP_TEST_TOKEN"
 TOKEN = "http-test-token-123"
 WAIT_S = 1.0
+BODY_TIMEOUT_S = 2.0
+KEEP_ALIVE_S = 1.0
 
 
 def _args(model_dir, **over) -> dict:
@@ -24,7 +26,7 @@ def _args(model_dir, **over) -> dict:
     args = {"model_dir": str(model_dir), "num_cpus": 0, "decode_workers": 0, "auth_token_env": TOKEN_ENV,
             "batch": {"max_batch_size": 8, "batch_wait_timeout_s": WAIT_S},
             "max_ongoing_requests": 1, "max_queued_requests": 1,
-            "limits": {"max_body_bytes": 32 * 1024, "max_items": 8}}
+            "limits": {"max_body_bytes": 32 * 1024, "max_items": 8, "body_timeout_s": BODY_TIMEOUT_S}}
     args.update(over)
     return args
 
@@ -41,7 +43,7 @@ def server(request, ray_local, tiny_serving_model_dir):
     port = free_port()
     mp = pytest.MonkeyPatch()
     mp.setenv(TOKEN_ENV, TOKEN)
-    start_http("127.0.0.1", port)
+    start_http("127.0.0.1", port, keep_alive_timeout_s=KEEP_ALIVE_S)
     serve.run(build_app(_args(tiny_serving_model_dir, topology=request.param)), name="moderation", route_prefix="/")
     try:
         yield f"http://127.0.0.1:{port}", port
@@ -135,6 +137,60 @@ def test_overload_answers_503_quickly(server):
             assert elapsed < WAIT_S  # shed at once, not after waiting behind the slow batch
         else:
             assert r.json()["results"][0]["error_code"] is None
+
+
+def test_with_auth_on_no_docs_and_no_server_paths(client, server, tiny_serving_model_dir):
+    """Issue 13.6: with auth on, /docs, /openapi.json and /redoc answered without a token, and /v1/model gave the
+    server's filesystem path of the model."""
+    import httpx
+
+    for path in ("/docs", "/openapi.json", "/redoc"):
+        assert httpx.get(server[0] + path, timeout=10).status_code == 404
+        assert client.get(path).status_code == 404  # not served at all, token or not
+    info = client.get("/v1/model")
+    assert info.status_code == 200 and "path" not in info.json()
+    assert str(tiny_serving_model_dir) not in info.text and str(tiny_serving_model_dir.parent) not in info.text
+
+
+def test_deeply_nested_json_is_400_over_http(client):
+    """Issue 13.5: RecursionError in json.loads was answered 500 internal_error."""
+    body = b'{"input": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    r = client.post("/v1/moderations", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    assert "nested too deeply" in r.json()["error"]["message"]
+
+
+def _read_until_closed(sock, limit_s: float) -> bytes:
+    """Everything the server sends until it closes the connection; fails if it is still open after limit_s."""
+    import socket
+
+    sock.settimeout(limit_s)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except socket.timeout:
+        pytest.fail(f"the server kept the connection open for {limit_s} s; received {data[:200]!r}")
+    return data
+
+
+def test_slow_body_gets_408_and_idle_connections_are_closed(server):
+    """Issue 13.9: a client trickling its body held a replica slot as long as it liked (Ray's proxy timeout can be
+    lifted by the client's own x-request-timeout-seconds header), and idle keep-alive connections stayed 90 s."""
+    import socket
+
+    port = server[1]
+    head = (b"POST /v1/moderations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + TOKEN.encode() +
+            b"\r\nContent-Type: application/json\r\nx-request-timeout-seconds: 0\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head + b"Content-Length: 100\r\n\r\n" + b'{"input"')  # 8 of the 100 bytes, then nothing
+        answer = _read_until_closed(sock, BODY_TIMEOUT_S + 20)
+    assert answer.startswith(b"HTTP/1.1 408") and b'"code":"body_timeout"' in answer
+    body = b'{"input": "hi"}'
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # a whole request, then idle
+        sock.sendall(head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        answer = _read_until_closed(sock, KEEP_ALIVE_S + 20)
+    assert answer.startswith(b"HTTP/1.1 200")
 
 
 def test_clean_shutdown_leaves_nothing_listening(server):

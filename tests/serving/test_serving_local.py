@@ -98,6 +98,31 @@ def test_bad_items_do_not_poison_the_batch(api, direct_scorer):
     assert by_id["good2"]["error_code"] is None
 
 
+def test_elongated_image_is_an_item_error_decided_from_its_header(api):
+    """Issue 13.1 (endpoint): a 91-byte 1x6000 PNG raised a replica from 1.3 to 2.9 GB while preprocessing scaled it
+    to 256 x 1,536,000 pixels. Now it is an item error (here 1x1000: it would have cost ~260 MB)."""
+    strip = base64.b64encode(png_bytes((1, 1000))).decode()
+    status, body = run(_moderate(api, {"posts": [{"id": "strip", "image": strip}, {"id": "ok", "text": "fine"}]}))
+    assert status == 200
+    strip_result, ok_result = body["results"]
+    assert strip_result["error_code"] == "image_decompression_bomb" and strip_result["flagged"] is None
+    assert "aspect ratio of 1000:1, over the limit of 100:1" in strip_result["error"]
+    assert ok_result["error_code"] is None
+
+
+def test_model_description_holds_no_server_paths():
+    """Issue 13.6: /v1/model returned the filesystem path of the model (and would of local encoders, hash lists)."""
+    from serving.app import _public
+
+    info = {"path": "/srv/models/mine", "model_version": "v1", "categories": ["hate"],
+            "text_encoder": {"name": "/srv/hf/minilm", "pooling": "mean"}, "image_encoder": {"name": "efficientnet_lite0"},
+            "hash_lists": [{"name": "known", "path": "/srv/lists/known.json", "version": "h1"}]}
+    assert _public(info) == {"model_version": "v1", "categories": ["hate"],
+                             "text_encoder": {"name": "minilm", "pooling": "mean"},
+                             "image_encoder": {"name": "efficientnet_lite0"},
+                             "hash_lists": [{"name": "known", "version": "h1"}]}
+
+
 def test_request_level_errors_are_4xx_json(api):
     status, body = run(_moderate(api, b"{not json"))
     assert status == 400 and body["error"]["code"] == "invalid_json"

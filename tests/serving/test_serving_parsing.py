@@ -102,6 +102,23 @@ def test_invalid_json_is_400():
     assert rejected(b'{"input": "\xff\xfe"}').status == 400
 
 
+@pytest.mark.parametrize("body", [
+    b'{"input": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+    b'{"posts": [{"id": ' + b'{"a": ' * 5_000 + b"1" + b"}" * 5_000 + b"}]}",
+    b"[" * 60_000,
+])
+def test_deeply_nested_json_is_400_not_500(body):
+    """Issue 13.5: json.loads raised RecursionError, which the endpoint answered 500 internal_error."""
+    exc = rejected(body, RequestLimits(max_body_bytes=1024 * 1024))
+    assert (exc.status, exc.code) == (400, "invalid_json")
+    assert "nested too deeply" in exc.message
+
+
+def test_number_too_long_to_read_is_400():
+    exc = rejected(b'{"input": "hi", "model": ' + b"7" * 5000 + b"}")
+    assert (exc.status, exc.code) == (400, "invalid_json") and "4300 digits" in exc.message
+
+
 @pytest.mark.parametrize("body, where", [
     ({"input": 5}, "must be a string, a list of strings"),
     ({"input": ["a", 1]}, "only strings or only content parts"),
