@@ -54,11 +54,19 @@ def register(subparsers: Any) -> None:
 
 
 def read_config(path: str | Path = DEFAULT_CONFIG) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The app's `args:` (build_app arguments) and the `http_options` of a Serve config file with one application."""
+    """The app's `args:` (build_app arguments) and the `http_options` of a Serve config file with one application.
+
+    Raises FileNotFoundError, or ValueError for a file that is not such a config (not YAML, not a mapping, not
+    exactly one application of serving.app:build_app)."""
     import yaml
 
     with open(path, encoding="utf-8") as fh:
-        config = yaml.safe_load(fh) or {}
+        try:
+            config = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:  # a one-line refusal (exit 2), not a traceback
+            raise ValueError(f"{path}: not a valid YAML file ({' '.join(str(exc).split())})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: a Serve config file is a YAML mapping (http_options, applications)")
     apps = config.get("applications") or []
     if len(apps) != 1:
         raise ValueError(f"{path}: expected exactly one application, found {len(apps)}")

@@ -276,3 +276,16 @@ def test_cli_merges_config_file_and_options(tmp_path):
     config.write_text("applications: [{name: a, import_path: other.module:app}]\n")
     with pytest.raises(ValueError, match="import_path must be serving.app:build_app"):
         _serve_args(build_parser().parse_args(["serve", "--config", str(config)]))
+
+
+def test_cli_refuses_a_config_that_is_not_yaml_in_one_line(tmp_path):
+    """`moderation serve --config broken.yaml` printed a yaml traceback (exit 1) instead of one line (exit 2)."""
+    from moderation.cli import main
+    from serving.cli import read_config
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("applications: [\n")
+    with pytest.raises(ValueError, match="broken.yaml: not a valid YAML file"):
+        read_config(broken)
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    assert main(["serve", "--config", str(tmp_path / "list.yaml")]) == 2
