@@ -253,7 +253,7 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
             if step % eval_every == 0 or out_of_time:
                 aps, mean_ap, stop_loss, score, per = evaluate()
                 entry = {"epoch": epoch, "step": step, "train_loss": running / max(running_n, 1), "stop_loss": stop_loss,
-                         "ap": aps, "mean_ap": mean_ap, config.stop_metric: per, "score": score,
+                         "ap": aps, "mean_ap": mean_ap, "stop_figures": per, "score": score,
                          "lr": sched.get_last_lr()[0], "seconds": round(time.time() - start_time, 1)}
                 running, running_n = 0.0, 0
                 history.append(entry)
@@ -261,7 +261,7 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
                 bar.set_postfix(loss=f"{entry['train_loss']:.4f}", **{config.stop_metric: f"{score:.4f}"})
                 if score > best["score"]:
                     best = {"epoch": epoch, "step": step, "score": score, "stop_metric": config.stop_metric,
-                            "mean_ap": mean_ap, "ap": aps, config.stop_metric: per, "stop_loss": stop_loss}
+                            "mean_ap": mean_ap, "ap": aps, "stop_figures": per, "stop_loss": stop_loss}
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()
                                   if k.startswith("head.") or any(k.startswith(f"encoders.{m}.") and
                                   (model.config.finetune.get(m) == "full" or "lora_" in k) for m in mods)}

@@ -100,13 +100,13 @@ def train_frozen(model: ModerationModel, train_set: LabelledSet, train_emb: Embe
         mean_ap = float(np.nanmean(list(aps.values())))
         score, per = stop_score(config.stop_metric, probs, y, model.categories, stop_sources)
         entry = {"epoch": epoch, "train_loss": total / max(count, 1), "stop_loss": stop_loss,
-                 "ap": aps, "mean_ap": mean_ap, config.stop_metric: per, "score": score, "lr": sched.get_last_lr()[0]}
+                 "ap": aps, "mean_ap": mean_ap, "stop_figures": per, "score": score, "lr": sched.get_last_lr()[0]}
         history.append(entry)
         write_log(log_path, entry)
         bar.set_postfix(loss=f"{entry['train_loss']:.4f}", **{config.stop_metric: f"{score:.4f}"})
         if score > best["score"]:
             best = {"epoch": epoch, "score": score, "stop_metric": config.stop_metric, "mean_ap": mean_ap, "ap": aps,
-                    config.stop_metric: per, "stop_loss": stop_loss}
+                    "stop_figures": per, "stop_loss": stop_loss}
             best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
             bad_epochs = 0
         else:
