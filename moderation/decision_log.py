@@ -36,6 +36,7 @@ that matters). Core module: no pandas, no ray; pyarrow only for Parquet, importe
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -221,6 +222,8 @@ class DecisionLog:
         self._pq_buffer: list[dict[str, Any]] = []
         self.rows_written = 0
         self.files_written: list[Path] = []
+        # A process that exits normally closes its file (a Parquet file is only readable once closed).
+        atexit.register(self.close)
 
     # --- building rows --------------------------------------------------------------------------------
 

@@ -200,7 +200,8 @@ def make_ingress(docs: bool = True) -> Any:
         def __init__(self, model: Optional[DeploymentHandle], limits: Optional[Dict[str, Any]] = None,
                      token_sha256: Optional[str] = None, request_timeout_s: float = 30.0,
                      model_args: Optional[Dict[str, Any]] = None, admit: Optional[int] = None,
-                     image_url_allowlist: Optional[List[str]] = None, image_fetch_timeout_s: float = 5.0) -> None:
+                     image_url_allowlist: Optional[List[str]] = None, image_fetch_timeout_s: float = 5.0,
+                     decision_log: Optional[Dict[str, Any]] = None) -> None:
             """Split topology: `model` is the ModerationModel handle. Fused: `model` is None and the model is
             built here from `model_args` (ModelCore's arguments); at most `admit` requests are with the model
             at once (None: no bound) and any more are answered 503 at once."""
@@ -218,6 +219,9 @@ def make_ingress(docs: bool = True) -> Any:
             self._http: Any = None  # httpx.AsyncClient for allow-listed image URLs, made on first use
             self.metrics = IngressMetrics()
             self._static: Optional[Dict[str, Any]] = None
+            # One writer per replica (its own files: host and pid in the names); see moderation.decision_log.
+            from moderation.decision_log import DecisionLog
+            self.decision_log = DecisionLog(decision_log) if decision_log else None
 
         def reconfigure(self, user_config: Dict[str, Any]) -> None:
             """Fused topology: the batching settings (`BatchConfig`) of the model this replica holds."""
@@ -259,6 +263,7 @@ def make_ingress(docs: bool = True) -> Any:
 
         async def moderate(self, body: bytes, authorization: Optional[str] = None) -> Tuple[int, Dict[str, Any]]:
             """The whole of POST /v1/moderations on a body: (HTTP status, JSON body). Never raises."""
+            start = time.perf_counter()
             if not self.authorized(authorization):
                 return 401, {"error": {"code": "unauthorized", "details": None,
                                        "message": "missing or wrong bearer token; send 'Authorization: Bearer <token>'"}}
@@ -293,7 +298,20 @@ def make_ingress(docs: bool = True) -> Any:
                 "results": results,
                 "errors": sum(r["error_code"] is not None for r in results),
             }
+            if self.decision_log is not None:
+                self._log_decisions(items, scored, info, (time.perf_counter() - start) * 1000, payload["id"])
             return response_status(results), payload
+
+        def _log_decisions(self, items: List[Item], scored: List[Any], info: Dict[str, Any], latency_ms: float,
+                           request_id: str) -> None:
+            """Append the request's decisions to the decision log; a failing log never fails the request."""
+            try:
+                self.decision_log.log_request(items, scored, info["categories"], latency_ms=latency_ms,
+                                              request_id=request_id, model_version=info["model_version"],
+                                              thresholds_version=info["thresholds_version"])
+            except Exception as exc:  # noqa: BLE001 - logged for the operator, the answer still goes out
+                self.decision_log_errors = getattr(self, "decision_log_errors", 0) + 1
+                logger.warning("decision log write failed (%d so far): %s", self.decision_log_errors, exc)
 
         async def _fetch_images(self, items: List[Item]) -> List[Item]:
             """Fetch the allow-listed image URLs of a request concurrently; a failed fetch fails its item only."""
@@ -472,7 +490,13 @@ def build_app(args: ServeArgs) -> Application:
                       decode_workers=args.decode_workers, torch_threads=max(1, int(args.num_cpus)),
                       limits=args.limits.model_dump(), ocr=args.ocr, ocr_with_image=args.ocr_with_image,
                       hash_lists=hash_lists)
+    decision_log = None
+    if args.decision_log is not None:  # made (and checked writable) here: a bad folder stops the start
+        from moderation.decision_log import DecisionLog
+        decision_log = {**args.decision_log.model_dump(), "path": str(Path(args.decision_log.path).expanduser().resolve())}
+        DecisionLog(decision_log)
     common = dict(limits=args.limits.model_dump(), token_sha256=token_sha256, request_timeout_s=args.request_timeout_s,
+                  decision_log=decision_log,
                   image_url_allowlist=list(args.image_url_allowlist), image_fetch_timeout_s=args.image_fetch_timeout_s)
     ingress = make_ingress(docs=token_sha256 is None)  # with auth on, the API's docs are not served: they need no token
     if args.topology == "split":

@@ -49,6 +49,9 @@ def register(subparsers: Any) -> None:
                    help="hash list of known violating images (repeatable; replaces the config's hash_lists)")
     p.add_argument("--auth-token-env", metavar="VAR", default=None,
                    help="require 'Authorization: Bearer <token>', the token read from this environment variable")
+    p.add_argument("--decision-log", metavar="DIR", default=None,
+                   help="log every decision to rotating JSONL files in DIR (no post content; other settings: the "
+                        "config's decision_log, see docs/operations.md)")
     # None = not given, so that a config file's values stand unless overridden (the help's defaults still hold).
     p.set_defaults(func=_cmd_serve, batch_size=None, device=None, precision=None)
 
@@ -101,6 +104,8 @@ def _serve_args(args: argparse.Namespace) -> tuple[dict, str, int]:
         value = getattr(args, name)
         if value is not None:
             app_args[name] = value
+    if getattr(args, "decision_log", None):
+        app_args["decision_log"] = {**(app_args.get("decision_log") or {}), "path": args.decision_log}
     host = args.host or http.get("host") or DEFAULT_HOST
     port = args.port or int(http.get("port") or DEFAULT_PORT)
     return app_args, host, port

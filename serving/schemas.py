@@ -84,6 +84,22 @@ class RequestLimits(BaseModel):
     body_timeout_s: float = Field(10.0, gt=0, le=600)
 
 
+class DecisionLogArgs(BaseModel):
+    """Where the ingress logs every decision (moderation.decision_log; docs/operations.md): one row per post,
+    rotating files, no post content unless `content` is true, ids hashed (salt $MODERATION_LOG_ID_SALT) with
+    `hash_ids`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    format: Literal["jsonl", "parquet"] = "jsonl"
+    rotate_mb: float = Field(64.0, gt=0)
+    rotate_minutes: float = Field(60.0, gt=0)
+    retention_days: Optional[float] = Field(None, gt=0)
+    content: bool = False
+    hash_ids: bool = False
+
+
 class ServeArgs(BaseModel):
     """Typed arguments of `serving.app:build_app` (also the fields of `args:` in a Serve config file)."""
 
@@ -140,6 +156,8 @@ class ServeArgs(BaseModel):
     image_url_allowlist: List[str] = Field(default_factory=list)
     #: Seconds one image fetch may take in all (connect + transfer) before the item fails (`image_fetch_failed`).
     image_fetch_timeout_s: float = Field(5.0, gt=0, le=60)
+    #: Log every decision to rotating files (None: no decision log). See DecisionLogArgs.
+    decision_log: Optional[DecisionLogArgs] = None
 
     @field_validator("image_url_allowlist")
     @classmethod
