@@ -23,6 +23,7 @@ PLUGINS: tuple[str, ...] = (
     "moderation.hashes_cli",
     "training.cli",
     "eval.cli",
+    "eval.monitor_cli",
     "serving.cli",
 )
 
