@@ -32,9 +32,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from moderation.decision_log import categories_in, decision_files
 
 from eval.drift import ks_test, mix_shift, psi, rate_change
 from eval.metrics import to_jsonable
@@ -152,24 +154,6 @@ class Decisions:
                          model_version=pick(self.model_version), skipped=list(self.skipped))
 
 
-def decision_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Decision logs / batch outputs named by files, folders (recursive) and globs: .jsonl and .parquet, without a
-    batch job's errors side files (`*.errors.jsonl`) and its unfinished work folders (`*.parts/`). Raises
-    FileNotFoundError when an input matches nothing, ValueError for a file of another format."""
-    from moderation.dumps import expand_inputs
-
-    out = []
-    for path in expand_inputs(inputs):
-        if path.suffix.lower() not in (".jsonl", ".ndjson", ".parquet", ".pq"):
-            raise ValueError(f"{path}: decision logs and batch outputs are .jsonl or .parquet files")
-        if path.name.endswith(".errors.jsonl") or any(part.endswith(".parts") for part in path.parts[:-1]):
-            continue
-        out.append(path)
-    if not out:
-        raise FileNotFoundError(f"no decision logs or batch outputs in {', '.join(map(str, inputs))}")
-    return out
-
-
 def parse_when(value: str, now: datetime | None = None) -> datetime:
     """A time bound: ISO 8601 ("2026-11-27", "2026-11-27T09:00Z") or a duration before now ("24h", "7d", "30m").
     Raises ValueError."""
@@ -190,13 +174,6 @@ def parse_duration(value: str) -> float:
     if not m or float(m.group(1)) <= 0:
         raise ValueError(f"{value!r} is not a duration such as 15m, 1h, 1d")
     return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def _categories_of(columns: Iterable[str]) -> list[str]:
-    cols = list(columns)
-    names = set(cols)
-    return [c[: -len("_score")] for c in cols
-            if c.endswith("_score") and f"{c[: -len('_score')]}_flagged" in names]
 
 
 def _as_bool(v: Any) -> int:
@@ -255,7 +232,7 @@ def load_decisions(inputs: Sequence[str | os.PathLike], *, categories: Sequence[
         found: list[str] | None = None
         for row in iter_log_rows(path, errors=skipped):
             if found is None:  # a file's columns are those of its first row (one schema per file)
-                found = _categories_of(row.keys())
+                found = categories_in(list(row.keys()))
                 seen_categories.update(found)
                 for c in (categories or found):
                     if c not in per_cat:  # rows read before this file did not have it

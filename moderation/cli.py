@@ -24,6 +24,7 @@ PLUGINS: tuple[str, ...] = (
     "training.cli",
     "eval.cli",
     "eval.monitor_cli",
+    "training.feedback_cli",
     "serving.cli",
 )
 

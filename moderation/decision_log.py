@@ -74,6 +74,12 @@ def log_columns(categories: Sequence[str]) -> list[str]:
     return cols + list(TAIL_COLUMNS)
 
 
+def categories_in(columns: Sequence[str]) -> list[str]:
+    """The categories of a decision log's or batch output's columns: every `<c>_score` with a `<c>_flagged`."""
+    names = set(columns)
+    return [c[: -len("_score")] for c in columns if c.endswith("_score") and f"{c[: -len('_score')]}_flagged" in names]
+
+
 def hash_id(post_id: str, salt: str = "") -> str:
     """sha256(salt + id), first 32 hex digits: a stable pseudonym that joins logs and verdicts without the id."""
     return hashlib.sha256((salt + str(post_id)).encode("utf-8")).hexdigest()[:32]
@@ -465,3 +471,21 @@ def iter_log_rows(path: str | os.PathLike, columns: Sequence[str] | None = None,
             yield from batch.to_pylist()
     else:
         raise ValueError(f"{path}: a decision log or batch output is .jsonl or .parquet")
+
+
+def decision_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Decision logs / batch outputs named by files, folders (recursive) and globs: .jsonl and .parquet, without a
+    batch job's errors side files (`*.errors.jsonl`) and its unfinished work folders (`*.parts/`). Raises
+    FileNotFoundError when an input matches nothing, ValueError for a file of another format."""
+    from moderation.dumps import expand_inputs
+
+    out = []
+    for path in expand_inputs(inputs):
+        if path.suffix.lower() not in (".jsonl", ".ndjson", ".parquet", ".pq"):
+            raise ValueError(f"{path}: decision logs and batch outputs are .jsonl or .parquet files")
+        if path.name.endswith(".errors.jsonl") or any(part.endswith(".parts") for part in path.parts[:-1]):
+            continue
+        out.append(path)
+    if not out:
+        raise FileNotFoundError(f"no decision logs or batch outputs in {', '.join(map(str, inputs))}")
+    return out
