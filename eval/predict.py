@@ -61,6 +61,20 @@ class PredictionSet:
             out[self.ok] = calibration.apply(self.logits[self.ok], self.categories, self.slices[self.ok])
         return out
 
+    def concat(self, other: "PredictionSet") -> "PredictionSet":
+        """This set's rows followed by `other`'s (same categories). Raises ValueError."""
+        if list(other.categories) != list(self.categories):
+            raise ValueError(f"cannot join predictions of categories {self.categories} and {other.categories}")
+        errors = dict(self.errors)
+        for code, n in other.errors.items():
+            errors[code] = errors.get(code, 0) + n
+        return PredictionSet(ids=self.ids + other.ids, logits=np.concatenate([self.logits, other.logits]),
+                             labels=np.concatenate([self.labels, other.labels]),
+                             slices=np.concatenate([np.asarray(self.slices, dtype=object), np.asarray(other.slices, dtype=object)]),
+                             ok=np.concatenate([self.ok, other.ok]), errors=errors, categories=list(self.categories),
+                             sources=list(self.sources) + list(other.sources), splits=list(self.splits) + list(other.splits),
+                             error_examples={**other.error_examples, **self.error_examples}, model_version=self.model_version)
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write to an .npz (arrays) + a .json sidecar (counts, names); loads back without pickle."""
         path = Path(path).with_suffix(".npz")

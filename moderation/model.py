@@ -125,7 +125,8 @@ class LateFusionClassifier(nn.Module):
     `image_weight` (C,) is set from validation data (the weight at which adding the image helps most, 0 when
     it never helps: the image branch is then off for that category when there is text) and is clamped to
     [0, image_weight_cap], so the image can never outweigh the text. `lexical_weight` (C,) is the lexical
-    channel's blend weight, also chosen on validation data. Both are buffers saved with the head.
+    channel's blend weight, also chosen on validation data; `image_categories` (C,) marks the categories the
+    image classifier was trained on. All three are buffers saved with the head.
     An absent modality's rows are ignored whatever they hold.
     """
 
@@ -138,6 +139,9 @@ class LateFusionClassifier(nn.Module):
         self.image_weight_cap = float(image_weight_cap)
         self.register_buffer("image_weight", torch.zeros(num_categories))
         self.register_buffer("lexical_weight", torch.zeros(num_categories))
+        #: 1 for the categories the image classifier was trained on (labelled posts with an image), 0 for the
+        #: others: an image alone says nothing about those (the scorer then reports them as not judged).
+        self.register_buffer("image_categories", torch.ones(num_categories))
 
     def unimodal(self, embeddings: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{modality: (B, C) logits of that modality's own classifier} (rows of absent posts are meaningless)."""

@@ -6,7 +6,9 @@
     lexical.json         the lexical channel's analyzer settings and vocabularies (when the config has one)
     lexical.safetensors  its idf weights and linear coefficients (moderation.lexical)
     calibration.json     probability calibration (optional, versioned; see moderation.calibration)
-    thresholds.json      per-category thresholds (optional, versioned)
+    thresholds.json      per-category thresholds (optional, versioned): the policy's block thresholds
+    policy.json          the moderation policy: block and review thresholds, language rule (optional, versioned;
+                         moderation.policy); without one, a block-only policy is derived from thresholds.json
     metrics.json         measured metrics (optional)
     MODEL_CARD.md        human-readable card (optional)
 
@@ -37,6 +39,7 @@ from moderation.calibration import (
 )
 from moderation.lexical import LEXICAL_JSON, LEXICAL_WEIGHTS, LexicalModel
 from moderation.model import ModelConfig, ModerationModel
+from moderation.policy import POLICY_FILE, Policy, PolicyError
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -60,6 +63,8 @@ class ModelInfo:
     calibration: Calibration | None
     thresholds: Thresholds | None
     meta: dict[str, Any]
+    #: The moderation policy (policy.json), when the directory has one.
+    policy: Policy | None = None
 
 
 def save_model(model: ModerationModel, path: str | os.PathLike, *, trained: bool, name: str = "moderation",
@@ -130,9 +135,16 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
             thresholds = Thresholds.from_json(read_json(path / THRESHOLDS_FILE))
     except (ValueError, KeyError, json.JSONDecodeError) as exc:
         raise ModelDirError(f"{path}: {exc}") from None
+    policy = None
+    if (path / POLICY_FILE).is_file():
+        try:
+            policy = Policy.load(path / POLICY_FILE)
+        except PolicyError as exc:
+            raise ModelDirError(str(exc)) from None
     meta = {k: v for k, v in raw.items() if k not in ("format_version", "model_version", "trained", "model")}
     return ModelInfo(path=path, config=config, model_version=str(raw.get("model_version", "unknown")),
-                     trained=bool(raw.get("trained", False)), calibration=calibration, thresholds=thresholds, meta=meta)
+                     trained=bool(raw.get("trained", False)), calibration=calibration, thresholds=thresholds, meta=meta,
+                     policy=policy)
 
 
 def load_model(path: str | os.PathLike, *, text_encoder: torch.nn.Module | None = None,

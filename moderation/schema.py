@@ -149,15 +149,22 @@ class HashMatch:
 
 @dataclass
 class CategoryResult:
-    """One category's verdict: calibrated probability, whether it is flagged, and the threshold used.
+    """One category's verdict: calibrated probability, its action, whether it is flagged, and the thresholds used.
 
-    `threshold` is None when the model directory has no threshold for this category (not fitted, or the
-    target precision was not reachable on the calibration split): such a category never flags automatically.
+    `flagged` is the automatic decision: the category's action is "block". `threshold` is the block threshold
+    (None: this category never blocks automatically, e.g. its target precision was not reachable on the
+    calibration split); `review_threshold` the lower one from which posts go to human review (None: no review
+    band). `applied_input_types` says which of the post's inputs this score used; empty when none of them can
+    judge this category (an image without text, for a category no image was ever labelled for): the score is
+    then 0 and the action "allow", as OpenAI's moderation API does for such categories.
     """
 
     score: float
     flagged: bool
     threshold: float | None
+    action: str | None = None
+    review_threshold: float | None = None
+    applied_input_types: list[str] | None = None
 
 
 @dataclass
@@ -178,6 +185,15 @@ class ScoreResult:
     ocr_text: str | None = None
     #: The nearest listed hash the image matched (moderation.hashes); its category is flagged whatever the score.
     hash_match: HashMatch | None = None
+    #: What to do with the post (moderation.policy): "allow", "review" or "block", the strongest over its
+    #: categories and the policy's other rules; None for a post that could not be scored (never "allow").
+    action: str | None = None
+    #: Why, strongest first: {"action", "category" (or None), "rule", "detail"}; empty when allowed.
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    #: The text's language (ISO 639-1, moderation.language) and the detector's confidence; None without text.
+    language: str | None = None
+    language_confidence: float | None = None
+    policy_version: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -185,34 +201,41 @@ class ScoreResult:
 
     @property
     def flagged(self) -> bool:
-        """True when any category is flagged or the image matched a hash list. An errored post is never
-        'flagged' and never 'safe': check `ok`."""
+        """True when the post is blocked automatically: a category is flagged (its action is "block") or the
+        image matched a hash list. An errored post is never 'flagged' and never 'safe': check `ok`."""
         return self.hash_match is not None or any(c.flagged for c in self.categories.values())
 
     @classmethod
     def failure(cls, post_id: str | None, error: InputError | Exception, model_version: str = "",
-                thresholds_version: str | None = None) -> "ScoreResult":
+                thresholds_version: str | None = None, policy_version: str | None = None) -> "ScoreResult":
+        """The result of a post that could not be scored: its error, no scores and no action."""
         if isinstance(error, InputError):
             code, message = error.code.value, error.message
         else:
             code, message = ErrorCode.INTERNAL.value, f"{type(error).__name__}: {error}"
         return cls(id=post_id, model_version=model_version, thresholds_version=thresholds_version,
-                   error=message, error_code=code)
+                   policy_version=policy_version, error=message, error_code=code)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: id, ok, flagged, categories {name: {score, flagged, threshold}}, ..."""
+        """A JSON-ready dict: id, ok, flagged, action, categories {name: {score, flagged, action, thresholds, ...}}, ..."""
         return {
             "id": self.id,
             "ok": self.ok,
             "flagged": self.flagged if self.ok else None,
-            "categories": {k: {"score": v.score, "flagged": v.flagged, "threshold": v.threshold}
+            "action": self.action,
+            "categories": {k: {"score": v.score, "flagged": v.flagged, "action": v.action, "threshold": v.threshold,
+                               "review_threshold": v.review_threshold, "applied_input_types": v.applied_input_types}
                            for k, v in self.categories.items()},
+            "reasons": list(self.reasons),
+            "language": self.language,
+            "language_confidence": self.language_confidence,
             "applied_input_types": list(self.applied_input_types),
             "text_truncated": self.text_truncated,
             "ocr_text": self.ocr_text,
             "hash_match": self.hash_match.to_dict() if self.hash_match is not None else None,
             "model_version": self.model_version,
             "thresholds_version": self.thresholds_version,
+            "policy_version": self.policy_version,
             "error_code": self.error_code,
             "error": self.error,
         }

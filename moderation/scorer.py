@@ -27,7 +27,9 @@ from moderation.calibration import sigmoid
 from moderation.hashes import HashList, HashMatcher
 from moderation.inputs import DEFAULT_LIMITS, InputLimits, check_text, load_image
 from moderation.model import ModelConfig, ModerationModel, PreparedPost, collate, merge_lora
+from moderation.language import detect_language
 from moderation.model_dir import ModelInfo, default_model_dir, load_model
+from moderation.policy import Policy, PolicyError, from_thresholds
 from moderation.ocr import OcrEngine, OcrUnavailableError, check_ocr_mode, model_dir as ocr_model_dir, shared_engine
 from moderation.schema import (
     CategoryResult,
@@ -96,7 +98,8 @@ class Scorer:
                  limits: InputLimits = DEFAULT_LIMITS, num_workers: int | None = None, ocr: str = "auto",
                  ocr_with_image: bool = False,
                  hash_lists: Sequence[str | os.PathLike | HashList] | HashMatcher | None = None,
-                 ocr_engine: OcrEngine | None = None) -> None:
+                 ocr_engine: OcrEngine | None = None, policy: Policy | str | os.PathLike | None = None,
+                 detect_language: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if precision not in PRECISIONS:
@@ -116,6 +119,8 @@ class Scorer:
         self._ocr_engine = ocr_engine
         self.ocr_with_image = bool(ocr_with_image)
         self.hash_matcher = _hash_matcher(hash_lists)
+        self.policy = self._resolve_policy(policy)
+        self.detect_language = bool(detect_language)
 
     # --- construction -------------------------------------------------------------------------------
 
@@ -148,6 +153,25 @@ class Scorer:
                          calibration=None, thresholds=None, meta={})
         return cls(model, info, **kwargs)
 
+    def _resolve_policy(self, policy: Policy | str | os.PathLike | None) -> Policy:
+        """The policy in use: the one given (object or file), else the model directory's policy.json, else a
+        block-only policy from its thresholds.json, else (an untrained model) one that never actions."""
+        if isinstance(policy, Policy):
+            chosen = policy
+        elif policy is not None:
+            chosen = Policy.load(policy)
+        elif self.info.policy is not None:
+            chosen = self.info.policy
+        elif self.info.thresholds is not None:
+            chosen = from_thresholds(self.info.thresholds)
+        else:
+            chosen = Policy(version="none", categories={}, meta={"note": "no thresholds: nothing is actioned"})
+        unknown = sorted(set(chosen.categories) - set(self.categories))
+        if unknown:
+            raise PolicyError(f"the policy {chosen.version} has categories {unknown} this model does not score "
+                              f"({self.categories})")
+        return chosen
+
     # --- what it is ---------------------------------------------------------------------------------
 
     @property
@@ -171,9 +195,12 @@ class Scorer:
         return self.info.trained
 
     def thresholds(self) -> dict[str, float | None]:
-        """Threshold per category (None: never flags automatically)."""
-        t = self.info.thresholds
-        return {c: (t.threshold(c) if t is not None else None) for c in self.categories}
+        """Block threshold per category, from the policy (None: never flags automatically)."""
+        return {c: (self.policy.categories[c].block if c in self.policy.categories else None) for c in self.categories}
+
+    def review_thresholds(self) -> dict[str, float | None]:
+        """Review threshold per category, from the policy (None: no review band)."""
+        return {c: (self.policy.categories[c].review if c in self.policy.categories else None) for c in self.categories}
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary: version, categories, modalities, thresholds, calibration, trained."""
@@ -183,7 +210,14 @@ class Scorer:
             "categories": self.categories,
             "modalities": list(self.modalities),
             "thresholds": self.thresholds(),
+            "review_thresholds": self.review_thresholds(),
             "thresholds_version": self.thresholds_version,
+            "policy_version": self.policy.version,
+            "policy": {"categories": {c: {"block": e.block, "review": e.review} for c, e in self.policy.categories.items()},
+                       "languages": {"trained": self.policy.languages.trained, "action": self.policy.languages.action,
+                                     "min_confidence": self.policy.languages.min_confidence,
+                                     "min_chars": self.policy.languages.min_chars}},
+            "image_categories": self.image_categories(),
             "target_precision": self.info.thresholds.target_precision if self.info.thresholds else None,
             "calibration_version": self.info.calibration.version if self.info.calibration else None,
             "text_encoder": self.info.config.text_encoder,
@@ -326,27 +360,62 @@ class Scorer:
                 truncated[idx] = batch["truncated"].numpy()
         return logits, truncated
 
+    def image_categories(self) -> list[str]:
+        """Categories an image alone can be judged for: those the image classifier was trained on (all, for a
+        fused head or a model that reads images only)."""
+        head = self.model.head
+        if "image" not in self.modalities:
+            return []
+        flags = getattr(head, "image_categories", None)
+        if flags is None:
+            return list(self.categories)
+        return [c for c, f in zip(self.categories, flags.tolist()) if f > 0]
+
+    def _category_inputs(self, applied: list[str], category: str, image_ok: set[str]) -> list[str]:
+        """The inputs of a post that a category's score used: the image counts where it can judge the category."""
+        weights = getattr(self.model.head, "image_weight", None)
+        has_text = any(t != "image" for t in applied)
+        if "image" not in applied:
+            return applied
+        if not has_text:
+            return applied if category in image_ok else []
+        if weights is not None:
+            j = self.categories.index(category)
+            if float(self.model.head.image_weight[j].clamp(0, self.model.config.image_weight_cap)) <= 0:
+                return [t for t in applied if t != "image"]
+        return applied
+
     def results(self, items: Sequence[PreparedPost], logits: np.ndarray, truncated: np.ndarray) -> list[ScoreResult]:
-        """Turn logits into results: calibrate, apply thresholds, record modalities and versions."""
+        """Turn logits into results: calibrate per input type, decide per the policy (thresholds, hash matches,
+        language), record inputs, language and versions."""
         cats = self.categories
         types = ["+".join(item.modalities) for item in items]
         probs = self.info.calibration.apply(logits, cats, types) if self.info.calibration else sigmoid(logits)
-        thresholds = self.thresholds()
+        policy = self.policy
+        block, review = self.thresholds(), self.review_thresholds()
+        image_ok = set(self.image_categories())
         out = []
         for i, item in enumerate(items):
-            categories = {}
-            for j, c in enumerate(cats):
-                score = float(probs[i, j])
-                t = thresholds[c]
-                categories[c] = CategoryResult(score=score, flagged=t is not None and score >= t, threshold=t)
+            applied = applied_input_types(item)
+            inputs = {c: self._category_inputs(applied, c, image_ok) for c in cats}
+            # A category none of the post's inputs can judge is not scored (0, allow), as OpenAI's API does.
+            scores = {c: (float(probs[i, j]) if inputs[c] else 0.0) for j, c in enumerate(cats)}
+            lang = detect_language(item.text) if self.detect_language and item.text is not None else None
             matches = getattr(item, "hash_matches", ())
-            for m in matches:  # a listed image is blocked for its category, whatever the model says
-                if m.category in categories:
-                    categories[m.category].flagged = True
-            out.append(ScoreResult(id=item.id, categories=categories, applied_input_types=applied_input_types(item),
+            decision = policy.decide(scores, language=lang.code if lang else None,
+                                     language_confidence=lang.confidence if lang else None,
+                                     letters=lang.letters if lang else 0,
+                                     hash_categories=[m.category for m in matches if m.category in scores])
+            categories = {c: CategoryResult(score=scores[c], flagged=decision.categories[c] == "block",
+                                            threshold=block[c], action=decision.categories[c],
+                                            review_threshold=review[c], applied_input_types=inputs[c]) for c in cats}
+            out.append(ScoreResult(id=item.id, categories=categories, applied_input_types=applied,
                                    model_version=self.model_version, thresholds_version=self.thresholds_version,
                                    text_truncated=bool(truncated[i]), ocr_text=getattr(item, "ocr_text", None),
-                                   hash_match=matches[0] if matches else None))
+                                   hash_match=matches[0] if matches else None, action=decision.action,
+                                   reasons=decision.reasons, language=lang.code if lang else None,
+                                   language_confidence=round(lang.confidence, 4) if lang else None,
+                                   policy_version=policy.version))
         return out
 
     def score_prepared(self, items: Sequence[PreparedPost | ScoreResult]) -> list[ScoreResult]:
@@ -371,7 +440,7 @@ class Scorer:
         return self.score_prepared(self.prepare_many(list(posts), image_root))
 
     def _failure(self, post_id: str | None, exc: Exception) -> ScoreResult:
-        return ScoreResult.failure(post_id, exc, self.model_version, self.thresholds_version)
+        return ScoreResult.failure(post_id, exc, self.model_version, self.thresholds_version, self.policy.version)
 
 
 def _post_id(post: Any) -> str | None:

@@ -156,11 +156,18 @@ def fit_channels(model: ModerationModel, train_set: LabelledSet, train_ok: np.nd
     blend = choose_blend(cats, labels, sources, present["text"], present["image"],
                          logits.get("text", np.zeros(labels.shape)), lexical, logits.get("image"),
                          model.config.image_weight_cap)
+    # The categories the image classifier saw labelled examples of (training posts with an image).
+    if "image" in mods:
+        with_image = train_ok & np.asarray([p.get("image") is not None for p in train_set.posts])
+        supervised = [bool((~np.isnan(train_set.labels[with_image, j])).any()) for j in range(len(cats))]
+    else:
+        supervised = [False] * len(cats)
     with torch.no_grad():
         head.lexical_weight.copy_(torch.tensor([blend.lexical_weight[c] for c in cats]))
         head.image_weight.copy_(torch.tensor([blend.image_weight[c] for c in cats]))
+        head.image_categories.copy_(torch.tensor([float(f) for f in supervised]))
     log("blend chosen on the early-stopping set: lexical weight " + ", ".join(f"{c} {blend.lexical_weight[c]:g}" for c in cats)
         + "; image weight " + ", ".join(f"{c} {blend.image_weight[c]:g}" for c in cats))
     report["blend"] = {"lexical_weight": blend.lexical_weight, "image_weight": blend.image_weight,
-                       "evidence": blend.evidence}
+                       "image_categories": [c for c, f in zip(cats, supervised) if f], "evidence": blend.evidence}
     return report

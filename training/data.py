@@ -213,6 +213,19 @@ class LabelledSet:
                            splits=[self.splits[i] for i in index] if self.splits else [],
                            problems={k: dict(v) for k, v in self.problems.items()})
 
+    def concat(self, other: "LabelledSet") -> "LabelledSet":
+        """This set's rows followed by `other`'s (same categories; ids are kept as they are). Raises ValueError."""
+        if list(other.categories) != list(self.categories):
+            raise ValueError(f"cannot join sets of categories {self.categories} and {other.categories}")
+        problems = {k: dict(v) for k, v in self.problems.items()}
+        for name, counts in other.problems.items():
+            for reason, n in counts.items():
+                problems.setdefault(name, {})[reason] = problems.get(name, {}).get(reason, 0) + n
+        return LabelledSet(posts=self.posts + other.posts, labels=np.concatenate([self.labels, other.labels]),
+                           categories=list(self.categories), sources=self.sources + other.sources,
+                           splits=(self.splits + other.splits) if self.splits and other.splits else [],
+                           problems=problems)
+
     def known(self) -> np.ndarray:
         """(N, C) bool: which labels are known."""
         return ~np.isnan(self.labels)

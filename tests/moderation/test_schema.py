@@ -39,15 +39,20 @@ def test_normalize_category_aliases_and_case():
 
 
 def test_result_dict_shape_and_flagged():
-    ok = ScoreResult(id="1", categories={"hate": CategoryResult(0.9, True, 0.8),
-                                         "offensive": CategoryResult(0.1, False, None)},
-                     applied_input_types=["text"], model_version="m", thresholds_version="t")
+    ok = ScoreResult(id="1", categories={"hate": CategoryResult(0.9, True, 0.8, "block", 0.3, ["text"]),
+                                         "offensive": CategoryResult(0.1, False, None, "allow", None, ["text"])},
+                     applied_input_types=["text"], model_version="m", thresholds_version="t", action="block",
+                     policy_version="p", language="en", language_confidence=0.9)
     d = ok.to_dict()
-    assert d["ok"] and d["flagged"] is True
-    assert d["categories"]["offensive"] == {"score": 0.1, "flagged": False, "threshold": None}
-    bad = ScoreResult.failure("2", InputError(ErrorCode.EMPTY_POST, "nothing"), "m")
+    assert d["ok"] and d["flagged"] is True and d["action"] == "block"
+    assert d["categories"]["offensive"] == {"score": 0.1, "flagged": False, "action": "allow", "threshold": None,
+                                            "review_threshold": None, "applied_input_types": ["text"]}
+    assert d["policy_version"] == "p" and d["language"] == "en"
+    bad = ScoreResult.failure("2", InputError(ErrorCode.EMPTY_POST, "nothing"), "m", policy_version="p")
     assert not bad.ok and not bad.flagged
-    assert bad.to_dict()["flagged"] is None  # an error is neither flagged nor safe
+    # An error is neither flagged nor safe: no action at all, never "allow".
+    assert bad.to_dict()["flagged"] is None and bad.to_dict()["action"] is None
+    assert bad.policy_version == "p"
     assert bad.error_code == "empty_post"
 
 

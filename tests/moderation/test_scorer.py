@@ -124,3 +124,62 @@ def test_shipped_default_model_is_trained_and_calibrated():
     calm, insult = scorer.score([{"id": "calm", "text": "Good morning everyone, have a lovely day!"},
                                  {"id": "insult", "text": "Shut up you stupid idiot, nobody wants to hear your pathetic whining, loser."}])
     assert insult.categories["offensive"].score > 0.8 > 0.2 > calm.categories["offensive"].score
+
+
+def test_policy_decides_every_result_and_a_policy_file_overrides_the_models(tiny_model_dir, tmp_path):
+    from moderation.policy import CategoryPolicy, LanguageRule, Policy
+    posts = [{"id": str(i), "text": f"post number {i} about the weather today"} for i in range(6)]
+    hate = sorted(r.categories["hate"].score for r in Scorer.from_dir(tiny_model_dir).score(posts))
+    policy = Policy("pol-test", {"hate": CategoryPolicy(block=(hate[4] + hate[5]) / 2, review=(hate[1] + hate[2]) / 2),
+                                 "offensive": CategoryPolicy()}, LanguageRule(trained=["en"]))
+    policy.save(tmp_path / "policy.json")
+    scorer = Scorer.from_dir(tiny_model_dir, policy=tmp_path / "policy.json", num_workers=0)
+    results = scorer.score(posts + [{"id": "empty", "text": "   "}])
+    actions = [r.action for r in results[:6]]
+    assert sorted(actions) == ["allow"] * 2 + ["block"] + ["review"] * 3
+    for r in results[:6]:
+        assert r.policy_version == "pol-test" and r.flagged == (r.action == "block")
+        assert r.categories["hate"].review_threshold == policy.categories["hate"].review
+        assert r.categories["offensive"].action == "allow"  # no thresholds: never actioned
+        assert r.language == "en"
+        assert (r.reasons[0]["category"] == "hate") if r.action != "allow" else not r.reasons
+    assert results[6].error_code == "empty_post" and results[6].action is None  # errors are never allowed
+    assert results[6].policy_version == "pol-test"
+    # The same policy in the model directory is what Scorer.from_dir uses by default.
+    policy.save(tiny_model_dir)
+    assert [r.action for r in Scorer.from_dir(tiny_model_dir, num_workers=0).score(posts)] == actions
+    assert Scorer.from_dir(tiny_model_dir).describe()["policy_version"] == "pol-test"
+
+
+def test_a_post_in_an_untrained_language_goes_to_review(tiny_model_dir):
+    scorer = Scorer.from_dir(tiny_model_dir, num_workers=0)  # no thresholds: nothing else actions
+    de, en, short = scorer.score([{"id": "de", "text": "Du bist ein wertloser Idiot und niemand mag dich."},
+                                  {"id": "en", "text": "You are welcome to join us for dinner tonight."},
+                                  {"id": "short", "text": "ok"}])
+    assert de.language == "de" and de.action == "review" and de.reasons[0]["rule"] == "language"
+    assert en.language == "en" and en.action == "allow"
+    assert short.action == "allow"  # two letters tell no language
+
+
+def test_a_policy_for_categories_the_model_lacks_is_refused(tiny_model_dir):
+    from moderation.policy import CategoryPolicy, Policy, PolicyError
+    with pytest.raises(PolicyError, match="does not score"):
+        Scorer.from_dir(tiny_model_dir, policy=Policy("p", {"violence": CategoryPolicy(block=0.9)}))
+
+
+def test_late_fusion_image_only_posts_are_judged_only_for_image_categories(tiny_config, tmp_path):
+    import torch
+    from moderation.model import ModerationModel
+    from moderation.model_dir import save_model
+    cfg = tiny_config.from_dict({**tiny_config.to_dict(), "fusion": "late"})
+    torch.manual_seed(0)
+    model = ModerationModel(cfg)
+    model.head.image_categories.copy_(torch.tensor([0.0, 1.0]))  # the image classifier knows offensive only
+    save_model(model, tmp_path / "m", trained=True)
+    scorer = Scorer.from_dir(tmp_path / "m", num_workers=0, ocr="off")
+    image_only, both = scorer.score([{"id": "i", "image": png_bytes()}, {"id": "b", "text": "hello", "image": png_bytes()}])
+    assert image_only.categories["hate"].applied_input_types == [] and image_only.categories["hate"].score == 0.0
+    assert image_only.categories["offensive"].applied_input_types == ["image"]
+    # image weight 0 (the default): the image adds nothing where there is text, and the result says so.
+    assert both.categories["offensive"].applied_input_types == ["text"]
+    assert both.applied_input_types == ["image", "text"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.benchmarks.quality import anchor_metrics, best_threshold, f1_scores, precision_at
+from eval.quality import ANCHORS, ANY, anchor_metrics, best_threshold, category_column, f1_scores, precision_at
 from training.recipes.default_model import DEFAULT_OUT, SHIPPED_FILES, install
 
 
@@ -23,14 +23,26 @@ def test_f1_scores_and_val_chosen_threshold():
     assert figs["macro_f1"] == 1.0 and figs["roc_auc"] == 1.0
 
 
-def test_precision_at_threshold_has_an_interval():
+def test_precision_of_flags_has_an_interval():
     y = np.array([1] * 9 + [0] * 11)
     p = np.linspace(1, 0, 20)
-    op = precision_at(y, p, threshold=p[9])
+    op = precision_at(y, p >= p[9])
     assert op["flagged"] == 10 and op["tp"] == 9 and op["precision"] == pytest.approx(0.9)
+    assert op["recall"] == 1.0 and op["flag_rate"] == 0.5
     lo, hi = op["precision_ci"]
     assert lo < 0.9 < hi
-    assert precision_at(y, p, None)["flagged"] == 0
+    assert precision_at(y, np.zeros(20, dtype=bool))["flagged"] == 0
+
+
+def test_any_category_is_the_highest_score_labelled_by_the_datasets_own_label():
+    class Pred:  # the two fields category_column reads
+        categories = ["hate", "offensive", "violence"]
+        labels = np.array([[np.nan, 1.0, np.nan], [np.nan, 0.0, np.nan], [1.0, np.nan, 0.0]])
+    probs = np.array([[0.1, 0.2, 0.9], [0.3, 0.1, 0.2], [0.5, 0.6, 0.1]])
+    scores, labels = category_column(Pred(), probs, ANY)
+    np.testing.assert_allclose(scores, [0.9, 0.3, 0.6])
+    np.testing.assert_array_equal(labels, [1.0, 0.0, 1.0])
+    assert ANCHORS["harmeme_text"].category == ANY
 
 
 def test_install_copies_only_the_small_trained_part(tmp_path):

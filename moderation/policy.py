@@ -1,0 +1,223 @@
+"""The moderation policy: what happens to a post, from its calibrated scores: allow, review or block.
+
+A model directory's `policy.json` (versioned, beside calibration.json and thresholds.json) holds, per category,
+
+    block   calibrated probability at or above which the post is removed automatically (fitted for a high
+            target precision with a lower confidence bound: automated removals must almost never be wrong);
+            null: this category never blocks automatically
+    review  a lower threshold: from it up to `block` the post goes to human review (fitted for a target
+            recall of block + review, a minimum review precision, or a review budget); null: no review band
+
+plus a language rule: posts whose detected language is not one the model was trained on are never allowed
+automatically; they go to `languages.action` ("review" by default; a deployment may choose otherwise).
+
+`Policy.decide(...)` gives a post's `Decision`: the action of each category, the post's action (the strongest
+of its categories and of the other rules), and why. An error is never decided: a post that could not be scored
+has no action (it is neither allowed nor removed; route it by its error_code).
+
+    {"format_version": 1, "version": "pol-...", "categories": {"hate": {"block": 0.93, "review": 0.31, ...}},
+     "languages": {"trained": ["en"], "action": "review", "min_confidence": 0.6, "min_chars": 12}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+POLICY_FILE = "policy.json"
+FORMAT_VERSION = 1
+#: Actions from the mildest to the strongest; a post's action is the strongest any rule gives it.
+ACTIONS: tuple[str, ...] = ("allow", "review", "block")
+LANGUAGE_ACTIONS: tuple[str, ...] = ("review", "allow", "block")
+
+
+class PolicyError(ValueError):
+    """A policy file or argument is invalid."""
+
+
+def strongest(actions: Sequence[str]) -> str:
+    """The strongest of `actions` ("allow" for none)."""
+    return max(actions, key=ACTIONS.index, default="allow")
+
+
+@dataclass
+class CategoryPolicy:
+    """Thresholds of one category on calibrated probabilities (None: that action never happens automatically)."""
+
+    block: float | None = None
+    review: float | None = None
+    #: How the thresholds were chosen and what they measured on the calibration split (diagnostics only).
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("block", "review"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0):
+                raise PolicyError(f"{name} threshold must be a probability in [0, 1] or null, got {v!r}")
+        if self.block is not None and self.review is not None and self.review > self.block:
+            raise PolicyError(f"the review threshold ({self.review}) must not exceed the block threshold ({self.block})")
+
+    def action(self, score: float) -> tuple[str, str]:
+        """(action, why) for one calibrated score."""
+        if self.block is not None and score >= self.block:
+            return "block", f"score {score:.3f} >= block threshold {self.block:.3f}"
+        if self.review is not None and score >= self.review:
+            return "review", f"score {score:.3f} >= review threshold {self.review:.3f}"
+        return "allow", "below the review threshold" if self.review is not None else "no review band"
+
+
+@dataclass
+class LanguageRule:
+    """Posts in a language the model was not trained on go to `action`, never to allow (unless configured).
+
+    A language is only called when the detector is at least `min_confidence` sure and the text holds at least
+    `min_chars` letters: a short or mixed post ("lol", an emoji, a name) is not evidence of another language.
+    """
+
+    trained: list[str] = field(default_factory=lambda: ["en"])
+    action: str = "review"
+    min_confidence: float = 0.6
+    min_chars: int = 12
+
+    def __post_init__(self) -> None:
+        if self.action not in LANGUAGE_ACTIONS:
+            raise PolicyError(f"languages.action must be one of {LANGUAGE_ACTIONS}, got {self.action!r}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise PolicyError(f"languages.min_confidence must be in [0, 1], got {self.min_confidence}")
+        self.trained = [str(c).lower() for c in self.trained]
+
+    def applies(self, language: str | None, confidence: float | None, letters: int) -> bool:
+        """True when `language` was detected with enough confidence on enough letters and is not trained."""
+        return (language is not None and language not in self.trained and confidence is not None
+                and confidence >= self.min_confidence and letters >= self.min_chars)
+
+
+@dataclass
+class Decision:
+    """What to do with one post: its action, each category's action, and the reasons (strongest first)."""
+
+    action: str
+    categories: dict[str, str]
+    reasons: list[dict[str, Any]]
+
+
+@dataclass
+class Policy:
+    """Per-category block / review thresholds and the language rule, versioned. See the module docstring."""
+
+    version: str
+    categories: dict[str, CategoryPolicy]
+    languages: LanguageRule = field(default_factory=LanguageRule)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def decide(self, scores: Mapping[str, float], *, language: str | None = None,
+               language_confidence: float | None = None, letters: int = 0,
+               hash_categories: Sequence[str] = ()) -> Decision:
+        """The decision for one scored post.
+
+        scores: calibrated probability per category; hash_categories: categories whose listed hash the image
+        matched (blocked whatever the scores); language / language_confidence / letters: the detected language
+        of the post's text (None when it has none). A category without a policy entry is never actioned.
+        """
+        cats: dict[str, str] = {}
+        reasons: list[dict[str, Any]] = []
+        for cat, score in scores.items():
+            entry = self.categories.get(cat)
+            action, why = entry.action(score) if entry is not None else ("allow", "no policy for this category")
+            if cat in hash_categories:
+                action, why = "block", "the image matches a listed hash of known violating images"
+            cats[cat] = action
+            if action != "allow":
+                reasons.append({"action": action, "category": cat, "rule": "hash_match" if cat in hash_categories
+                                else f"{action}_threshold", "detail": why})
+        if self.languages.applies(language, language_confidence, letters):
+            reasons.append({"action": self.languages.action, "category": None, "rule": "language",
+                            "detail": f"language {language!r} (confidence {language_confidence:.2f}) is not one the model "
+                                      f"was trained on ({', '.join(self.languages.trained)})"})
+        reasons.sort(key=lambda r: -ACTIONS.index(r["action"]))
+        return Decision(action=strongest([r["action"] for r in reasons]), categories=cats, reasons=reasons)
+
+    # --- storage --------------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "version": self.version,
+                "categories": {c: {"block": p.block, "review": p.review, **p.meta} for c, p in self.categories.items()},
+                "languages": {"trained": self.languages.trained, "action": self.languages.action,
+                              "min_confidence": self.languages.min_confidence, "min_chars": self.languages.min_chars},
+                **self.meta}
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = POLICY_FILE) -> "Policy":
+        """Build from parsed JSON; raises PolicyError naming the file and what is wrong."""
+        if not isinstance(data, dict) or "version" not in data or not isinstance(data.get("categories"), dict):
+            raise PolicyError(f"{source}: a policy is a JSON object with 'version' and 'categories'")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise PolicyError(f"{source} has format_version {data.get('format_version')!r}; this code reads {FORMAT_VERSION}")
+        cats = {}
+        for name, entry in data["categories"].items():
+            if not isinstance(entry, dict):
+                raise PolicyError(f"{source}: category {name!r} must be an object with 'block' and 'review'")
+            meta = {k: v for k, v in entry.items() if k not in ("block", "review")}
+            try:
+                cats[str(name)] = CategoryPolicy(block=entry.get("block"), review=entry.get("review"), meta=meta)
+            except PolicyError as exc:
+                raise PolicyError(f"{source}: category {name!r}: {exc}") from None
+        lang = data.get("languages") or {}
+        if not isinstance(lang, dict):
+            raise PolicyError(f"{source}: 'languages' must be an object")
+        unknown = set(lang) - {"trained", "action", "min_confidence", "min_chars"}
+        if unknown:
+            raise PolicyError(f"{source}: unknown 'languages' fields {sorted(unknown)}")
+        try:
+            rule = LanguageRule(**lang)
+        except (TypeError, PolicyError) as exc:
+            raise PolicyError(f"{source}: languages: {exc}") from None
+        meta = {k: v for k, v in data.items() if k not in ("format_version", "version", "categories", "languages")}
+        return cls(version=str(data["version"]), categories=cats, languages=rule, meta=meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Policy":
+        """Read a policy file (or the policy.json of a model directory). Raises PolicyError."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / POLICY_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise PolicyError(f"policy file not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise PolicyError(f"{path} is not a readable JSON policy: {exc}") from None
+        return cls.from_json(data, str(path))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically to `path` (a file, or a model directory's policy.json)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / POLICY_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+
+def policy_version(categories: Mapping[str, CategoryPolicy], languages: LanguageRule) -> str:
+    """"pol-<date>-<hash8>" of the thresholds and the language rule: it changes whenever they do."""
+    blob = json.dumps({"c": {k: [v.block, v.review] for k, v in sorted(categories.items())},
+                       "l": [languages.trained, languages.action, languages.min_confidence, languages.min_chars]},
+                      sort_keys=True).encode()
+    return f"pol-{datetime.now(timezone.utc):%Y%m%d}-{hashlib.sha256(blob).hexdigest()[:8]}"
+
+
+def from_thresholds(thresholds: Any, languages: LanguageRule | None = None) -> Policy:
+    """A block-only policy from a thresholds.json (moderation.calibration.Thresholds): for model directories
+    fitted before policies existed. No review band."""
+    rule = languages or LanguageRule()
+    cats = {c: CategoryPolicy(block=thresholds.threshold(c), review=None, meta={"from": thresholds.version})
+            for c in thresholds.categories}
+    return Policy(version=f"from-{thresholds.version}", categories=cats, languages=rule,
+                  meta={"note": "derived from thresholds.json: block thresholds only, no review band"})

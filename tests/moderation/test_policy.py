@@ -1,0 +1,101 @@
+"""The moderation policy: file round trip, the action logic (thresholds, hash matches, languages, errors)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moderation.policy import CategoryPolicy, LanguageRule, Policy, PolicyError, from_thresholds, policy_version
+from moderation.calibration import Thresholds
+
+
+def _policy(**lang) -> Policy:
+    cats = {"hate": CategoryPolicy(block=0.9, review=0.4), "offensive": CategoryPolicy(block=None, review=0.5)}
+    rule = LanguageRule(**lang) if lang else LanguageRule()
+    return Policy(version=policy_version(cats, rule), categories=cats, languages=rule)
+
+
+def test_file_round_trip_keeps_thresholds_rule_and_diagnostics(tmp_path):
+    p = _policy(trained=["en", "de"], action="review", min_confidence=0.7, min_chars=5)
+    p.categories["hate"].meta["block_fit"] = {"precision": 0.95}
+    path = p.save(tmp_path)
+    assert path.name == "policy.json"
+    again = Policy.load(tmp_path)
+    assert again.version == p.version
+    assert again.categories["hate"].block == 0.9 and again.categories["offensive"].block is None
+    assert again.categories["hate"].meta["block_fit"] == {"precision": 0.95}
+    assert again.languages.trained == ["en", "de"] and again.languages.min_confidence == 0.7
+    assert again.to_json() == p.to_json()
+
+
+def test_version_changes_with_the_thresholds():
+    a = _policy()
+    b = _policy()
+    b.categories["hate"] = CategoryPolicy(block=0.95, review=0.4)
+    assert a.version == _policy().version
+    assert policy_version(b.categories, b.languages) != a.version
+
+
+@pytest.mark.parametrize("scores, action, cats", [
+    ({"hate": 0.95, "offensive": 0.1}, "block", {"hate": "block", "offensive": "allow"}),
+    ({"hate": 0.5, "offensive": 0.1}, "review", {"hate": "review", "offensive": "allow"}),
+    ({"hate": 0.1, "offensive": 0.99}, "review", {"hate": "allow", "offensive": "review"}),  # no block threshold
+    ({"hate": 0.1, "offensive": 0.1}, "allow", {"hate": "allow", "offensive": "allow"}),
+])
+def test_action_is_the_strongest_over_categories(scores, action, cats):
+    d = _policy().decide(scores, language="en", language_confidence=0.99, letters=40)
+    assert d.action == action and d.categories == cats
+    assert [r["action"] for r in d.reasons] == sorted([r["action"] for r in d.reasons], key=["block", "review"].index)
+    if action != "allow":
+        assert d.reasons[0]["category"] in scores and "threshold" in d.reasons[0]["detail"]
+
+
+def test_hash_match_blocks_whatever_the_score():
+    d = _policy().decide({"hate": 0.01, "offensive": 0.01}, hash_categories=["offensive"])
+    assert d.action == "block" and d.categories["offensive"] == "block"
+    assert d.reasons[0]["rule"] == "hash_match"
+
+
+def test_an_untrained_language_is_never_allowed():
+    p = _policy()
+    d = p.decide({"hate": 0.01, "offensive": 0.01}, language="de", language_confidence=0.98, letters=25)
+    assert d.action == "review" and d.reasons[0]["rule"] == "language" and "'de'" in d.reasons[0]["detail"]
+    # Too short or too uncertain to tell: no language rule (an emoji or "lol" is not another language).
+    assert p.decide({"hate": 0.01}, language="de", language_confidence=0.98, letters=5).action == "allow"
+    assert p.decide({"hate": 0.01}, language="de", language_confidence=0.3, letters=40).action == "allow"
+    # The rule never weakens a stronger decision, and a deployment can choose its own action.
+    assert p.decide({"hate": 0.99}, language="de", language_confidence=0.98, letters=25).action == "block"
+    strict = _policy(action="block")
+    assert strict.decide({"hate": 0.01}, language="fr", language_confidence=0.9, letters=30).action == "block"
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"version": "x", "categories": {}}, "format_version"),
+    ({"format_version": 1, "categories": {}}, "'version' and 'categories'"),
+    ({"format_version": 1, "version": "x", "categories": {"hate": {"block": 1.5}}}, "probability"),
+    ({"format_version": 1, "version": "x", "categories": {"hate": {"block": 0.5, "review": 0.8}}}, "must not exceed"),
+    ({"format_version": 1, "version": "x", "categories": {}, "languages": {"action": "allowish"}}, "languages.action"),
+    ({"format_version": 1, "version": "x", "categories": {}, "languages": {"colour": 1}}, "unknown 'languages'"),
+])
+def test_invalid_policies_are_refused_with_the_reason(tmp_path, data, message):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(PolicyError, match=message):
+        Policy.load(path)
+
+
+def test_missing_or_broken_file_says_so(tmp_path):
+    with pytest.raises(PolicyError, match="not found"):
+        Policy.load(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(PolicyError, match="not a readable JSON policy"):
+        Policy.load(tmp_path / "bad.json")
+
+
+def test_block_only_policy_from_old_thresholds():
+    t = Thresholds(version="thr-1", categories={"hate": {"threshold": None}, "offensive": {"threshold": 0.9}})
+    p = from_thresholds(t)
+    assert p.categories["offensive"].block == 0.9 and p.categories["offensive"].review is None
+    assert p.decide({"hate": 0.99, "offensive": 0.95}).action == "block"
+    assert p.decide({"hate": 0.99, "offensive": 0.5}).action == "allow"  # hate never blocks: no threshold
