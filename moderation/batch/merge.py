@@ -53,15 +53,17 @@ def _to_string(value: Any) -> str | None:
 def _result_arrow_schema(categories: Sequence[str]):
     import pyarrow as pa
     fields = [("id", pa.string()), ("source_file", pa.string()), ("source_row", pa.int64()), ("ok", pa.bool_()),
-              ("flagged", pa.bool_())]
+              ("flagged", pa.bool_()), ("action", pa.string())]
     for c in categories:
-        fields += [(f"{c}_score", pa.float64()), (f"{c}_flagged", pa.bool_()), (f"{c}_threshold", pa.float64())]
+        fields += [(f"{c}_score", pa.float64()), (f"{c}_flagged", pa.bool_()), (f"{c}_threshold", pa.float64()),
+                   (f"{c}_action", pa.string())]
     hash_match = pa.struct([("list", pa.string()), ("list_version", pa.string()), ("id", pa.string()),
                             ("category", pa.string()), ("distance", pa.int64()), ("threshold", pa.int64())])
     fields += [("applied_input_types", pa.list_(pa.string())), ("text_truncated", pa.bool_()),
-               ("ocr_text", pa.string()), ("hash_match", hash_match),
-               ("model_version", pa.string()), ("thresholds_version", pa.string()), ("error_code", pa.string()),
-               ("error", pa.string())]
+               ("ocr_text", pa.string()), ("hash_match", hash_match), ("language", pa.string()),
+               ("language_confidence", pa.float64()), ("action_reasons", pa.string()),
+               ("model_version", pa.string()), ("thresholds_version", pa.string()), ("policy_version", pa.string()),
+               ("error_code", pa.string()), ("error", pa.string())]
     return pa.schema(fields)
 
 

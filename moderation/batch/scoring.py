@@ -3,6 +3,7 @@ item in order, never a dropped row (a failure of the model is reported on each r
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Sequence
@@ -14,32 +15,40 @@ from moderation.schema import ErrorCode, InputError, ScoreResult
 
 def result_columns(categories: Sequence[str]) -> list[str]:
     """Output columns before the carried-through input columns, in order."""
-    cols = ["id", "source_file", "source_row", "ok", "flagged"]
+    cols = ["id", "source_file", "source_row", "ok", "flagged", "action"]
     for c in categories:
-        cols += [f"{c}_score", f"{c}_flagged", f"{c}_threshold"]
-    return cols + ["applied_input_types", "text_truncated", "ocr_text", "hash_match", "model_version",
-                   "thresholds_version", "error_code", "error"]
+        cols += [f"{c}_score", f"{c}_flagged", f"{c}_threshold", f"{c}_action"]
+    return cols + ["applied_input_types", "text_truncated", "ocr_text", "hash_match", "language", "language_confidence",
+                   "action_reasons", "model_version", "thresholds_version", "policy_version", "error_code", "error"]
 
 
 def make_record(item: Item, result: ScoreResult | None, categories: Sequence[str], model_version: str,
-            thresholds_version: str | None, error: BaseException | None = None) -> dict[str, Any]:
+                thresholds_version: str | None, error: BaseException | None = None,
+                policy_version: str | None = None) -> dict[str, Any]:
     """The internal (part-file) row: output columns plus `seq` and `_extras`."""
     rec: dict[str, Any] = {"seq": item.seq, "id": item.id, "source_file": item.source_file,
                            "source_row": item.source_row}
     ok = result is not None and result.ok
     rec["ok"] = ok
     rec["flagged"] = result.flagged if ok else None
+    rec["action"] = result.action if ok else None  # an error is never "allow": it has no action
     for c in categories:
         cat = result.categories.get(c) if ok else None
         rec[f"{c}_score"] = cat.score if cat else None
         rec[f"{c}_flagged"] = cat.flagged if cat else None
         rec[f"{c}_threshold"] = cat.threshold if cat else None
+        rec[f"{c}_action"] = cat.action if cat else None
     rec["applied_input_types"] = list(result.applied_input_types) if ok else []
     rec["text_truncated"] = bool(result.text_truncated) if ok else False
     rec["ocr_text"] = clean_text(result.ocr_text) if ok and result.ocr_text is not None else None
     rec["hash_match"] = result.hash_match.to_dict() if ok and result.hash_match is not None else None
+    rec["language"] = result.language if ok else None
+    rec["language_confidence"] = result.language_confidence if ok else None
+    rec["action_reasons"] = json.dumps(result.reasons, ensure_ascii=False) if ok else None
     rec["model_version"] = model_version
     rec["thresholds_version"] = thresholds_version
+    rec["policy_version"] = policy_version if policy_version is not None else (
+        result.policy_version if result is not None else None)
     if ok:
         rec["error_code"] = rec["error"] = None
     else:
@@ -90,6 +99,7 @@ class ChunkScorer:
         from moderation.model import PreparedPost
         scorer = self.scorer
         mv, tv = scorer.model_version, scorer.thresholds_version
+        pv = getattr(getattr(scorer, "policy", None), "version", None)
         done = [(item, p.result() if isinstance(p, Future) else p) for item, p in handle]
         ready = [(i, prep) for i, (_, prep) in enumerate(done) if isinstance(prep, PreparedPost)]
         results: dict[int, ScoreResult] = {}
@@ -105,13 +115,13 @@ class ChunkScorer:
         out = []
         for i, (item, prep) in enumerate(done):
             if item.error is not None:
-                out.append(make_record(item, None, self.categories, mv, tv, item.error))
+                out.append(make_record(item, None, self.categories, mv, tv, item.error, pv))
             elif isinstance(prep, BaseException):
-                out.append(make_record(item, None, self.categories, mv, tv, prep))
+                out.append(make_record(item, None, self.categories, mv, tv, prep, pv))
             elif i in results:
-                out.append(make_record(item, results[i], self.categories, mv, tv))
+                out.append(make_record(item, results[i], self.categories, mv, tv, None, pv))
             else:
-                out.append(make_record(item, None, self.categories, mv, tv, failure or RuntimeError("not scored")))
+                out.append(make_record(item, None, self.categories, mv, tv, failure or RuntimeError("not scored"), pv))
         return out
 
     def score(self, items: Sequence[Item]) -> list[dict[str, Any]]:

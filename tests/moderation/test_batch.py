@@ -113,8 +113,13 @@ def test_output_contract_with_every_kind_of_bad_row(tiny_scorer, bad_dump, tmp_p
             assert 0.0 <= first["hate_score"] <= 1.0 and 0.0 <= first["offensive_score"] <= 1.0
             assert first["hate_flagged"] is not None and "hate_threshold" in first
             assert first["model_version"] == tiny_scorer.model_version
+            assert first["action"] in ("allow", "review", "block") and first["hate_action"] in ("allow", "review", "block")
+            assert first["policy_version"] == tiny_scorer.policy.version and "action_reasons" in first
         else:
             assert not first["ok"] and first["error"] and first["hate_score"] is None and first["flagged"] is None
+            # An error is never allowed: it has no action at all (but says which policy was in force).
+            assert first["action"] is None and first["hate_action"] is None
+            assert first["policy_version"] == tiny_scorer.policy.version
     assert by_id["dup"][1]["error_code"] == "duplicate_id"
     assert by_id["long-text"][0]["text_truncated"] is True
     assert by_id["ok-both"][0]["applied_input_types"] == ["image", "text"]
