@@ -135,6 +135,10 @@ class Policy:
             if action != "allow":
                 reasons.append({"action": action, "category": cat, "rule": "hash_match" if cat in hash_categories
                                 else f"{action}_threshold", "detail": why})
+        for cat in hash_categories:
+            if cat not in scores:  # a listed category the model does not score (e.g. a programme's own) still blocks
+                reasons.append({"action": "block", "category": cat, "rule": "hash_match",
+                                "detail": "the image matches a listed hash of known violating images"})
         if self.languages.applies(language, language_confidence, letters):
             reasons.append({"action": self.languages.action, "category": None, "rule": "language",
                             "detail": f"language {language!r} (confidence {language_confidence:.2f}) is not one the model "

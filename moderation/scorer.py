@@ -405,7 +405,7 @@ class Scorer:
             decision = policy.decide(scores, language=lang.code if lang else None,
                                      language_confidence=lang.confidence if lang else None,
                                      letters=lang.letters if lang else 0,
-                                     hash_categories=[m.category for m in matches if m.category in scores])
+                                     hash_categories=[m.category for m in matches])
             categories = {c: CategoryResult(score=scores[c], flagged=decision.categories[c] == "block",
                                             threshold=block[c], action=decision.categories[c],
                                             review_threshold=review[c], applied_input_types=inputs[c]) for c in cats}

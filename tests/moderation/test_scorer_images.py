@@ -104,6 +104,7 @@ def test_listed_image_is_blocked_and_others_are_not(tiny_model_dir, tmp_path):
     assert (m.list, m.id, m.category, m.list_version) == ("known-bad", "case-41", "hate", hl.version)
     assert 0 <= m.distance <= 31 and m.threshold == 31
     assert blocked.flagged and blocked.categories["hate"].flagged  # whatever the model said...
+    assert blocked.action == "block" and blocked.categories["hate"].action == "block"
     assert 0.0 <= blocked.categories["hate"].score <= 1.0          # ...which still scored it
     assert blocked.to_dict()["hash_match"]["id"] == "case-41"
     assert other.hash_match is None and text.hash_match is None
@@ -115,8 +116,9 @@ def test_hash_list_category_the_model_lacks_still_flags(tiny_model_dir):
     hl = HashList(name="csam-hashes")
     hl.add(pdq_hash(img)[0], "child_safety")
     result = _scorer(tiny_model_dir, ocr="off", hash_lists=[hl]).score([{"id": "a", "image": encode(img)}])[0]
-    assert result.flagged and result.hash_match.category == "child_safety"
+    assert result.flagged and result.hash_match.category == "child_safety" and result.action == "block"
     assert "child_safety" not in result.categories
+    assert {"action": "block", "category": "child_safety", "rule": "hash_match"}.items() <= result.reasons[0].items()
 
 
 def test_bad_ocr_mode_and_missing_list(tiny_model_dir, tmp_path):
