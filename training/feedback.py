@@ -410,8 +410,9 @@ def simulate_verdicts(decisions: Sequence[str | os.PathLike], spec: Any, *, spli
     """A SIMULATION of reviewers, for tests and demonstrations: verdicts taken from a labelled dataset's labels.
 
     decisions: batch outputs (or logs) of the current model over the dataset's posts (ids as in the dataset).
-    A post goes to "review" for a category when the rows carry the policy's `<c>_action` "review", else when its
-    score is at least `review_min_score` (and it was not flagged: a flag is an automatic block). budget: at most
+    A post goes to "review" for a category when its `<c>_action` is "review" (the policy's review band), or, when no
+    row has a review action (no policy, or one without a review band), when its score is at least
+    `review_min_score` and it was not flagged (a flag is an automatic block). budget: at most
     this many reviewed posts, highest scores first. report_rate: the share of the other (allowed) posts that a
     user "reports" (drawn at random). Each such post gets one verdict per category the dataset labels, with the
     dataset's label as the verdict, `reviewer` as the reviewer and the decision's time (or now).
@@ -426,16 +427,20 @@ def simulate_verdicts(decisions: Sequence[str | os.PathLike], spec: Any, *, spli
     rng = random.Random(seed)
     review: list[tuple[float, str, str]] = []
     reported: list[str] = []
+    band = any(row.get(f"{c}_action") == "review" for row in index.rows.values() for c in categories)
     for pid in labels:
         row = index.lookup(pid)
         if row is None or not row.get("ok", True):
             continue
         sent = []
         for c in categories:
-            action = row.get(f"{c}_action")
             score = row.get(f"{c}_score")
-            if action == "review" or (action is None and review_min_score is not None and score is not None
-                                      and score >= review_min_score and not row.get(f"{c}_flagged")):
+            if band:
+                to_review = row.get(f"{c}_action") == "review"
+            else:
+                to_review = (review_min_score is not None and score is not None and score >= review_min_score
+                             and not row.get(f"{c}_flagged"))
+            if to_review:
                 sent.append((score or 0.0, c))
         if sent:
             best = max(sent)
@@ -457,5 +462,6 @@ def simulate_verdicts(decisions: Sequence[str | os.PathLike], spec: Any, *, spli
                                  "time": row.get("time") or _now(), "origin": origin,
                                  "note": f"simulated from {spec.name} labels"})
     counts = {"posts_in_split": len(labels), "decisions_found": len(index), "sent_to_review": len(review),
+              "review_by": "policy review action" if band else f"score >= {review_min_score} and not blocked",
               "reported": len(reported), "verdicts": len(verdicts)}
     return verdicts, counts

@@ -85,7 +85,8 @@ def register(subparsers: Any) -> None:
     sim.add_argument("--split", default="train", help="its split(s) the posts come from (default: train)")
     sim.add_argument("--categories", required=True, help="comma-separated categories of the verdicts")
     sim.add_argument("--review-min-score", type=float, default=0.5,
-                     help="without policy actions: a score from which an unflagged post goes to review (default 0.5)")
+                     help="when no decision carries a review action (no policy, or no review band): the score from which "
+                          "an unblocked post goes to review (default 0.5)")
     sim.add_argument("--budget", type=int, default=None, help="at most this many reviewed posts (highest scores)")
     sim.add_argument("--report-rate", type=float, default=0.0,
                      help="share of the other posts that users report (default 0)")
@@ -231,7 +232,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(v) + "\n" for v in verdicts), encoding="utf-8")
-    print(f"SIMULATED reviewers: {counts['sent_to_review']} posts sent to review and {counts['reported']} reported "
+    print(f"SIMULATED reviewers: {counts['sent_to_review']} posts sent to review ({counts['review_by']}) and "
+          f"{counts['reported']} reported "
           f"of {counts['posts_in_split']} in {spec.name} ({', '.join(sorted(splits))}); {counts['verdicts']} verdicts "
           f"(the dataset's labels) -> {out}")
     return EXIT_OK

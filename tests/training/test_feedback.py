@@ -169,3 +169,21 @@ def test_feedback_cli_add_stats_and_exit_statuses(tmp_path, logs, capsys):
                  "--harmful", "yes", "--reviewer", "a"]) == 2
     assert "give --categories" in capsys.readouterr().err
     assert main(["feedback", "add", "--store", str(store), "--post-id", "p1"]) == 2
+
+
+def test_simulated_reviewers_follow_the_policy_review_band(tmp_path):
+    from training.data import DatasetSpec
+
+    data = tmp_path / "ds" / "data.jsonl"
+    data.parent.mkdir()
+    data.write_text("".join(json.dumps({"id": f"x{i}", "text": f"post {i}", "label": 1, "split": "train"}) + "\n"
+                            for i in range(6)))
+    actions = ["allow", "review", "block", "review", "allow", "allow"]
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps({"id": f"x{i}", "ok": True, "hate_score": 0.9 - i / 10, "hate_flagged": a == "block",
+                                           "hate_action": a, "offensive_score": 0.0, "offensive_flagged": False,
+                                           "offensive_action": "allow", "text": f"post {i}"}) + "\n"
+                               for i, a in enumerate(actions)))
+    verdicts, counts = simulate_verdicts([results], DatasetSpec(data, {"label": "hate"}, "ds"), split="train",
+                                         categories=CATS, review_min_score=0.0)
+    assert [v["post_id"] for v in verdicts] == ["x1", "x3"] and counts["review_by"] == "policy review action"
