@@ -428,8 +428,9 @@ def category_drift(c: str, ref: Decisions, cur: Decisions, th: AlertThresholds, 
              ("block_rate", ref.actions[c][r_ok] == "block", cur.actions[c][c_ok] == "block")]
     if ref.has_actions[c] and cur.has_actions[c]:
         rules.append(("review_rate", ref.actions[c][r_ok] == "review", cur.actions[c][c_ok] == "review"))
-    # Without policy actions in either set the block rate IS the flag rate: one alert, on the block rate.
-    same_as_block = not (ref.has_actions[c] or cur.has_actions[c])
+    # Where every flag is a block and every block a flag (no policy, or flagged meaning "blocked"), the two rates
+    # are one figure: one alert, on the block rate.
+    same_as_block = all(np.array_equal(d.flagged[c][d.ok] == 1, d.actions[c][d.ok] == "block") for d in (ref, cur))
     for name, a, b in rules:
         rc, alert = _rate_rule("rate", name.replace("_", " "), int(a.sum()), int(a.size), int(b.sum()), int(b.size),
                                th, c, enough)
