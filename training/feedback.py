@@ -415,8 +415,8 @@ def simulate_verdicts(decisions: Sequence[str | os.PathLike], spec: Any, *, spli
     `review_min_score` and it was not flagged (a flag is an automatic block). budget: at most
     this many reviewed posts, highest scores first. report_rate: the share of the other (allowed) posts that a
     user "reports" (drawn at random). Each such post gets one verdict per category the dataset labels, with the
-    dataset's label as the verdict, `reviewer` as the reviewer and the decision's time (or now).
-    Returns (verdicts, counts).
+    dataset's label as the verdict, `reviewer` as the reviewer and the decision's time (or now); the verdict on the
+    category a post was sent to review for says so (`model_action` "review"). Returns (verdicts, counts).
     """
     from training.data import load_labelled
 
@@ -450,6 +450,7 @@ def simulate_verdicts(decisions: Sequence[str | os.PathLike], spec: Any, *, spli
     review.sort(reverse=True)
     if budget is not None:
         review = review[:budget]
+    sent_for = {pid: c for _, pid, c in review}
     verdicts = []
     for origin, pids in (("model", [pid for _, pid, _ in review]), ("report", reported)):
         for pid in pids:
@@ -458,9 +459,11 @@ def simulate_verdicts(decisions: Sequence[str | os.PathLike], spec: Any, *, spli
                 y = labels[pid][j]
                 if y != y:  # NaN: the dataset says nothing about this category
                     continue
-                verdicts.append({"post_id": pid, "category": c, "harmful": bool(y), "reviewer": reviewer,
-                                 "time": row.get("time") or _now(), "origin": origin,
-                                 "note": f"simulated from {spec.name} labels"})
+                v = {"post_id": pid, "category": c, "harmful": bool(y), "reviewer": reviewer,
+                     "time": row.get("time") or _now(), "origin": origin, "note": f"simulated from {spec.name} labels"}
+                if origin == "model" and c == sent_for[pid]:
+                    v["model_action"] = "review"  # the simulated review band, which the decisions may not encode
+                verdicts.append(v)
     counts = {"posts_in_split": len(labels), "decisions_found": len(index), "sent_to_review": len(review),
               "review_by": "policy review action" if band else f"score >= {review_min_score} and not blocked",
               "reported": len(reported), "verdicts": len(verdicts)}

@@ -146,6 +146,7 @@ def test_simulated_reviewers_take_the_dataset_labels(tmp_path):
     assert counts["sent_to_review"] == 5 and [v["post_id"] for v in verdicts] == ["x17", "x16", "x15", "x14", "x13"]
     assert all(v["harmful"] == (int(v["post_id"][1:]) % 2 == 1) and v["category"] == "hate" for v in verdicts)
     assert all(v["reviewer"] == "simulated" and "simulated" in v["note"] for v in verdicts)
+    assert all(v["model_action"] == "review" and v["origin"] == "model" for v in verdicts)
 
 
 def test_feedback_cli_add_stats_and_exit_statuses(tmp_path, logs, capsys):
