@@ -434,8 +434,10 @@ def category_drift(c: str, ref: Decisions, cur: Decisions, th: AlertThresholds, 
     for name, a, b in rules:
         rc, alert = _rate_rule("rate", name.replace("_", " "), int(a.sum()), int(a.size), int(b.sum()), int(b.size),
                                th, c, enough)
+        if alert and name == "flag_rate" and same_as_block:
+            alert, rc["alert"] = None, False
         out["rates"][name] = rc
-        if alert and not (name == "flag_rate" and same_as_block):
+        if alert:
             alerts.append(alert)
     if rs.size and cs.size:
         p = psi(rs, cs)

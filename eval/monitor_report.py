@@ -74,6 +74,8 @@ def category_figure(c: str, ref: Decisions, cur: Decisions, summary: dict[str, A
             ys = [w["categories"].get(c, {}).get(key) for w in windows]
             if key not in rates or all(y is None for y in ys):
                 continue
+            if key == "review_rate" and not rates[key]["reference"] and not any(ys):
+                continue  # no review band: nothing to draw
             if key == "flag_rate" and rates.get("block_rate") and all(
                     a == b for a, b in zip(ys, [w["categories"].get(c, {}).get("block_rate") for w in windows])):
                 continue  # no policy: block = flag, one line is enough
