@@ -52,6 +52,9 @@ def add_model_args(parser: argparse.ArgumentParser,
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="fp32, or bf16 autocast: faster, scores differ slightly (default: fp32)")
+    parser.add_argument("--policy", metavar="FILE", default=None,
+                        help="moderation policy file (block / review thresholds, language rule) to use instead of "
+                             "the model directory's policy.json (see `moderation calibrate`, docs/evaluation.md)")
 
 
 def add_image_args(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +78,7 @@ def build_scorer(args: argparse.Namespace, **kwargs: Any):
     _quiet_libraries()
     from moderation.scorer import Scorer
     opts = dict(batch_size=args.batch_size, device=args.device, precision=args.precision, **kwargs)
-    for name in ("ocr", "ocr_with_image", "hash_lists"):
+    for name in ("ocr", "ocr_with_image", "hash_lists", "policy"):
         if hasattr(args, name):
             opts.setdefault(name, getattr(args, name))
     return Scorer.from_dir(args.model, **opts) if args.model else Scorer.default(**opts)
@@ -89,24 +92,50 @@ def untrained_banner(scorer) -> str | None:
 
 
 def threshold_lines(scorer) -> list[str]:
-    """One line per category: its threshold and target precision, or why it never flags automatically."""
-    thresholds = scorer.info.thresholds
-    target = thresholds.target_precision if thresholds is not None else None
+    """One line per category: what its score leads to (block / review thresholds of the policy, or why not),
+    then the policy's language rule."""
+    policy = scorer.policy
     lines = []
-    for category, t in scorer.thresholds().items():
-        if t is not None:
-            goal = f" (fitted for precision {target:.2f})" if target else ""
-            lines.append(f"{category}: flagged when score >= {t:.4f}{goal}")
-        elif thresholds is None:
-            lines.append(f"{category}: no thresholds fitted: never flagged automatically (run `moderation calibrate`)")
+    for category in scorer.categories:
+        entry = policy.categories.get(category)
+        if entry is None:
+            lines.append(f"{category}: no policy for this category: never actioned (run `moderation calibrate`)")
+            continue
+        fit = entry.meta.get("block_fit") or {}
+        if entry.block is not None:
+            target = fit.get("target_precision")
+            block = f"block at >= {entry.block:.4f}" + (f" (fitted for precision {target:.2f})" if target else "")
         else:
-            goal = f"precision {target:.2f}" if target else "the target precision"
-            lines.append(f"{category}: no threshold ({goal} not reachable on the calibration data): never flagged "
-                         "automatically (its scores are still reported, e.g. for human review)")
+            why = f"precision {fit['target_precision']:.2f} not reachable on the calibration data" \
+                if fit.get("status") == "unreachable" and fit.get("target_precision") else "no block threshold"
+            block = f"never blocked automatically ({why})"
+        review = f"review at >= {entry.review:.4f}" if entry.review is not None else "no review band"
+        lines.append(f"{category}: {block}; {review}")
+    rule = policy.languages
+    lines.append(f"languages: trained on {', '.join(rule.trained)}; a post in another language goes to {rule.action}")
     return lines
 
 
 # --- demo -------------------------------------------------------------------------------------------
+
+def action_text(result, trained: bool = True) -> str:
+    """"BLOCK: hate", "REVIEW: offensive, language de", "allow": the post's action and its reasons, short."""
+    if not trained:
+        return "(untrained)"
+    if result.action in (None, "allow"):
+        return str(result.action or "-")
+    why = []
+    for r in result.reasons:
+        if r["action"] != result.action:
+            continue
+        if r["rule"] == "language":
+            why.append(f"language {result.language}")
+        elif r["rule"] == "hash_match":
+            why.append(f"{r['category']} (hash)")
+        else:
+            why.append(str(r["category"]))
+    return f"{result.action.upper()}: {', '.join(why)}"
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from moderation.dumps import read_jsonl
@@ -130,14 +159,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     banner = untrained_banner(scorer)
     if banner:
         print("\n" + textwrap.fill(banner, 100) + "\n")
-    print(f"model {scorer.model_version}  categories {', '.join(scorer.categories)}  "
-          f"thresholds {scorer.thresholds_version or 'none'}")
+    print(f"model {scorer.model_version}  categories {', '.join(scorer.categories)}  policy {scorer.policy.version}")
     for line in threshold_lines(scorer):
         print("  " + line)
     lists = ", ".join(f"{d['name']} ({d['entries']} hashes, {d['version']})" for d in scorer.describe()["hash_lists"])
     print(f"  images: OCR {scorer.ocr}; hash lists: {lists or 'none (--hash-list FILE)'}")
     cats = scorer.categories
-    header = f"{'id':<14} {'input':<14} " + " ".join(f"{c[:9]:>9}" for c in cats) + f"  {'verdict':<22} text"
+    header = f"{'id':<14} {'input':<14} " + " ".join(f"{c[:9]:>9}" for c in cats) + f"  {'action':<30} text"
     print(header)
     print("-" * len(header))
     for post, r in zip(posts, results):
@@ -149,18 +177,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print(f"{str(r.id):<14} {'-':<14} " + " ".join(f"{'-':>9}" for _ in cats) + f"  ERROR {r.error_code}: {r.error}")
             continue
         scores = " ".join(f"{r.categories[c].score:>9.3f}" for c in cats)
-        flagged = [c for c in cats if r.categories[c].flagged]
-        if r.hash_match is not None:
-            verdict = f"BLOCKED: {r.hash_match.category} (hash)"
-        elif flagged:
-            verdict = "FLAGGED: " + ",".join(flagged)
-        else:
-            verdict = "not flagged" if scorer.trained else "(untrained)"
-        print(f"{str(r.id):<14} {'+'.join(r.applied_input_types):<14} {scores}  {verdict:<22} {snippet}")
+        print(f"{str(r.id):<14} {'+'.join(r.applied_input_types):<14} {scores}  {action_text(r, scorer.trained):<30} {snippet}")
     n_err = sum(not r.ok for r in results) + len(bad_lines)
-    n_flag = sum(r.ok and r.flagged for r in results)
-    print(f"\n{len(rows)} posts read, {len(results) - sum(not r.ok for r in results)} scored, {n_err} errors, "
-          f"{n_flag} flagged. Results: {out.resolve()}")
+    counts = {a: sum(r.ok and r.action == a for r in results) for a in ("block", "review", "allow")}
+    print(f"\n{len(rows)} posts read, {len(results) - sum(not r.ok for r in results)} scored, {n_err} errors; "
+          f"{counts['block']} blocked, {counts['review']} to review, {counts['allow']} allowed. Results: {out.resolve()}")
     return 0
 
 

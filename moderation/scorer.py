@@ -119,7 +119,7 @@ class Scorer:
         self._ocr_engine = ocr_engine
         self.ocr_with_image = bool(ocr_with_image)
         self.hash_matcher = _hash_matcher(hash_lists)
-        self.policy = self._resolve_policy(policy)
+        self.policy = self.resolve_policy(policy)
         self.detect_language = bool(detect_language)
 
     # --- construction -------------------------------------------------------------------------------
@@ -153,9 +153,11 @@ class Scorer:
                          calibration=None, thresholds=None, meta={})
         return cls(model, info, **kwargs)
 
-    def _resolve_policy(self, policy: Policy | str | os.PathLike | None) -> Policy:
+    def resolve_policy(self, policy: Policy | str | os.PathLike | None) -> Policy:
         """The policy in use: the one given (object or file), else the model directory's policy.json, else a
-        block-only policy from its thresholds.json, else (an untrained model) one that never actions."""
+        block-only policy from its thresholds.json, else (an untrained model) one that never actions.
+
+        Raises PolicyError for an unreadable file or a policy naming categories this model does not score."""
         if isinstance(policy, Policy):
             chosen = policy
         elif policy is not None:

@@ -127,8 +127,17 @@ class ModelCore:
                            self.scorer.model_version)
 
     def reconfigure(self, user_config: Dict[str, Any]) -> None:
-        """Apply a new `BatchConfig` (max_batch_size, batch_wait_timeout_s) without restarting the replica."""
+        """Apply a new `BatchConfig` (batch size and wait, the policy) without restarting the replica.
+
+        Raises PolicyError (the reconfigure fails, the old settings stay) for a policy that does not fit the model.
+        """
+        from moderation.policy import Policy
+
         config = BatchConfig.model_validate(user_config or {})
+        # Checked before anything changes: a bad policy leaves the replica as it was.
+        policy = self.scorer.resolve_policy(Policy.from_json(config.policy, "user_config.policy")
+                                            if config.policy is not None else None)
+        self.scorer.policy = policy
         self._score_one.set_max_batch_size(config.max_batch_size)
         self._score_one.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
         # The scorer sorts a batch by length and runs it in chunks of this size (one chunk when None).
@@ -294,6 +303,8 @@ def make_ingress(docs: bool = True) -> Any:
                 "model": info["model_version"],
                 "model_version": info["model_version"],
                 "thresholds_version": info["thresholds_version"],
+                # From the results: the policy can change while the replica runs (reconfigure).
+                "policy_version": next((r.policy_version for r in scored if getattr(r, "policy_version", None)), None),
                 "trained": info["trained"],
                 "results": results,
                 "errors": sum(r["error_code"] is not None for r in results),
@@ -486,6 +497,11 @@ def build_app(args: ServeArgs) -> Application:
     from moderation.hashes import HashList
 
     hash_lists = [str(HashList.load(Path(p).expanduser()).path.resolve()) for p in args.hash_lists]
+    if args.policy:  # read here (a bad file stops the start); the replicas get its contents as user_config
+        from moderation.policy import Policy
+
+        args = args.model_copy(update={"batch": args.batch.model_copy(
+            update={"policy": Policy.load(Path(args.policy).expanduser()).to_json()})})
     model_args = dict(model_dir=model_dir, device=args.device, precision=args.precision,
                       decode_workers=args.decode_workers, torch_threads=max(1, int(args.num_cpus)),
                       limits=args.limits.model_dump(), ocr=args.ocr, ocr_with_image=args.ocr_with_image,

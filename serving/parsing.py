@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from moderation.inputs import decode_base64, decode_data_url
-from moderation.schema import ErrorCode, InputError
+from moderation.schema import ErrorCode, InputError, openai_name
 from serving.fetch import UrlAllowList
 from serving.schemas import ImagePart, ModerationRequest, RequestLimits, TextPart
 
@@ -194,12 +194,22 @@ def _image_bytes(image: str, limits: RequestLimits, image_is_url: bool, have_all
     return data
 
 
+def _openai_inputs(types: list[str] | None) -> list[str]:
+    """Our applied input types in OpenAI's vocabulary ("text", "image"): text read from the image is "image"."""
+    out = {("image" if t in ("image", "ocr_text") else t) for t in types or []}
+    return sorted(out)
+
+
 def format_results(items: list[Item], scored: list[Any], categories: list[str]) -> list[dict[str, Any]]:
     """Merge the items refused here with the model's results (`ScoreResult`s, in the order of the ok items).
 
-    Returns one OpenAI-shaped result dict per item, in request order. Errored items are never "safe":
-    `flagged` and every category are null and `error_code` / `error` say why.
+    Returns one OpenAI-shaped result dict per item, in request order. Category keys are OpenAI's names where
+    the meaning matches (moderation.schema.OPENAI_CATEGORIES: offensive -> harassment); `flagged` and
+    `categories` are the automatic decision (block). Ours beside them: `action` (allow / review / block),
+    `category_actions`, `review_categories`, `reasons`, `language`, thresholds and versions. Errored items are
+    never "safe": `flagged`, `action` and every category are null and `error_code` / `error` say why.
     """
+    names = {c: openai_name(c) for c in categories}
     ok_results = iter(scored)
     out = []
     for item in items:
@@ -211,10 +221,21 @@ def format_results(items: list[Item], scored: list[Any], categories: list[str]) 
             out.append({
                 "id": item.id,
                 "flagged": result.flagged,
-                "categories": {c: cats[c].flagged for c in categories},
-                "category_scores": {c: cats[c].score for c in categories},
-                "category_applied_input_types": {c: list(result.applied_input_types) for c in categories},
-                "category_thresholds": {c: cats[c].threshold for c in categories},
+                "categories": {names[c]: cats[c].flagged for c in categories},
+                "category_scores": {names[c]: cats[c].score for c in categories},
+                "category_applied_input_types": {names[c]: _openai_inputs(
+                    cats[c].applied_input_types if cats[c].applied_input_types is not None else result.applied_input_types)
+                    for c in categories},
+                "action": result.action,
+                "category_actions": {names[c]: cats[c].action for c in categories},
+                "review_categories": [names[c] for c in categories if cats[c].action == "review"],
+                "reasons": [{**r, "category": names.get(r.get("category"), r.get("category"))} for r in result.reasons],
+                "category_thresholds": {names[c]: cats[c].threshold for c in categories},
+                "category_review_thresholds": {names[c]: cats[c].review_threshold for c in categories},
+                "applied_input_types": list(result.applied_input_types),
+                "language": result.language,
+                "language_confidence": result.language_confidence,
+                "policy_version": result.policy_version,
                 "text_truncated": bool(result.text_truncated),
                 "ocr_text": result.ocr_text,
                 "hash_match": result.hash_match.to_dict() if result.hash_match is not None else None,
@@ -227,10 +248,19 @@ def format_results(items: list[Item], scored: list[Any], categories: list[str]) 
         out.append({
             "id": item.id,
             "flagged": None,
-            "categories": {c: None for c in categories},
-            "category_scores": {c: None for c in categories},
-            "category_applied_input_types": {c: [] for c in categories},
-            "category_thresholds": {c: None for c in categories},
+            "categories": {names[c]: None for c in categories},
+            "category_scores": {names[c]: None for c in categories},
+            "category_applied_input_types": {names[c]: [] for c in categories},
+            "action": None,
+            "category_actions": {names[c]: None for c in categories},
+            "review_categories": [],
+            "reasons": [],
+            "category_thresholds": {names[c]: None for c in categories},
+            "category_review_thresholds": {names[c]: None for c in categories},
+            "applied_input_types": [],
+            "language": None,
+            "language_confidence": None,
+            "policy_version": result.policy_version if result is not None else None,
             "text_truncated": False,
             "ocr_text": None,
             "hash_match": None,

@@ -18,7 +18,7 @@ when the builder's annotation is a real class, not a string.
 """
 
 import math
-from typing import Annotated, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError, field_validator,
                       model_validator)
@@ -27,7 +27,8 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAd
 
 
 class BatchConfig(BaseModel):
-    """Run-time batching settings of the model deployment: its `user_config`, applied by `reconfigure`.
+    """Run-time settings of the model deployment: its `user_config`, applied by `reconfigure` without a restart:
+    batching, and the moderation policy.
 
     max_batch_size counts posts (not requests): a request of several posts adds each of them to the queue.
     """
@@ -41,6 +42,10 @@ class BatchConfig(BaseModel):
     #: of this size, so that short posts are not padded to the longest one). None: the whole batch at once.
     #: On CPU, 8 is measured faster than 32 (docs/benchmarks-serving.md); on GPU, leave it None.
     forward_batch_size: Optional[int] = Field(None, ge=1, le=1024)
+    #: The moderation policy in force (the contents of a policy.json, moderation.policy): None uses the model
+    #: directory's own. Changing it in a running deployment's config applies it at once (`serve deploy` /
+    #: `serve.run` with the new config); a policy that does not fit the model fails the reconfigure.
+    policy: Optional[Dict[str, Any]] = None
 
 
 class AutoscalingArgs(BaseModel):
@@ -119,6 +124,9 @@ class ServeArgs(BaseModel):
     #: Hash-list files of known violating images (moderation.hashes): a match flags the listed category and
     #: the result carries `hash_match`. Paths must be readable where the model replicas run.
     hash_lists: List[str] = Field(default_factory=list)
+    #: A policy file (moderation.policy) to use instead of the model directory's policy.json; it is read here
+    #: and handed to the replicas as `batch.policy` (their user_config), so it can later change without restart.
+    policy: Optional[str] = None
 
     batch: BatchConfig = Field(default_factory=BatchConfig)
     #: Requests a model replica holds at once. None: 2 x max_batch_size, so one batch fills while one runs.
@@ -272,8 +280,11 @@ class ModerationRequest(BaseModel):
 class ModerationResult(BaseModel):
     """One item's verdict: OpenAI's fields plus ours.
 
-    An item that could not be scored has `flagged: null`, every category `null` in `categories` and
-    `category_scores`, empty `category_applied_input_types`, and `error_code` / `error` set: never "safe".
+    Category keys are OpenAI's names where the meaning matches (offensive -> harassment). `flagged` and
+    `categories` are the automatic decision (the policy's block); `action` says what to do with the post
+    (allow / review / block) and `reasons` why. An item that could not be scored has `flagged: null`,
+    `action: null`, every category `null`, empty `category_applied_input_types`, and `error_code` / `error`
+    set: never "safe".
     """
 
     id: str
@@ -281,7 +292,22 @@ class ModerationResult(BaseModel):
     categories: Dict[str, Optional[bool]]
     category_scores: Dict[str, Optional[float]]
     category_applied_input_types: Dict[str, List[str]]
+    #: "allow" | "review" | "block": the strongest of the categories' actions and the policy's other rules.
+    action: Optional[Literal["allow", "review", "block"]] = None
+    category_actions: Dict[str, Optional[str]] = Field(default_factory=dict)
+    #: The categories whose score falls in their human-review band.
+    review_categories: List[str] = Field(default_factory=list)
+    #: Why, strongest first: {action, category (null for a post-level rule), rule, detail}.
+    reasons: List[Dict[str, Optional[str]]] = Field(default_factory=list)
+    #: Block thresholds (flagged at or above) and review thresholds, per category; null: never.
     category_thresholds: Dict[str, Optional[float]]
+    category_review_thresholds: Dict[str, Optional[float]] = Field(default_factory=dict)
+    #: What the scores used ("image", "ocr_text": text read from the image, "text").
+    applied_input_types: List[str] = Field(default_factory=list)
+    #: The text's language (ISO 639-1) and the detector's confidence; null without text.
+    language: Optional[str] = None
+    language_confidence: Optional[float] = None
+    policy_version: Optional[str] = None
     text_truncated: bool = False
     #: Text OCR read in the image ("" none found); null when OCR did not run on this item.
     ocr_text: Optional[str] = None
@@ -309,6 +335,8 @@ class ModerationResponse(BaseModel):
     model: str
     model_version: str
     thresholds_version: Optional[str]
+    #: The moderation policy the actions follow (moderation.policy); it can change without a restart.
+    policy_version: Optional[str] = None
     #: False for the default architecture with an untrained head: its scores are not judgements.
     trained: bool
     results: List[ModerationResult]

@@ -32,6 +32,10 @@ LEXICAL_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0
 IMAGE_GRID_STEPS = 10
 #: The AUROC an image weight must add over the text alone on the validation memes to be switched on.
 MIN_IMAGE_GAIN = 0.01
+#: The AUROC the image classifier must reach alone on the validation images of a category for an image without
+#: text to be judged for it at all (below, such an image is reported as not judged for that category: a branch
+#: close to chance would only send every picture to review).
+MIN_IMAGE_ONLY_AUC = 0.6
 
 
 @dataclass
@@ -156,12 +160,21 @@ def fit_channels(model: ModerationModel, train_set: LabelledSet, train_ok: np.nd
     blend = choose_blend(cats, labels, sources, present["text"], present["image"],
                          logits.get("text", np.zeros(labels.shape)), lexical, logits.get("image"),
                          model.config.image_weight_cap)
-    # The categories the image classifier saw labelled examples of (training posts with an image).
+    # The categories an image alone may be judged for: the image classifier saw labelled examples of them
+    # (training posts with an image) and beats chance clearly on the validation images.
+    supervised = [False] * len(cats)
     if "image" in mods:
         with_image = train_ok & np.asarray([p.get("image") is not None for p in train_set.posts])
-        supervised = [bool((~np.isnan(train_set.labels[with_image, j])).any()) for j in range(len(cats))]
-    else:
-        supervised = [False] * len(cats)
+        for j, c in enumerate(cats):
+            if not (~np.isnan(train_set.labels[with_image, j])).any():
+                continue
+            rows = present["image"] & ~np.isnan(labels[:, j])
+            auc = _score(logits["image"][:, j], labels[:, j], sources, rows)
+            blend.evidence[c]["image_only_auc"] = auc
+            supervised[j] = bool(auc >= MIN_IMAGE_ONLY_AUC)
+            blend.evidence[c]["image_only_rule"] = (f"an image without text is judged for {c} only if the image "
+                                                    f"classifier reaches ROC-AUC >= {MIN_IMAGE_ONLY_AUC} alone on the "
+                                                    f"validation images: {auc:.3f}")
     with torch.no_grad():
         head.lexical_weight.copy_(torch.tensor([blend.lexical_weight[c] for c in cats]))
         head.image_weight.copy_(torch.tensor([blend.image_weight[c] for c in cats]))

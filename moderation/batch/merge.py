@@ -104,11 +104,12 @@ def merge_parts(parts: Sequence[Path], out: Path, errors_path: Path, categories:
             for rec in read_part(part):
                 if duplicate_seqs and rec["seq"] in duplicate_seqs and rec.get("id") is not None:
                     err = duplicate_error(rec["id"])
-                    rec.update({"ok": False, "flagged": None, "applied_input_types": [], "text_truncated": False,
-                                "ocr_text": None, "hash_match": None,
+                    rec.update({"ok": False, "flagged": None, "action": None, "applied_input_types": [],
+                                "text_truncated": False, "ocr_text": None, "hash_match": None, "language": None,
+                                "language_confidence": None, "action_reasons": None,
                                 "error_code": err.code.value, "error": err.message})
                     for c in categories:
-                        rec[f"{c}_score"] = rec[f"{c}_flagged"] = rec[f"{c}_threshold"] = None
+                        rec[f"{c}_score"] = rec[f"{c}_flagged"] = rec[f"{c}_threshold"] = rec[f"{c}_action"] = None
                 yield rec
 
     if fmt == "parquet":  # the file's schema is fixed before the first row: one cheap pass over the extras

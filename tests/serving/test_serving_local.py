@@ -57,11 +57,11 @@ def test_openai_shapes_answer_openai_fields(api):
     assert [r["id"] for r in body["results"]] == ["0", "1"]
     r = body["results"][0]
     assert set(r) >= {"flagged", "categories", "category_scores", "category_applied_input_types"}
-    assert set(r["categories"]) == {"hate", "offensive"}
+    assert set(r["categories"]) == {"hate", "harassment"}
     assert all(0.0 <= s <= 1.0 for s in r["category_scores"].values())
     assert r["category_applied_input_types"]["hate"] == ["text"]
     # The tiny model directory has no thresholds: nothing may flag, and the response says why (null threshold).
-    assert r["flagged"] is False and r["category_thresholds"] == {"hate": None, "offensive": None}
+    assert r["flagged"] is False and r["category_thresholds"] == {"hate": None, "harassment": None}
 
 
 def test_multimodal_parts_and_posts(api):
@@ -69,7 +69,7 @@ def test_multimodal_parts_and_posts(api):
     status, body = run(_moderate(api, {"input": [{"type": "text", "text": "caption"},
                                                  {"type": "image_url", "image_url": {"url": url}}]}))
     assert status == 200 and len(body["results"]) == 1
-    assert body["results"][0]["category_applied_input_types"]["offensive"] == ["image", "text"]
+    assert body["results"][0]["category_applied_input_types"]["harassment"] == ["image", "text"]
     status, body = run(_moderate(api, {"posts": [{"id": "img", "image": PNG_B64}, {"id": "txt", "text": "hi"}]}))
     assert status == 200
     assert [(r["id"], r["category_applied_input_types"]["hate"]) for r in body["results"]] == [
@@ -158,7 +158,7 @@ def test_concurrent_requests_are_batched_and_answered_to_the_right_caller(api, d
         assert status == 200
         assert [r["id"] for r in body["results"]] == [f"{i}-{j}" for j in range(len(texts[i]))]
         for r in body["results"]:
-            assert r["category_scores"]["offensive"] == pytest.approx(expected[k].categories["offensive"].score, abs=1e-5)
+            assert r["category_scores"]["harassment"] == pytest.approx(expected[k].categories["offensive"].score, abs=1e-5)
             k += 1
 
 
@@ -223,7 +223,7 @@ def test_reconfigure_changes_batch_size_and_wait(model_replica):
     assert model_replica.largest_batch == 4 and model_replica.batches == 3 + 3 + 1  # then 6 posts in batches of 2, then 1
     assert model_replica.scorer.batch_size == 2
     assert model_replica.describe()["batch"] == {"max_batch_size": 2, "batch_wait_timeout_s": 0.2,
-                                                 "forward_batch_size": None}
+                                                 "forward_batch_size": None, "policy": None}
     model_replica.reconfigure({"max_batch_size": 32, "forward_batch_size": 8})
     assert model_replica.scorer.batch_size == 8  # a batch of 32 runs as length-sorted chunks of 8
     assert alone_s >= 0.19
@@ -231,6 +231,36 @@ def test_reconfigure_changes_batch_size_and_wait(model_replica):
         model_replica.reconfigure({"max_batch_size": 0})
     with pytest.raises(ValidationError, match="batch_wait"):
         model_replica.reconfigure({"max_batch_size": 4, "batch_wait": 1})
+
+
+def test_reconfigure_applies_a_new_policy_without_a_restart(model_replica):
+    from moderation.policy import CategoryPolicy, LanguageRule, Policy, PolicyError
+
+    strict = Policy("pol-strict", {"hate": CategoryPolicy(block=0.0, review=0.0)}, LanguageRule())
+    stray = Policy("p", {"spam": CategoryPolicy(block=0.5)})
+
+    async def scenario():  # one event loop: the replica's batch queue belongs to it
+        async def one():
+            return (await model_replica.score([{"id": "0", "text": "a post about the weather", "image": None}]))[0]
+
+        before = await one()
+        version = model_replica.describe()["policy_version"]
+        model_replica.reconfigure({"max_batch_size": 4, "policy": strict.to_json()})
+        after = await one()
+        described = model_replica.describe()["policy"]["categories"]["hate"]
+        # A policy that does not fit the model is refused and the one in force stays.
+        with pytest.raises(PolicyError, match="does not score"):
+            model_replica.reconfigure({"policy": stray.to_json()})
+        kept = await one()
+        model_replica.reconfigure({"max_batch_size": 4})  # no policy in the config: the model directory's again
+        return before, version, after, described, kept, await one()
+
+    before, version, after, described, kept, back = run(scenario())
+    assert before.action == "allow" and before.policy_version == version
+    assert after.action == "block" and after.policy_version == "pol-strict"
+    assert described == {"block": 0.0, "review": 0.0}
+    assert kept.policy_version == "pol-strict"
+    assert back.policy_version == version
 
 
 def test_fused_replica_sheds_beyond_its_admission_bound_with_a_json_503(tiny_serving_model_dir, local_batching):

@@ -8,7 +8,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from moderation.schema import CategoryResult, ScoreResult
+from moderation.schema import CategoryResult, ErrorCode, InputError, ScoreResult
 from serving.parsing import (
     Item,
     RequestRejected,
@@ -160,10 +160,10 @@ def test_format_results_merges_in_order_and_errors_are_never_safe():
     results = format_results(items, [_ok("a", 0.9), failed], ["hate", "offensive"])
     assert [r["id"] for r in results] == ["a", "b", "c"]
     a, b, c = results
-    assert a["flagged"] is True and a["categories"] == {"hate": True, "offensive": True}
+    assert a["flagged"] is True and a["categories"] == {"hate": True, "harassment": True}
     assert a["category_scores"]["hate"] == pytest.approx(0.9)
     assert a["category_applied_input_types"]["hate"] == ["image", "text"]
-    assert a["category_thresholds"] == {"hate": 0.5, "offensive": 0.5}
+    assert a["category_thresholds"] == {"hate": 0.5, "harassment": 0.5}
     for bad, code in ((b, "bad_base64"), (c, "image_corrupt")):
         assert bad["flagged"] is None and bad["error_code"] == code
         assert set(bad["categories"].values()) == {None} and set(bad["category_scores"].values()) == {None}
@@ -215,7 +215,8 @@ def test_builder_options_and_refusals(tmp_path, monkeypatch):
                                               max_queued_requests=5, num_cpus=2))
     assert opts["max_ongoing_requests"] >= 16  # batches can fill
     assert opts["max_queued_requests"] == 5
-    assert opts["user_config"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.02, "forward_batch_size": None}
+    assert opts["user_config"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.02, "forward_batch_size": None,
+                                   "policy": None}
     assert opts["ray_actor_options"]["num_cpus"] == 2 and opts["num_replicas"] == 1
     auto = model_deployment_options(ServeArgs(autoscaling={"min_replicas": 1, "max_replicas": 3}))
     assert auto["autoscaling_config"]["max_replicas"] == 3 and "num_replicas" not in auto
@@ -289,3 +290,27 @@ def test_cli_refuses_a_config_that_is_not_yaml_in_one_line(tmp_path):
         read_config(broken)
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     assert main(["serve", "--config", str(tmp_path / "list.yaml")]) == 2
+
+
+def test_format_results_carries_the_policy_decision_in_openai_names():
+    cats = {"hate": CategoryResult(0.95, True, 0.9, "block", 0.4, ["text"]),
+            "offensive": CategoryResult(0.6, False, None, "review", 0.5, ["ocr_text", "image"]),
+            "violence": CategoryResult(0.0, False, 0.9, "allow", 0.3, [])}
+    reasons = [{"action": "block", "category": "hate", "rule": "block_threshold", "detail": "..."},
+               {"action": "review", "category": "offensive", "rule": "review_threshold", "detail": "..."}]
+    result = ScoreResult(id="a", categories=cats, applied_input_types=["image", "ocr_text"], action="block",
+                         reasons=reasons, language="en", language_confidence=0.97, policy_version="pol-1")
+    failed = ScoreResult.failure("b", InputError(ErrorCode.IMAGE_CORRUPT, "corrupt"), policy_version="pol-1")
+    a, b = format_results([Item(id="a", text=None, image=b"x"), Item(id="b", text="t")], [result, failed],
+                          ["hate", "offensive", "violence"])
+    # OpenAI's names where the meaning matches: offensive -> harassment; flagged = the automatic decision.
+    assert a["categories"] == {"hate": True, "harassment": False, "violence": False} and a["flagged"] is True
+    assert a["action"] == "block" and a["review_categories"] == ["harassment"]
+    assert a["category_actions"] == {"hate": "block", "harassment": "review", "violence": "allow"}
+    assert [r["category"] for r in a["reasons"]] == ["hate", "harassment"]
+    # Text read from the image is an image input in OpenAI's vocabulary; a category nothing could judge has none.
+    assert a["category_applied_input_types"] == {"hate": ["text"], "harassment": ["image"], "violence": []}
+    assert a["applied_input_types"] == ["image", "ocr_text"] and a["language"] == "en"
+    assert a["category_review_thresholds"] == {"hate": 0.4, "harassment": 0.5, "violence": 0.3}
+    assert b["action"] is None and b["flagged"] is None and b["policy_version"] == "pol-1"
+    assert set(b["category_actions"].values()) == {None}

@@ -127,13 +127,16 @@ def test_bad_posts_are_reported_not_trained(tiny_specs, tiny_model_config, tmp_p
     assert any("1 posts could not be prepared" in line and "image" in line for line in logs), logs
 
 
-def test_lora_training_round_trips(tiny_specs, tiny_model_config, tmp_path):
+@pytest.mark.parametrize("late", [False, True], ids=["gated", "late+lexical"])
+def test_lora_training_round_trips(tiny_specs, tiny_model_config, tmp_path, late):
     pytest.importorskip("peft")
     from moderation.model_dir import load_model
     from moderation.scorer import Scorer
 
+    if late:  # the default model's head, with the text encoder fine-tuned: blend chosen through the live encoder
+        tiny_model_config = tiny_model_config.from_dict({**tiny_model_config.to_dict(), "fusion": "late", "lexical": True})
     config = TrainConfig(mode="lora", epochs=2, batch_size=8, lr=3e-3, encoder_lr=3e-3, early_stopping="val",
-                         cache_dir=str(tmp_path / "cache"), eval_every=2)
+                         cache_dir=str(tmp_path / "cache"), eval_every=2, stop_metric="macro_auc" if late else "mean_ap")
     result = train(tiny_specs, tmp_path / "lora", tiny_model_config, config, progress=False, log=lambda _: None)
     assert (tmp_path / "lora" / "encoders.safetensors").is_file()
     saved = result.model.trainable_state_dict()

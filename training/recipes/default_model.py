@@ -47,8 +47,8 @@ MODEL = {
     "text_encoder": {"name": "all-MiniLM-L6-v2", "pooling": "mean", "max_length": 128},
     "image_encoder": {"name": "efficientnet_lite0"},
     "fusion": "late",
-    "fusion_dim": 256,
-    "dropout": 0.2,
+    "fusion_dim": 512,
+    "dropout": 0.3,
     "lexical": True,
     "image_weight_cap": 0.5,
 }
@@ -56,7 +56,7 @@ MODEL = {
 _COMMON: dict[str, Any] = {"class_weight": "per_dataset", "early_stopping": "val", "stop_metric": "macro_auc",
                            "weight_decay": 0.01, "lexical_c": 1.0}
 TRAINING: dict[str, dict[str, Any]] = {
-    "frozen": {"mode": "frozen", "epochs": 40, "batch_size": 256, "lr": 1e-3, "patience": 5, **_COMMON},
+    "frozen": {"mode": "frozen", "epochs": 40, "batch_size": 256, "lr": 3e-4, "patience": 5, **_COMMON},
     "lora": {"mode": "lora", "epochs": 1, "batch_size": 32, "lr": 1e-3, "encoder_lr": 5e-4, "patience": 4,
              "eval_every": 300, "precision": "bf16", "max_length": 64, **_COMMON},
 }
