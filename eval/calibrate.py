@@ -302,20 +302,30 @@ def training_overlap(model_meta: dict[str, Any], sources: Sequence[str], splits:
 def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_precision: float = 0.9,
                         method: str = "auto", confidence: float = 0.95, scorer: Any = None,
                         min_positives: int = DEFAULT_MIN_POSITIVES, seed: int = 0, progress: bool = True,
-                        predictions: Any = None) -> tuple[Calibration, Thresholds]:
-    """Predict on `data` (a held-out calibration LabelledSet), fit calibration then thresholds, write both.
+                        predictions: Any = None, review: Any = "default", languages: Any = None,
+                        extra_calibration: Any = None) -> tuple[Calibration, Thresholds]:
+    """Predict on `data` (a held-out calibration LabelledSet), fit calibration, thresholds and the moderation
+    policy, and write them into the model directory.
 
-    Writes calibration.json and thresholds.json (versions "cal-<date>-<hash8>" / "thr-<date>-<hash8>", which
-    change whenever the content does) through moderation.model_dir; Scorer.from_dir uses them from then on.
-    scorer: an already loaded Scorer of this directory (loaded here when None); its calibration and
-    thresholds are updated in place so that it scores like a freshly loaded one. predictions: a
-    PredictionSet of `data` already computed with this model (skips the prediction pass).
+    Writes calibration.json, thresholds.json (the block thresholds: highest recall at `target_precision`, lower
+    confidence bound) and policy.json (eval.policy.fit_policy: block as the thresholds, review from `review`),
+    each versioned ("cal-/thr-/pol-<date>-<hash8>", changing whenever the content does); Scorer.from_dir uses
+    them from then on. review: an eval.policy.ReviewTarget ("default": block + review recall 0.90), or None for
+    a block-only policy. languages: the policy's moderation.policy.LanguageRule (default: the languages the
+    model's config.json records for its training data, else English). extra_calibration: a PredictionSet used
+    for the calibration only, not for thresholds and policy (e.g. image-only copies of posts, so that
+    pictures without text get a calibration of their own).
+    scorer: an already loaded Scorer of this directory (loaded here when None); its calibration, thresholds and
+    policy are updated in place so that it scores like a freshly loaded one. predictions: a PredictionSet of
+    `data` already computed with this model (skips the prediction pass).
     Warns (CalibrationSplitWarning) when config.json says the model was trained on rows of `data`, or when
     `data` holds rows of a "test" split.
     Raises ValueError when no post could be scored.
     """
     from moderation.model_dir import read_model_info, write_calibration, write_thresholds
+    from moderation.policy import LanguageRule
 
+    from eval.policy import DEFAULT_REVIEW, ReviewTarget, fit_policy
     from eval.predict import predict_logits
 
     model_dir = Path(model_dir)
@@ -340,8 +350,10 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
                          "nothing to calibrate on")
     cats = predictions.categories
     ok = predictions.ok
-    calibration = fit_calibration(predictions.logits[ok], predictions.labels[ok], cats, method=method, seed=seed,
-                                  input_types=predictions.slices[ok])
+    cal_set = predictions.concat(extra_calibration) if extra_calibration is not None else predictions
+    cok = cal_set.ok
+    calibration = fit_calibration(cal_set.logits[cok], cal_set.labels[cok], cats, method=method, seed=seed,
+                                  input_types=cal_set.slices[cok])
     probs = calibration.apply(predictions.logits[ok], cats, predictions.slices[ok])
     thresholds = fit_thresholds(probs, predictions.labels[ok], cats, target_precision=target_precision,
                                 confidence=confidence, min_positives=min_positives)
@@ -351,16 +363,29 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
         "datasets": sorted(set(predictions.sources)), "splits": sorted(set(predictions.splits)),
         "training_overlap_rows": overlap,
     })
-    calibration.meta["fitted_on"] = fitted_on
+    calibration.meta["fitted_on"] = {**fitted_on, "extra_rows": 0 if extra_calibration is None else len(extra_calibration)}
     thresholds.meta["fitted_on"] = fitted_on
     thresholds.meta["calibration_version"] = calibration.version
     # Thresholds are on calibrated probabilities: the same cut-offs under another calibration are other thresholds.
     thresholds.version = _content_version("thr", {"categories": thresholds.categories, "target": target_precision,
                                                   "calibration": calibration.version})
+    if languages is None:
+        trained = (info.meta.get("training") or {}).get("languages", {}).get("trained")
+        languages = LanguageRule(trained=trained) if trained else LanguageRule()
+    review_target = ReviewTarget(*DEFAULT_REVIEW) if review == "default" else review
+    if review_target is not None:
+        policy = fit_policy(probs, predictions.labels[ok], cats, block_precision=target_precision, review=review_target,
+                            confidence=confidence, languages=languages, min_positives=min_positives)
+    else:
+        from moderation.policy import from_thresholds
+        policy = from_thresholds(thresholds, languages)
+    policy.meta["fitted_on"] = {**fitted_on, "calibration_version": calibration.version}
     write_calibration(model_dir, calibration)
     write_thresholds(model_dir, thresholds)
+    policy.save(model_dir)
     if scorer is not None and getattr(scorer, "info", None) is not None:
         same_dir = scorer.info.path is not None and Path(scorer.info.path).resolve() == model_dir.resolve()
         if same_dir:
-            scorer.info = replace(scorer.info, calibration=calibration, thresholds=thresholds)
+            scorer.info = replace(scorer.info, calibration=calibration, thresholds=thresholds, policy=policy)
+            scorer.policy = policy
     return calibration, thresholds

@@ -106,44 +106,83 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _review_target(args: argparse.Namespace) -> Any:
+    """The review target the options ask for (eval.policy.ReviewTarget), or None for --no-review."""
+    from eval.policy import DEFAULT_REVIEW, ReviewTarget
+
+    given = [(k, v) for k, v in (("recall", args.review_recall), ("budget", args.review_budget),
+                                 ("precision", args.review_precision)) if v is not None]
+    if args.no_review:
+        if given:
+            raise ValueError("--no-review cannot go with --review-recall / --review-budget / --review-precision")
+        return None
+    if len(given) > 1:
+        raise ValueError("give one review target: --review-recall, --review-budget or --review-precision")
+    kind, value = given[0] if given else DEFAULT_REVIEW
+    return ReviewTarget(kind, value)
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     import warnings
 
     from moderation.cli import build_scorer
+    from moderation.policy import LanguageRule
 
     from eval.calibrate import calibrate_model_dir
 
     if not args.model:
-        raise ValueError("calibrate needs --model DIR: calibration.json and thresholds.json are written into that "
-                         "model directory (train one with `moderation train`)")
+        raise ValueError("calibrate needs --model DIR: calibration.json, thresholds.json and policy.json are written "
+                         "into that model directory (train one with `moderation train`)")
+    if args.policy:
+        raise ValueError("calibrate fits the policy: --policy (use a given policy file) does not apply here")
     if not 0 < args.target_precision < 1:
         raise ValueError(f"--target-precision must be between 0 and 1, got {args.target_precision}")
+    review = _review_target(args)
+    languages = None
+    if args.languages or args.language_action:
+        current = build_scorer(args).policy.languages if not args.languages else None
+        languages = LanguageRule(trained=[c.strip() for c in args.languages.split(",") if c.strip()] if args.languages
+                                 else current.trained, action=args.language_action or "review")
     scorer = build_scorer(args)
     data = _load_data(args, scorer.categories)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cal, thr = calibrate_model_dir(args.model, data, target_precision=args.target_precision, method=args.method,
                                        confidence=args.confidence, scorer=scorer, min_positives=args.min_positives,
-                                       seed=args.seed, progress=not args.no_progress)
+                                       seed=args.seed, progress=not args.no_progress, review=review,
+                                       languages=languages)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    print(f"\ncalibration {cal.version}, thresholds {thr.version} written to {Path(args.model).resolve()}")
-    print(f"target precision {args.target_precision:g}, {args.confidence:.0%} Clopper-Pearson lower bound\n")
-    print(f"{'category':<12} {'method':<12} {'threshold':>9} {'precision':>9} {'lower bd':>9} {'recall':>7} {'flagged':>8}  status")
-    unreachable = []
+    policy = scorer.policy
+    print(f"\ncalibration {cal.version}, thresholds {thr.version}, policy {policy.version} written to "
+          f"{Path(args.model).resolve()}")
+    review_goal = f"review for {review.kind} {review.value:g}" if review else "no review band"
+    print(f"block: precision {args.target_precision:g} ({args.confidence:.0%} Clopper-Pearson lower bound); {review_goal}; "
+          f"languages {', '.join(policy.languages.trained)} (others: {policy.languages.action})\n")
+    print(f"{'category':<12} {'method':<12} {'block':>7} {'prec':>6} {'(lb)':>6} {'recall':>7} {'review':>7} "
+          f"{'rev.share':>9} {'rev.prec':>8} {'b+r recall':>10}  status")
+    notes = []
+
+    def f(v: Any, w: int) -> str:
+        return f"{v:>{w}.3f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"
+
     for c in scorer.categories:
         ce = cal.categories.get(c, {})
         te = thr.categories.get(c, {})
-        t = te.get("threshold")
-
-        def f(v: Any, w: int) -> str:
-            return f"{v:>{w}.4f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"
-        print(f"{c:<12} {ce.get('method', 'identity'):<12} {f(t, 9)} {f(te.get('precision'), 9)} "
-              f"{f(te.get('precision_lower_bound'), 9)} {f(te.get('recall'), 7)} {f(te.get('flag_rate'), 8)}  {te.get('status')}")
-        if t is None:
-            unreachable.append(f"{c}: {te.get('reason')}")
-    for line in unreachable:
+        pe = policy.categories.get(c)
+        rf = (pe.meta.get("review_fit") if pe is not None else None) or {}
+        print(f"{c:<12} {ce.get('method', 'identity'):<12} {f(te.get('threshold'), 7)} {f(te.get('precision'), 6)} "
+              f"{f(te.get('precision_lower_bound'), 6)} {f(te.get('recall'), 7)} {f(pe.review if pe else None, 7)} "
+              f"{f(rf.get('review_share'), 9)} {f(rf.get('review_precision'), 8)} {f(rf.get('block_or_review_recall'), 10)}  "
+              f"{te.get('status')}")
+        if te.get("threshold") is None:
+            notes.append(f"{c}: {te.get('reason')}")
+        if rf.get("status") == "unreachable":
+            notes.append(f"{c} review: {rf.get('reason')}")
+    for line in notes:
         print("\nWARNING " + textwrap.fill(line, 100))
+    print("\nOther targets (block precision x review recall) for each category are in policy.json "
+          "('alternatives'), and in the report's policy section (`moderation report`).")
     errors = thr.meta.get("fitted_on", {}).get("errors")
     if errors:
         print(f"\nunscored posts (left out of the fit): {errors}")
@@ -222,13 +261,21 @@ def register(subparsers: Any) -> None:
               2. the operating threshold on the calibrated probability: the highest-recall threshold whose exact
                  one-sided Clopper-Pearson lower confidence bound on precision reaches --target-precision.
                  When no threshold reaches it, the category gets no threshold and flags nothing automatically.
-            Both are written as versioned files (calibration.json, thresholds.json) into --model; every scorer
-            loaded from that directory uses them from then on."""),
-        epilog="example: moderation calibrate --model runs/m1 --split val --target-precision 0.9")
+              3. the moderation policy (policy.json): block at that threshold; a human-review band below it, sized
+                 for a target: --review-recall R (block + review catch at least R of the harmful posts, lower
+                 confidence bound; default 0.9), --review-budget B (at most B of the posts go to review) or
+                 --review-precision P (the review queue is at least P harmful); and the language rule (posts in
+                 another language than the training data's go to review).
+            All three are written as versioned files (calibration.json, thresholds.json, policy.json) into --model;
+            every scorer loaded from that directory uses them from then on. docs/evaluation.md explains how to
+            choose the targets."""),
+        epilog="examples:\n  moderation calibrate --model runs/m1 --split val --target-precision 0.9\n"
+               "  moderation calibrate --model runs/m1 --split val --target-precision 0.95 --review-budget 0.05")
     add_model_args(cal, model_help="model directory to calibrate (required): calibration.json and thresholds.json "
                                    "are written into it. Calibrate with the --precision you serve with.")
     _add_data_args(cal, "val")
-    cal.add_argument("--target-precision", type=float, default=0.9, help="precision the thresholds must reach (default 0.9)")
+    cal.add_argument("--target-precision", "--block-precision", type=float, default=0.9,
+                     help="precision automatic blocks must reach (lower confidence bound; default 0.9)")
     cal.add_argument("--method", choices=("auto", "temperature", "platt", "isotonic"), default="auto",
                      help="calibration method (default auto: lowest cross-validated log-loss per category)")
     cal.add_argument("--confidence", type=float, default=0.95,
@@ -236,6 +283,19 @@ def register(subparsers: Any) -> None:
     cal.add_argument("--min-positives", type=int, default=20,
                      help="labelled positives a category needs before a threshold is fitted (default 20)")
     cal.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds (default 0)")
+    review = cal.add_argument_group("review band (one of)")
+    review.add_argument("--review-recall", type=float, default=None, metavar="R",
+                        help="block + review must catch at least R of the harmful posts (lower bound; default 0.9)")
+    review.add_argument("--review-budget", type=float, default=None, metavar="B",
+                        help="at most this share of the posts goes to review (of the calibration split)")
+    review.add_argument("--review-precision", type=float, default=None, metavar="P",
+                        help="the review queue must be at least this share harmful")
+    review.add_argument("--no-review", action="store_true", help="block only: no review band")
+    cal.add_argument("--languages", default=None, metavar="CODES",
+                     help="languages the model may allow automatically, comma-separated ISO 639-1 codes "
+                          "(default: those of its training data, from config.json)")
+    cal.add_argument("--language-action", choices=("review", "block", "allow"), default=None,
+                     help="what happens to a post in another language (default: review)")
     cal.set_defaults(func=_cmd_calibrate)
 
     rep = subparsers.add_parser(

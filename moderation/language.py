@@ -55,3 +55,30 @@ def detect_language(text: str | None) -> Language:
     if not best:
         return Language(None, 0.0, letters)
     return Language(str(best[0]["lang"]).lower(), float(best[0]["score"]), letters)
+
+
+#: A language counts as trained on when at least this share of the confidently identified training texts is in it.
+MIN_TRAINED_SHARE = 0.02
+
+
+def language_mix(texts: "list[str | None]", sample: int = 20_000, min_confidence: float = 0.6, min_letters: int = 12,
+                 seed: int = 0) -> dict[str, object]:
+    """The languages of a text collection (a random sample of at most `sample` texts): {"counts": {code: n},
+    "identified": n, "sampled": n, "trained": [codes with >= MIN_TRAINED_SHARE of the identified texts]}.
+
+    A text counts only when it is long enough and identified confidently, as the policy's language rule asks.
+    """
+    import random
+
+    pool = [t for t in texts if t]
+    if len(pool) > sample:
+        pool = random.Random(seed).sample(pool, sample)
+    counts: dict[str, int] = {}
+    for text in pool:
+        lang = detect_language(text)
+        if lang.code is not None and lang.confidence >= min_confidence and lang.letters >= min_letters:
+            counts[lang.code] = counts.get(lang.code, 0) + 1
+    identified = sum(counts.values())
+    trained = sorted(c for c, n in counts.items() if identified and n / identified >= MIN_TRAINED_SHARE)
+    return {"counts": dict(sorted(counts.items(), key=lambda kv: -kv[1])), "identified": identified,
+            "sampled": len(pool), "trained": trained or ["en"]}

@@ -31,11 +31,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from moderation.language import language_mix
 from moderation.model import LateFusionClassifier, ModelConfig, ModerationModel
 from moderation.model_dir import ModelInfo, save_model
 from moderation.scorer import Scorer
 from training.blend import fit_channels
-from training.data import DatasetSpec, load_labelled
+from training.data import DatasetSpec, load_labelled, post_texts
 from training.embeddings import embed_posts
 from training.finetune import train_finetune
 from training.frozen import train_frozen
@@ -217,6 +218,8 @@ def train(specs: Sequence[DatasetSpec], out_dir: str | os.PathLike, model_config
         "train_counts": train_set.counts(),
         "early_stopping_set": {"description": stop_desc, "size": len(stop_set), "counts": stop_set.counts()},
         "skipped_rows": data.problems,
+        # What the policy's language rule needs: the languages the model was trained on (moderation.language).
+        "languages": language_mix(post_texts(train_set.posts)),
         "unprepared_posts": n_bad,
         "pos_weight": dict(zip(categories, [float(x) for x in pw])),
         "best": best,

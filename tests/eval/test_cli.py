@@ -14,9 +14,26 @@ def test_calibrate_evaluate_report(tiny_model_dir, labelled_folder, tmp_path, ca
     assert main(["calibrate", "--model", str(tiny_model_dir), "--data", spec, "--split", "val", "--no-progress",
                  "--min-positives", "10"]) == 0
     out = capsys.readouterr().out
-    assert "thresholds thr-" in out and "unreachable" in out and "WARNING hate" in out
+    assert "thresholds thr-" in out and "policy pol-" in out and "unreachable" in out and "WARNING hate" in out
     thresholds = json.loads((tiny_model_dir / "thresholds.json").read_text())
     assert thresholds["fitted_on"]["splits"] == ["val"]
+    policy = json.loads((tiny_model_dir / "policy.json").read_text())
+    assert policy["fitted"]["review_target"] == {"kind": "recall", "value": 0.9}
+    assert policy["categories"]["offensive"]["block"] == thresholds["categories"]["offensive"]["threshold"]
+    assert policy["categories"]["offensive"]["alternatives"]  # the trade-off table a T&S lead chooses from
+    # A review budget instead, and a stricter language rule: both land in policy.json.
+    assert main(["calibrate", "--model", str(tiny_model_dir), "--data", spec, "--split", "val", "--no-progress",
+                 "--min-positives", "10", "--review-budget", "0.1", "--languages", "en,de",
+                 "--language-action", "block"]) == 0
+    policy = json.loads((tiny_model_dir / "policy.json").read_text())
+    assert policy["fitted"]["review_target"] == {"kind": "budget", "value": 0.1}
+    assert policy["languages"]["trained"] == ["en", "de"] and policy["languages"]["action"] == "block"
+    for entry in policy["categories"].values():
+        assert entry["review_fit"].get("review_share", 0.0) <= 0.1
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(tiny_model_dir), "--data", spec, "--review-budget", "0.1",
+                 "--review-recall", "0.9"]) == 2
+    assert "give one review target" in capsys.readouterr().err
 
     run_dir = tmp_path / "eval"
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", spec, "--split", "test", "--out", str(run_dir),

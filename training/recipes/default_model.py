@@ -150,8 +150,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def calibration_predictions(scorer: Any, specs: list, progress: bool = True) -> tuple[Any, Any, Any]:
-    """(val LabelledSet, val predictions, calibration predictions): the val splits, plus, for a model that reads
-    images, the MultiOFF val memes as image-only posts scored without OCR (input type "image")."""
+    """(val LabelledSet, val predictions, image-only predictions or None): the val splits, and, for a model that
+    reads images, the MultiOFF val memes as image-only posts scored without OCR (input type "image"), for the
+    calibration of pictures without text."""
     from eval.predict import predict_logits
     from eval.quality import image_only
     from training.data import load_labelled
@@ -161,28 +162,27 @@ def calibration_predictions(scorer: Any, specs: list, progress: bool = True) -> 
     val_pred = predict_logits(scorer, val, progress=progress)
     memes = [s for s in specs if s.name == "multioff"]
     if not memes or "image" not in scorer.modalities:
-        return val, val_pred, val_pred
+        return val, val_pred, None
     ocr = scorer.ocr
     scorer.ocr = "off"
     try:
         pictures = predict_logits(scorer, image_only(load_labelled(memes, cats, "val")), progress=progress)
     finally:
         scorer.ocr = ocr
-    return val, val_pred, val_pred.concat(pictures)
+    return val, val_pred, pictures
 
 
 def calibrate_and_measure(model_dir: Path, specs: list, report_dir: Path, recipe: dict[str, Any],
                           report: bool = True) -> dict[str, Any]:
     """Calibrate and fit the policy on the val splits, measure on the test splits, write metrics.json,
     MODEL_CARD.md and (unless report is False) the HTML report."""
-    from eval.calibrate import fit_calibration, fit_thresholds
+    from eval.calibrate import calibrate_model_dir
     from eval.metrics import evaluate, to_jsonable
-    from eval.policy import ReviewTarget, fit_policy, policy_actions
+    from eval.policy import ReviewTarget, policy_actions
     from eval.predict import predict_logits
     from eval.quality import dataset_figures, multioff_ablation, pooled_operating
     from eval.report import write_report
-    from moderation.model_dir import read_model_info, write_calibration, write_metrics, write_thresholds
-    from moderation.policy import LanguageRule
+    from moderation.model_dir import read_model_info, write_metrics
     from moderation.scorer import Scorer
     from training.data import load_labelled
 
@@ -190,32 +190,17 @@ def calibrate_and_measure(model_dir: Path, specs: list, report_dir: Path, recipe
     cats = scorer.categories
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        val, val_pred, cal_pred = calibration_predictions(scorer, specs)
+        val, val_pred, pictures = calibration_predictions(scorer, specs)
         test = load_labelled(specs, cats, "test")
     skipped = {"val": val.problems, "test": test.problems}
     for w in caught:
         print(f"note: {w.message}", file=sys.stderr)
-    ok = cal_pred.ok
-    calibration = fit_calibration(cal_pred.logits[ok], cal_pred.labels[ok], cats, input_types=cal_pred.slices[ok])
-    fitted_on = {"model_version": scorer.model_version, "datasets": sorted(set(cal_pred.sources)), "splits": ["val"],
-                 "n_rows": len(cal_pred), "n_scored": int(ok.sum()), "errors": cal_pred.errors,
-                 "image_only_rows": int(len(cal_pred) - len(val_pred)), "training_overlap_rows": 0}
-    calibration.meta["fitted_on"] = fitted_on
-    # The policy (and thresholds.json, its block thresholds) is fitted on the val posts as they come: the
-    # image-only copies of the memes serve the calibration only.
-    vok = val_pred.ok
-    val_probs = val_pred.probs(calibration)[vok]
-    languages = LanguageRule(trained=["en"])
-    policy = fit_policy(val_probs, val_pred.labels[vok], cats, block_precision=TARGET_PRECISION,
-                        review=ReviewTarget("recall", REVIEW_RECALL), languages=languages)
-    policy.meta["fitted_on"] = {**fitted_on, "n_rows": len(val_pred), "n_scored": int(vok.sum()), "image_only_rows": 0,
-                                "calibration_version": calibration.version}
-    thresholds = fit_thresholds(val_probs, val_pred.labels[vok], cats, target_precision=TARGET_PRECISION)
-    thresholds.meta["fitted_on"] = policy.meta["fitted_on"]
-    thresholds.meta["calibration_version"] = calibration.version
-    write_calibration(model_dir, calibration)
-    write_thresholds(model_dir, thresholds)
-    policy.save(model_dir)
+    # Thresholds and policy on the val posts as they come; the image-only copies of the memes serve the
+    # calibration only (the languages of the policy's rule are those config.json records for the training data).
+    calibration, thresholds = calibrate_model_dir(
+        model_dir, val, target_precision=TARGET_PRECISION, scorer=scorer, predictions=val_pred,
+        review=ReviewTarget("recall", REVIEW_RECALL), extra_calibration=pictures)
+    policy = scorer.policy
     scorer.close()
     scorer = Scorer.from_dir(model_dir)  # scores as served: with the calibration, thresholds and policy just written
 
