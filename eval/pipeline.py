@@ -110,6 +110,7 @@ def evaluate_scorer(scorer: Any, data: Any, *, bootstrap: int = 1000, seed: int 
     evaluation["model"] = to_jsonable(scorer.describe())
     evaluation["calibration"] = calibration.to_json() if calibration else None
     evaluation["thresholds_file"] = thresholds.to_json() if thresholds else None
+    evaluation["policy"] = scorer.policy.to_json() if getattr(scorer, "policy", None) is not None else None
     return EvaluationRun(evaluation=evaluation, predictions=predictions, calibration=calibration, thresholds=thresholds)
 
 
@@ -133,4 +134,4 @@ def report_run(run: EvaluationRun, out_dir: str | os.PathLike, *, title: str | N
     return write_report(out_dir, ev, title=title or f"Calibration report: {name}", raw_probs=run.raw_probs,
                         calibrated_probs=run.calibrated_probs, labels=run.predictions.labels, model=model, data=data,
                         calibration=ev.get("calibration"), thresholds=ev.get("thresholds_file"), name=name,
-                        compare_with=compare_with)
+                        compare_with=compare_with, policy=ev.get("policy"))

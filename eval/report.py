@@ -327,7 +327,7 @@ def write_report(out_dir: str | Path, evaluation: dict[str, Any], *, title: str,
                  data: dict[str, Any] | None = None, calibration: dict[str, Any] | None = None,
                  thresholds: dict[str, Any] | None = None, name: str = "model",
                  compare_with: dict[str, Any] | None = None, target_precisions: Sequence[float] = DEFAULT_TARGETS,
-                 min_positives: int | None = None) -> dict[str, Path]:
+                 min_positives: int | None = None, policy: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write report.html (self-contained: CSS inline, plots as data:image/png;base64), report.json, report.md.
 
     evaluation: the dict from eval.metrics.evaluate (required; gives categories, thresholds, all tables).
@@ -389,12 +389,18 @@ def write_report(out_dir: str | Path, evaluation: dict[str, Any], *, title: str,
                                          confidence, others, name=name)
     comp = comparison(evaluation, other_eval) if other_eval else None
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    pol = None
+    if policy and have_plots:
+        from eval.policy_report import policy_section
+        pol = policy_section(policy, calibrated_probs, labels, cats, confidence)
+        if pol["figure"] is not None:
+            figures["__policy__"] = _png(pol["figure"])
 
     # ---- JSON
     report_json = to_jsonable({
         "title": title, "created": created, "model": model, "data": data, "name": name,
         "evaluation": evaluation, "threshold_table": tables, "target_precisions": list(target_precisions),
-        "calibration": calibration, "thresholds": thresholds,
+        "calibration": calibration, "thresholds": thresholds, "policy": pol["json"] if pol else None,
         "comparison": {"with": other_name, "model": (compare_with or {}).get("model"), "figures": comp,
                        "evaluation": other_eval} if comp is not None else None,
     })
@@ -456,6 +462,26 @@ def write_report(out_dir: str | Path, evaluation: dict[str, Any], *, title: str,
             h.append(f"<p class='note'>B: {_esc(compare_with['model'].get('model_version', ''))}. Both on the same posts; "
                      "Δ = B − A (higher is better except ECE and log-loss).</p>")
         h.append(_table(*_comparison_table(comp, name, other_name)))
+    if pol is not None:
+        from eval.policy_report import ALTERNATIVE_HEADERS, POLICY_HEADERS
+        lang = policy.get("languages") or {}
+        h.append(f"<h2>Moderation policy: allow, review or block</h2><p class='note'>Policy {_esc(policy.get('version'))}: "
+                 "a post is blocked automatically when a category's score reaches its block threshold, sent to human "
+                 "review from its review threshold, allowed below; a post in a language other than "
+                 f"{_esc(', '.join(lang.get('trained') or []))} goes to {_esc(lang.get('action', 'review'))} (not counted "
+                 "here: these figures are the scores' decisions). Block precision: bracketed, its "
+                 f"{confidence:.0%} Clopper-Pearson interval. Review share: of the posts that label the category.</p>")
+        h.append(_table(POLICY_HEADERS, pol["rows"]))
+        if "__policy__" in figures:
+            h.append("<p class='note'>The trade-off a trust-and-safety lead chooses: each curve is one category's review "
+                     "threshold sliding down (more posts to review, more harmful posts caught); the circle is the policy "
+                     "in force, the crosses are the fitted alternatives below.</p>"
+                     f"<img alt='review load against recall' src='data:image/png;base64,{figures['__policy__']}'>")
+        for c, rows in pol["alternatives"].items():
+            h.append(f"<h3>Alternatives: {_esc(c)}</h3><p class='note'>Thresholds fitted on the calibration split for "
+                     "other targets (policy.json), measured on this data. Refit with `moderation calibrate "
+                     "--target-precision P --review-recall R` (or --review-budget, --review-precision).</p>")
+            h.append(_table(ALTERNATIVE_HEADERS, rows))
     for c in cats:
         h.append(f"<h2>Category: {_esc(c)}</h2>")
         st = thr_json.get("categories", {}).get(c) or {}
@@ -502,6 +528,12 @@ def write_report(out_dir: str | Path, evaluation: dict[str, Any], *, title: str,
     md += ["## Model and data", "", _md_table(("field", "value"), info_rows), "", "## Summary (all posts)", "",
            _md_table(SUMMARY_HEADERS, _summary_rows(evaluation)), "",
            "## Anchor figures (OpenAI guardrails benchmark style)", "", _md_table(ANCHOR_HEADERS, _anchor_rows(evaluation)), ""]
+    if pol is not None:
+        from eval.policy_report import ALTERNATIVE_HEADERS, POLICY_HEADERS
+        md += [f"## Moderation policy {policy.get('version')}", "", _md_table(POLICY_HEADERS, pol["rows"]), ""]
+        for c, rows in pol["alternatives"].items():
+            md += [f"Alternatives for {c} (fitted on the calibration split, measured here):", "",
+                   _md_table(ALTERNATIVE_HEADERS, rows), ""]
     if comp is not None:
         md += [f"## Comparison: {name} (A) vs {other_name} (B)", ""]
         md += [_md_table(*_comparison_table(comp, "A", "B")), ""]

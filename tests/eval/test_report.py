@@ -108,3 +108,31 @@ def test_report_warns_when_threshold_misses_target_on_this_data(tmp_path):
     paths = write_report(tmp_path, ev, title="shift", calibrated_probs=p, labels=y,
                          thresholds={"target_precision": 0.9, "categories": {"hate": {"threshold": 0.5, "status": "ok"}}})
     assert "below the target 0.9 it was fitted for" in paths["html"].read_text()
+
+
+def test_report_policy_section_measures_block_review_and_alternatives(tmp_path, toy):
+    from eval.policy import ReviewTarget, fit_policy
+    from eval.policy_report import operating
+
+    z, y, slices, ev, cal, thr, probs = toy
+    ok = ~np.isnan(probs).any(axis=1)
+    policy = fit_policy(probs[ok], y[ok], CATS, block_precision=0.9, review=ReviewTarget("recall", 0.9))
+    paths = write_report(tmp_path / "rep", ev, title="Toy", calibrated_probs=probs, labels=y,
+                         calibration=cal.to_json(), thresholds=thr.to_json(), policy=policy.to_json())
+    html = paths["html"].read_text()
+    assert "Moderation policy: allow, review or block" in html and policy.version in html
+    assert html.count("data:image/png;base64,") == 3  # the two categories' figures and the review-load curve
+    assert "Alternatives: hate" in html and "Alternatives: offensive" in html
+    report = json.loads(paths["json"].read_text())["policy"]
+    hate = report["operating"]["hate"]
+    # The same figures as computed by hand from the thresholds.
+    rows = ok & ~np.isnan(y[:, 0])
+    yy, pp = y[rows, 0], probs[rows, 0]
+    entry = policy.categories["hate"]
+    assert hate["blocked"] == int((pp >= entry.block).sum())
+    assert hate["block_or_review_recall"] == pytest.approx(yy[pp >= entry.review].sum() / yy.sum())
+    assert hate["review_share"] == pytest.approx(((pp >= entry.review) & (pp < entry.block)).mean())
+    assert len(report["alternatives"]["hate"]) == len(entry.meta["alternatives"])
+    none = operating(yy, pp, None, None)
+    assert none["blocked"] == 0 and none["review_share"] == 0.0 and none["block_or_review_recall"] == 0.0
+    assert "Moderation policy" in paths["md"].read_text()

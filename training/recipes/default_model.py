@@ -246,7 +246,8 @@ def calibrate_and_measure(model_dir: Path, specs: list, report_dir: Path, recipe
                      raw_probs=test_pred.raw_probs(), calibrated_probs=probs, labels=test_pred.labels,
                      model=scorer.describe(), data={"datasets": [s.name for s in specs], "split": "test",
                                                     "n_rows": len(test_pred), "errors": test_pred.errors},
-                     calibration=calibration.to_json(), thresholds=thresholds.to_json(), name="default")
+                     calibration=calibration.to_json(), thresholds=thresholds.to_json(), name="default",
+                     policy=policy.to_json())
     scorer.close()
     return metrics
 
