@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "  moderation train --mode lora --max-length 64 --epochs 1 --out runs/lora\n"
                "  python -m training.recipes.default_model                # the shipped default model")
     p.add_argument("--data", action="append", metavar="SPEC",
-                   help="dataset PATH[:FIELD=CATEGORY,...][@NAME]; repeat for several (default: tweeteval_hate, "
-                        "tweeteval_offensive and multioff from --data-root)")
+                   help="dataset PATH[:FIELD=CATEGORY,...][@NAME]; repeat for several (default: the eight shared "
+                        "datasets under --data-root, mapped as docs/training.md says)")
     p.add_argument("--data-root", default=None,
                    help="folder of the shared datasets (default: $MODERATION_DATA_ROOT or ../shared/datasets)")
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
@@ -40,7 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arch.add_argument("--image-encoder", default="efficientnet_lite0",
                       help="registered name or timm architecture, or 'none' (default: %(default)s)")
     arch.add_argument("--max-length", type=int, default=128, help="text tokens read (default: %(default)s)")
-    arch.add_argument("--fusion", choices=("gated", "concat"), default="gated", help="fusion module (default: %(default)s)")
+    arch.add_argument("--fusion", choices=("late", "gated", "concat"), default="late",
+                      help="late: one classifier per modality, capped image weight chosen on val; gated / concat: a "
+                           "fused representation (default: %(default)s)")
+    arch.add_argument("--no-lexical", action="store_true",
+                      help="late fusion: no lexical channel (word + char n-gram TF-IDF, linear, added to the text logits)")
+    arch.add_argument("--image-weight-cap", type=float, default=0.5,
+                      help="late fusion: the largest weight the image logits may get beside the text's (default: %(default)s)")
     arch.add_argument("--fusion-dim", type=int, default=256, help="fused width (default: %(default)s)")
     arch.add_argument("--dropout", type=float, default=0.1, help="head dropout (default: %(default)s)")
     arch.add_argument("--lora-r", type=int, default=16, help="LoRA rank in --mode lora (default: %(default)s)")
@@ -57,12 +63,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--patience", type=int, default=8, help="evaluations without improvement before stopping (default: %(default)s)")
     tr.add_argument("--modality-dropout", type=float, default=0.3,
                     help="chance of hiding one modality of a two-modality post (default: %(default)s)")
-    tr.add_argument("--class-weight", choices=("balanced", "none"), default="balanced",
-                    help="per-category positive weight (default: %(default)s)")
+    tr.add_argument("--class-weight", choices=("per_dataset", "balanced", "none"), default="per_dataset",
+                    help="per_dataset: positives and negatives weigh the same within each dataset (no base rate is "
+                         "learned); balanced: one positive weight per category (default: %(default)s)")
     tr.add_argument("--dataset-weight", action="append", default=[], metavar="NAME=W",
                     help="loss weight of a dataset's rows, e.g. multioff=4 (repeatable)")
-    tr.add_argument("--early-stopping", choices=("holdout", "val"), default="holdout",
-                    help="holdout: 10%% of train (keeps val for calibration); val: the val splits (default: %(default)s)")
+    tr.add_argument("--early-stopping", choices=("holdout", "val"), default="val",
+                    help="val: the val splits (they also choose the blend weights and calibrate); holdout: 10%% of "
+                         "train (default: %(default)s)")
+    tr.add_argument("--stop-metric", choices=("macro_auc", "mean_ap"), default="macro_auc",
+                    help="macro_auc: ROC-AUC per dataset averaged over the datasets labelling each category; mean_ap: "
+                         "average precision per category, pooled (default: %(default)s)")
+    tr.add_argument("--lexical-c", type=float, default=1.0,
+                    help="inverse regularisation of the lexical channel's logistic regressions (default: %(default)s)")
     tr.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     tr.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="encoder precision (default: %(default)s)")
     tr.add_argument("--eval-every", type=int, default=0, help="fine-tuning: steps between evaluations (default: once per epoch)")
@@ -123,8 +136,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                                               "max_length": args.max_length}
     image = None if args.image_encoder.lower() == "none" else {"name": args.image_encoder}
     finetune = {"text": "frozen" if args.mode == "frozen" else args.mode, "image": "frozen"}
+    lexical = args.fusion == "late" and text is not None and not args.no_lexical
     model_config = ModelConfig(categories=categories, text_encoder=text, image_encoder=image, fusion=args.fusion,
-                               fusion_dim=args.fusion_dim, dropout=args.dropout, finetune=finetune,
+                               fusion_dim=args.fusion_dim, dropout=args.dropout, finetune=finetune, lexical=lexical,
+                               image_weight_cap=args.image_weight_cap,
                                text_lora={**DEFAULT_LORA, "r": args.lora_r, "lora_alpha": 2 * args.lora_r}
                                if args.mode == "lora" else None)
     fine = args.mode != "frozen"
@@ -133,7 +148,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr, encoder_lr=args.encoder_lr or (5e-4 if args.mode == "lora" else 3e-5),
         weight_decay=args.weight_decay, warmup=args.warmup, patience=args.patience,
         modality_dropout=args.modality_dropout, class_weight=args.class_weight,
-        dataset_weights=dataset_weights, early_stopping=args.early_stopping, seed=args.seed,
+        dataset_weights=dataset_weights, early_stopping=args.early_stopping, stop_metric=args.stop_metric,
+        lexical_c=args.lexical_c, seed=args.seed,
         precision=args.precision, eval_every=args.eval_every, time_budget_s=args.time_budget, cache_dir=args.cache_dir)
     result = train(specs, args.out, model_config, config, name=args.name)
     if args.calibrate:

@@ -28,6 +28,22 @@ def test_train_cli_writes_a_loadable_model_dir(tiny_specs, tmp_path, capsys):
     assert results[0].ok and set(results[0].categories) == {"hate", "offensive"}
 
 
+def test_train_cli_default_head_is_late_fusion_with_a_lexical_channel(tiny_specs, tmp_path):
+    text_spec, meme_spec = tiny_specs
+    out = tmp_path / "late"
+    assert main(["train", "--data", f"{text_spec.path}:label=hate@t", "--data", f"{meme_spec.path.parent}:label=offensive",
+                 "--text-encoder", "tiny-random-bert", "--image-encoder", "tiny-random-cnn", "--max-length", "16",
+                 "--fusion-dim", "16", "--epochs", "3", "--batch-size", "8", "--cache-dir", str(tmp_path / "c"),
+                 "--calibrate", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["fusion"] == "late" and cfg["model"]["lexical"] is True
+    train = cfg["training"]
+    assert train["config"]["class_weight"] == "per_dataset" and train["config"]["stop_metric"] == "macro_auc"
+    assert set(train["channels"]["blend"]["lexical_weight"]) == {"hate", "offensive"}
+    assert train["languages"]["trained"] == ["en"]
+    assert (out / "lexical.json").is_file() and (out / "policy.json").is_file()
+
+
 def test_train_cli_reports_bad_arguments(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
     assert "dataset not found" in capsys.readouterr().err
