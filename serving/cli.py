@@ -100,7 +100,7 @@ def _serve_args(args: argparse.Namespace) -> tuple[dict, str, int]:
         batch["batch_wait_timeout_s"] = args.batch_wait_ms / 1000.0
     app_args["batch"] = batch
     for name in ("max_ongoing_requests", "max_queued_requests", "num_replicas", "num_cpus", "topology", "auth_token_env",
-                 "ocr", "hash_lists"):
+                 "ocr", "hash_lists", "policy"):
         value = getattr(args, name)
         if value is not None:
             app_args[name] = value

@@ -274,9 +274,28 @@ def test_cli_merges_config_file_and_options(tmp_path):
     assert sample.batch.max_batch_size == 8 and sample.num_cpus == 1
     app_args, host, port = _serve_args(build_parser().parse_args(["serve", "--config", "none"]))
     assert (host, port) == ("127.0.0.1", 8000) and ServeArgs.model_validate(app_args) == ServeArgs()
+    app_args, _, _ = _serve_args(build_parser().parse_args(["serve", "--config", "none", "--policy", "p.json"]))
+    assert ServeArgs.model_validate(app_args).policy == "p.json"
     config.write_text("applications: [{name: a, import_path: other.module:app}]\n")
     with pytest.raises(ValueError, match="import_path must be serving.app:build_app"):
         _serve_args(build_parser().parse_args(["serve", "--config", str(config)]))
+
+
+def test_builder_reads_a_policy_file_into_the_replicas_user_config(tmp_path):
+    from moderation.policy import CategoryPolicy, LanguageRule, Policy, PolicyError
+    from serving.app import build_app
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    policy = Policy("pol-x", {"hate": CategoryPolicy(block=0.9, review=0.2)}, LanguageRule(trained=["en", "de"]))
+    policy.save(tmp_path / "policy.json")
+    app = build_app({"model_dir": str(model_dir), "policy": str(tmp_path / "policy.json")})
+    user_config = app._bound_deployment._deployment_config.user_config
+    assert user_config["policy"]["version"] == "pol-x" and user_config["policy"]["languages"]["trained"] == ["en", "de"]
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(PolicyError, match="not a readable JSON policy"):
+        build_app({"model_dir": str(model_dir), "policy": str(tmp_path / "bad.json")})
 
 
 def test_cli_refuses_a_config_that_is_not_yaml_in_one_line(tmp_path):
