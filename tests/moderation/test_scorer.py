@@ -120,10 +120,15 @@ def test_shipped_default_model_is_trained_and_calibrated():
         pytest.skip("no default model has been trained in this checkout")
     scorer = Scorer.default(batch_size=8)
     assert scorer.trained and scorer.info.calibration is not None and scorer.info.thresholds is not None
-    assert scorer.categories == ["hate", "offensive"]
-    calm, insult = scorer.score([{"id": "calm", "text": "Good morning everyone, have a lovely day!"},
-                                 {"id": "insult", "text": "Shut up you stupid idiot, nobody wants to hear your pathetic whining, loser."}])
+    assert scorer.info.policy is not None and scorer.policy.version == scorer.info.policy.version
+    assert scorer.categories == ["hate", "offensive", "violence"]
+    calm, insult, threat = scorer.score([
+        {"id": "calm", "text": "Good morning everyone, have a lovely day!"},
+        {"id": "insult", "text": "Shut up you stupid idiot, nobody wants to hear your pathetic whining, loser."},
+        {"id": "threat", "text": "I will find where you live and kill you and your whole family."}])
     assert insult.categories["offensive"].score > 0.8 > 0.2 > calm.categories["offensive"].score
+    assert calm.action == "allow" and insult.action in ("review", "block") and threat.action in ("review", "block")
+    assert threat.categories["violence"].score > 10 * calm.categories["violence"].score
 
 
 def test_policy_decides_every_result_and_a_policy_file_overrides_the_models(tiny_model_dir, tmp_path):

@@ -129,7 +129,7 @@ def test_bad_ocr_mode_and_missing_list(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.pretrained
-def test_default_model_reads_and_flags_an_insult_printed_in_an_image():
+def test_default_model_reads_an_insult_printed_in_an_image_and_does_not_allow_it():
     from moderation.model_dir import default_model_dir
 
     if default_model_dir() is None:
@@ -138,7 +138,11 @@ def test_default_model_reads_and_flags_an_insult_printed_in_an_image():
     insult, kind = scorer.score([{"id": "insult", "image": encode(caption("YOU ARE A WORTHLESS IDIOT"))},
                                  {"id": "kind", "image": encode(caption("HAVE A LOVELY DAY"))}])
     assert insult.ocr_text == "YOU ARE A WORTHLESS IDIOT" and "ocr_text" in insult.applied_input_types
-    assert insult.flagged, insult.to_dict()
-    assert kind.ocr_text == "HAVE A LOVELY DAY" and not kind.flagged
+    # Harmful: blocked or sent to review by the default policy (offensive has no block threshold at precision 0.90).
+    assert insult.action in ("review", "block") and insult.categories["offensive"].action != "allow", insult.to_dict()
+    assert kind.ocr_text == "HAVE A LOVELY DAY" and kind.action == "allow"
     unread = Scorer.default(num_workers=0, ocr="off").score([{"id": "insult", "image": encode(caption("YOU ARE A WORTHLESS IDIOT"))}])[0]
-    assert unread.ocr_text is None and not unread.flagged
+    # Without OCR the picture is judged by the image classifier alone, which judges no category reliably enough
+    # (ROC-AUC < 0.6 on the val memes): nothing is decided from it.
+    assert unread.ocr_text is None and unread.action == "allow"
+    assert all(c.applied_input_types == [] for c in unread.categories.values())

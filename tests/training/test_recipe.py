@@ -63,7 +63,7 @@ def test_shipped_default_model_is_small_and_complete():
         pytest.skip("no default model installed yet")
     files = {p.name: p.stat().st_size for p in DEFAULT_OUT.iterdir() if p.is_file()}
     assert set(files) <= set(SHIPPED_FILES), f"unexpected files in the package: {set(files) - set(SHIPPED_FILES)}"
-    assert {"config.json", "head.safetensors", "calibration.json", "thresholds.json", "metrics.json",
+    assert {"config.json", "head.safetensors", "calibration.json", "thresholds.json", "policy.json", "metrics.json",
             "MODEL_CARD.md"} <= set(files)
     assert sum(files.values()) < 8 * 1024 * 1024
     cfg = json.loads((DEFAULT_OUT / "config.json").read_text())
@@ -71,10 +71,15 @@ def test_shipped_default_model_is_small_and_complete():
     thresholds = json.loads((DEFAULT_OUT / "thresholds.json").read_text())
     assert thresholds["target_precision"] == 0.9
     assert thresholds["fitted_on"]["splits"] == ["val"] and thresholds["fitted_on"]["training_overlap_rows"] == 0
+    policy = json.loads((DEFAULT_OUT / "policy.json").read_text())
+    assert policy["fitted_on"]["splits"] == ["val"] and policy["languages"]["trained"] == ["en"]
+    for cat, entry in policy["categories"].items():  # block = the thresholds file's; review below it
+        assert entry["block"] == thresholds["categories"][cat]["threshold"]
+        assert entry["review"] is not None and (entry["block"] is None or entry["review"] < entry["block"])
 
 
 @pytest.mark.pretrained
-def test_default_model_flags_a_real_insult_and_not_a_greeting():
+def test_default_model_acts_on_a_real_insult_and_allows_a_greeting():
     if not (DEFAULT_OUT / "config.json").is_file():
         pytest.skip("no default model installed yet")
     from moderation.scorer import Scorer
@@ -86,4 +91,4 @@ def test_default_model_flags_a_real_insult_and_not_a_greeting():
     a, b = scorer.score([{"id": "a", "text": insult}, {"id": "b", "text": greeting}])
     assert a.categories["offensive"].score > 0.5 > b.categories["offensive"].score
     assert a.categories["offensive"].score > b.categories["offensive"].score + 0.4
-    assert not b.flagged
+    assert a.action != "allow" and b.action == "allow" and not b.flagged
