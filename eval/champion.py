@@ -189,6 +189,8 @@ def compare_models(champion: Any, challenger: Any, sets: Sequence[EvalSet], *, b
             n_pos = int(yy.sum())
             cell: dict[str, Any] = {"set": es.name, "kind": es.kind, "category": cat, "n": int(rows.sum()),
                                     "n_positive": n_pos}
+            if not len(yy):
+                continue  # this set does not label this category
             if n_pos < MIN_CLASS or len(yy) - n_pos < MIN_CLASS:
                 cell["note"] = f"not judged: {n_pos} positives and {len(yy) - n_pos} negatives (need {MIN_CLASS} of each)"
                 cells.append(cell)
