@@ -135,7 +135,7 @@ def baselines(specs: Sequence[Any], *, cache: str | None = None, progress: bool 
 
 def probe_figures(scorer: Any, path: Path = PROBES) -> dict[str, Any]:
     """Score the plain sentences; per kind, how many were blocked / reviewed / allowed, and every post's outcome."""
-    posts = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    posts = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     results = scorer.score([{"id": p["id"], "text": p["text"]} for p in posts])
     rows, kinds = [], {}
     for p, r in zip(posts, results):
