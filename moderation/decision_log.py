@@ -101,10 +101,10 @@ class DecisionLogConfig:
 
     path: the folder (created). format: "jsonl" or "parquet". rotate_mb / rotate_minutes: start a new file
     when the current one reaches this size or age. retention_days: at each rotation, delete the folder's log
-    files of this prefix and format older than that (by modification time); None keeps everything. content: also log the post's text and
-    OCR text (off by default: the log then holds no post content). hash_ids: log sha256(salt + id) instead of
-    the id; the salt comes from $MODERATION_LOG_ID_SALT (empty when unset). parquet_rows: rows buffered per
-    Parquet row group. prefix: file name prefix.
+    files of this prefix and format older than that (by modification time); None keeps everything. content:
+    also log the post's text and OCR text (off by default: the log then holds no post content). hash_ids: log
+    sha256(salt + id) instead of the id; the salt comes from $MODERATION_LOG_ID_SALT (empty when unset).
+    parquet_rows: rows buffered per Parquet row group. prefix: file name prefix.
     """
 
     path: str
