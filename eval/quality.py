@@ -257,3 +257,45 @@ def multioff_ablation(scorer: Any, specs: Sequence[Any], progress: bool = True) 
         if ocr is not None:
             scorer.ocr = ocr
     return out
+
+
+# --- Markdown pieces shared by the model card and the benchmark --------------------------------------------
+
+def fmt_num(x: Any, spec: str = ".3f") -> str:
+    """A number formatted by `spec`; "n/a" for None, NaN or anything not a number."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if v != v else format(v, spec)
+
+
+def fmt_flags(op: dict[str, Any] | None) -> str:
+    """An operating point (precision_at) as "precision [95% CI] / recall (posts flagged)"."""
+    if not op:
+        return "-"
+    if not op.get("flagged"):
+        return f"nothing flagged (recall 0 of {op.get('n_positive')})"
+    lo, hi = op.get("precision_ci", [float("nan")] * 2)
+    return (f"{fmt_num(op.get('precision'), '.1%')} [{fmt_num(lo, '.1%')}, {fmt_num(hi, '.1%')}] / "
+            f"{fmt_num(op.get('recall'), '.1%')} ({op['flagged']})")
+
+
+def also_table(datasets: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown rows: the other categories each test split labels, by ROC-AUC (empty when none)."""
+    rows = [(n, c, v) for n, fig in datasets.items() for c, v in fig.get("also", {}).items()]
+    if not rows:
+        return []
+    return (["| dataset | category | positives | ROC-AUC |", "| --- | --- | --- | --- |"]
+            + [f"| {n} | {c} | {v['n_positive']} of {v['n']} | {fmt_num(v['roc_auc'])} |" for n, c, v in rows])
+
+
+def pooled_table(pooled: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown rows of pooled_operating: per category block, review share and precision, block + review recall."""
+    lines = ["| category | posts (harmful) | block: precision [95% CI] / recall (posts) | review share | review precision | "
+             "block + review recall |", "| --- | --- | --- | --- | --- | --- |"]
+    for cat, op in pooled.items():
+        b = op["block"]
+        lines.append(f"| {cat} | {b['n']} ({b['n_positive']}) | {fmt_flags(b)} | {fmt_num(op['review_share'], '.1%')} | "
+                     f"{fmt_num(op['review'].get('precision'), '.1%')} | {fmt_num(op['block_or_review'].get('recall'), '.1%')} |")
+    return lines

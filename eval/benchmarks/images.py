@@ -104,7 +104,7 @@ def ocr_quality(datasets: Path, limit: int | None = None, split_words: bool = Tr
     """WER of OCR vs the dataset's text, and image-only ROC-AUC / F1 with and without OCR (module docstring).
 
     split_words False: OCR without splitting runs of letters into words (to measure what the split does)."""
-    from eval.benchmarks.quality import anchor_metrics
+    from eval.quality import anchor_metrics
     from moderation.ocr import OcrEngine, OcrSettings
     from moderation.scorer import Scorer
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from eval.quality import ANCHORS, ANY, anchor_metrics, best_threshold, f1_scores, precision_at, roc_auc  # noqa: F401
+from eval.quality import ANCHORS, ANY, also_table, anchor_metrics, f1_scores, fmt_num, pooled_table
 
 REPO = Path(__file__).resolve().parents[2]
 PROBES = REPO / "eval" / "probes" / "plain_posts.jsonl"
@@ -192,14 +192,6 @@ def measure_model(scorer: Any, specs: Sequence[Any], progress: bool = True) -> d
             "plain_sentences": probe_figures(scorer)}
 
 
-def _f(x: Any, digits: str = ".3f") -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if v != v else format(v, digits)
-
-
 def _pr(op: dict[str, Any] | None) -> str:
     if not op or not op.get("flagged"):
         return "- / 0"
@@ -217,11 +209,11 @@ def markdown_tables(model: dict[str, Any], base: dict[str, Any] | None) -> str:
         b = (base or {}).get(name, {})
         label = "macro-F1" if a.metric == "macro_f1" else "F1"
         pub = ", ".join(f"{n} {v:g}" for n, v in a.published) or "-"
-        cols = [_f(b.get(k, {}).get(a.metric, float("nan")) * a.scale, d) for k in BASELINES] if base else []
-        lines.append(f"| {name} | {a.category} | {label} | **{_f(fig[a.metric] * a.scale, d)}** | >= {a.target:g} | "
+        cols = [fmt_num(b.get(k, {}).get(a.metric, float("nan")) * a.scale, d) for k in BASELINES] if base else []
+        lines.append(f"| {name} | {a.category} | {label} | **{fmt_num(fig[a.metric] * a.scale, d)}** | >= {a.target:g} | "
                      + "".join(c + " | " for c in cols) + f"{pub} |")
-        cols = [_f(b.get(k, {}).get("roc_auc")) for k in BASELINES] if base else []
-        lines.append(f"| {name} | {a.category} | ROC-AUC | **{_f(fig['roc_auc'])}** | >= {a.target_auc:g} | "
+        cols = [fmt_num(b.get(k, {}).get("roc_auc")) for k in BASELINES] if base else []
+        lines.append(f"| {name} | {a.category} | ROC-AUC | **{fmt_num(fig['roc_auc'])}** | >= {a.target_auc:g} | "
                      + "".join(c + " | " for c in cols) + " |")
     lines += ["", "The model's own decisions at its policy (" + model.get("policy_version", "?") + "), per dataset: "
               "precision [95% CI] / recall of automatic blocks, and of block + review (targets: block precision and recall "
@@ -231,17 +223,10 @@ def markdown_tables(model: dict[str, Any], base: dict[str, Any] | None) -> str:
         a = ANCHORS[name]
         tgt = f"P >= {a.target_flags[0]:g}, R >= {a.target_flags[1]:g}" if a.target_flags else ""
         lines.append(f"| {name} | {a.category} | {_pr(fig.get('block'))} | {tgt} | {_pr(fig.get('block_or_review'))} |")
-    also = [(n, c, v) for n, fig in model["datasets"].items() for c, v in fig.get("also", {}).items()]
+    also = also_table(model["datasets"])
     if also:
-        lines += ["", "Other categories the test splits label (ROC-AUC): " + "; ".join(
-            f"{n} {c} {_f(v['roc_auc'])} ({v['n_positive']} of {v['n']})" for n, c, v in also)]
-    lines += ["", "Pooled per category over every test post that labels it:", "",
-              "| category | posts (harmful) | block: precision [95% CI] / recall | review share | review precision | block + review recall |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for cat, op in model["operating_pooled"].items():
-        bl = op["block"]
-        lines.append(f"| {cat} | {bl['n']} ({bl['n_positive']}) | {_pr(bl)} | {_f(op['review_share'], '.1%')} | "
-                     f"{_f(op['review'].get('precision'), '.2f')} | {_f(op['block_or_review'].get('recall'), '.2f')} |")
+        lines += ["", "Other categories the test splits label (ROC-AUC):", "", *also]
+    lines += ["", "Pooled per category over every test post that labels it:", "", *pooled_table(model["operating_pooled"])]
     if model.get("multioff_ablation"):
         b = (base or {}).get("multioff", {})
         keys = {"text only": "frozen MiniLM + LR", "image only": "frozen EfficientNet-Lite0 + LR (image)",
@@ -251,7 +236,7 @@ def markdown_tables(model: dict[str, Any], base: dict[str, Any] | None) -> str:
                   "| --- | --- | --- | --- | --- |"]
         for label, fig in model["multioff_ablation"].items():
             bb = b.get(keys[label], {})
-            lines.append(f"| {label} | {fig['f1']:.3f} | {fig['roc_auc']:.3f} | {_f(bb.get('f1'))} | {_f(bb.get('roc_auc'))} |")
+            lines.append(f"| {label} | {fig['f1']:.3f} | {fig['roc_auc']:.3f} | {fmt_num(bb.get('f1'))} | {fmt_num(bb.get('roc_auc'))} |")
     ps = model.get("plain_sentences")
     if ps:
         lines += ["", f"Plain sentences (`eval/probes/plain_posts.jsonl`): harmful ones sent to review or block "
@@ -262,7 +247,7 @@ def markdown_tables(model: dict[str, Any], base: dict[str, Any] | None) -> str:
         missed = [r for r in ps["posts"] if not r["as_expected"]]
         if missed:
             lines += ["", "Not as expected: " + "; ".join(
-                f"{r['id']} ({r['action']}, {r['top_category']} {_f(r['top_score'], '.2f')})" for r in missed)]
+                f"{r['id']} ({r['action']}, {r['top_category']} {fmt_num(r['top_score'], '.2f')})" for r in missed)]
     return "\n".join(lines)
 
 

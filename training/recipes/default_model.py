@@ -252,35 +252,9 @@ def calibrate_and_measure(model_dir: Path, specs: list, report_dir: Path, recipe
     return metrics
 
 
-def _pct(x: Any, digits: int = 1) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if v != v else f"{100 * v:.{digits}f}"
-
-
-def _num(x: Any, fmt: str = ".3f") -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if v != v else format(v, fmt)
-
-
-def _flags(op: dict[str, Any] | None) -> str:
-    """"precision [CI] / recall (n flagged)" of an operating point."""
-    if not op:
-        return "-"
-    if not op.get("flagged"):
-        return f"nothing flagged (recall 0 of {op.get('n_positive')})"
-    lo, hi = op.get("precision_ci", [float("nan")] * 2)
-    return f"{_pct(op.get('precision'))}% [{_pct(lo)}, {_pct(hi)}] / {_pct(op.get('recall'))}% ({op['flagged']})"
-
-
 def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> str:
     """The model card (Markdown) with the measured test figures."""
-    from eval.quality import ANCHORS
+    from eval.quality import ANCHORS, also_table, fmt_flags, fmt_num, pooled_table
     from training.data import KNOWN_DATASETS
 
     cfg = info.config
@@ -324,7 +298,7 @@ def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> 
         "",
         f"- mode `{tc.get('mode')}`; class weights `{tc.get('class_weight')}` (within each dataset, positives and "
         "negatives weigh the same, so no dataset's base rate is learned as evidence);",
-        f"- early stopping on `{tc.get('stop_metric')}` over the val splits: best {_num((training.get('best') or {}).get('score'), '.4f')} "
+        f"- early stopping on `{tc.get('stop_metric')}` over the val splits: best {fmt_num((training.get('best') or {}).get('score'), '.4f')} "
         f"at epoch {(training.get('best') or {}).get('epoch')}; the same val splits choose the blend weights and fit the "
         "calibration and the policy; the test splits are used here only;",
         "- calibration per category (and per input type where the val data allow): "
@@ -345,20 +319,12 @@ def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> 
         a = ANCHORS[name]
         metric = "macro-F1" if a.metric == "macro_f1" else "F1"
         digits = ".1f" if a.scale == 100 else ".3f"
-        lines.append(f"| {name} | {a.category} | {metric} | {_num(fig[a.metric] * a.scale, digits)} | >= {a.target:g} | "
-                     f"{_num(fig['roc_auc'])} | >= {a.target_auc:g} | {_flags(fig.get('block'))} | {_flags(fig.get('block_or_review'))} |")
-    also = [(name, c, v) for name, fig in t["datasets"].items() for c, v in fig.get("also", {}).items()]
+        lines.append(f"| {name} | {a.category} | {metric} | {fmt_num(fig[a.metric] * a.scale, digits)} | >= {a.target:g} | "
+                     f"{fmt_num(fig['roc_auc'])} | >= {a.target_auc:g} | {fmt_flags(fig.get('block'))} | {fmt_flags(fig.get('block_or_review'))} |")
+    also = also_table(t["datasets"])
     if also:
-        lines += ["", "Other categories these test splits label (ROC-AUC):", "", "| dataset | category | positives | ROC-AUC |",
-                  "| --- | --- | --- | --- |"]
-        lines += [f"| {n} | {c} | {v['n_positive']} of {v['n']} | {_num(v['roc_auc'])} |" for n, c, v in also]
-    lines += ["", "Per category over every test post that labels it, at the default policy:", "",
-              "| category | posts (harmful) | block: precision [95% CI] / recall | review share | review precision | block + review recall |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for cat, op in t["operating_pooled"].items():
-        b = op["block"]
-        lines.append(f"| {cat} | {b['n']} ({b['n_positive']}) | {_flags(b)} | {_pct(op['review_share'])}% | "
-                     f"{_pct(op['review'].get('precision'))}% | {_pct(op['block_or_review'].get('recall'))}% |")
+        lines += ["", "Other categories these test splits label (ROC-AUC):", "", *also]
+    lines += ["", "Per category over every test post that labels it, at the default policy:", "", *pooled_table(t["operating_pooled"])]
     if t.get("multioff_ablation"):
         lines += ["", "MultiOFF ablation (test; val-chosen threshold per variant; image only without OCR):", "",
                   "| input | F1 (offensive) | ROC-AUC |", "| --- | --- | --- |"]
@@ -379,14 +345,14 @@ def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> 
 
 
 def print_summary(metrics: dict[str, Any]) -> None:
-    from eval.quality import ANCHORS
+    from eval.quality import ANCHORS, fmt_flags
 
     t = metrics["test"]
     print(f"\nmodel {metrics['model_version']}: official test splits")
     for name, fig in t["datasets"].items():
         a = ANCHORS[name]
         print(f"  {name:20s} {a.category:9s} {a.metric} {fig[a.metric] * a.scale:7.3f}  roc_auc {fig['roc_auc']:.3f}  "
-              f"block {_flags(fig.get('block'))}  block+review {_flags(fig.get('block_or_review'))}")
+              f"block {fmt_flags(fig.get('block'))}  block+review {fmt_flags(fig.get('block_or_review'))}")
     for label, fig in (t.get("multioff_ablation") or {}).items():
         print(f"  multioff {label:11s} f1 {fig['f1']:.3f} roc_auc {fig['roc_auc']:.3f}")
 

@@ -1,0 +1,135 @@
+"""Generalisation benchmark: how the default recipe does on a platform it never saw (leave one dataset out).
+
+    python -m eval.benchmarks.generalization                    # every shared dataset in turn (~30-60 min here)
+    python -m eval.benchmarks.generalization --datasets ethos,gab_hate_corpus
+
+For each shared dataset D: train the default recipe's frozen-encoder model (training.recipes.default_model's
+MODEL and TRAINING["frozen"], same selection on the val splits) on every dataset but D, then measure it on D's
+test split: ROC-AUC of D's category (and of the other categories D labels). Beside it, the same model trained
+on every dataset (D included) measured on the same rows: the gap is what a new platform costs. ROC-AUC is
+threshold-free, so no threshold of D's own is needed; D's val split is used by nothing.
+
+Frozen encoders: the logits come from the embedding cache (training.embeddings) through the trained head and
+lexical channel, which is what the scorer computes for these posts (tests/training/test_train.py checks the
+cache against the live encoders); no calibration (ROC-AUC does not depend on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def logits_of(model: Any, data: Any, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C) logits of a frozen-encoder model on a LabelledSet, from cached embeddings; (N,) ok."""
+    import torch
+
+    from training.data import post_texts
+    from training.embeddings import embed_posts
+    from training.train import training_scorer
+
+    emb = embed_posts(model, training_scorer(model).prepare, data.posts, progress=progress)
+    present = torch.from_numpy(emb.present)
+    with torch.inference_mode():
+        tensors = {m: torch.from_numpy(v) for m, v in emb.embeddings.items()}
+        lexical = None
+        if model.lexical is not None:
+            texts = [t or "" for t in post_texts(data.posts)]
+            lexical = torch.from_numpy(model.lexical.logits(texts))
+        keep = present.any(dim=1)
+        out = np.full((len(data), len(model.categories)), np.nan)
+        idx = keep.nonzero(as_tuple=True)[0]
+        z = model.head({m: t[idx] for m, t in tensors.items()}, present[idx],
+                       None if lexical is None else lexical[idx])
+        out[idx.numpy()] = z.float().numpy()
+    return out, emb.ok & keep.numpy()
+
+
+def auc(y: np.ndarray, s: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+    rows = ~np.isnan(y) & ~np.isnan(s)
+    y, s = y[rows], s[rows]
+    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.benchmarks.generalization", description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", default=None, help="comma-separated datasets to hold out (default: all eight)")
+    p.add_argument("--data-root", default=None, help="shared datasets folder (default: ../shared/datasets)")
+    p.add_argument("--out", default=None, help="also write the figures as JSON here")
+    args = p.parse_args(argv)
+
+    from eval.quality import ANCHORS, ANY
+    from moderation.cli import _quiet_libraries
+    from moderation.model import ModelConfig
+    from training.data import DEFAULT_DATASETS, default_dataset_specs, load_labelled
+    from training.recipes.default_model import MODEL, TRAINING
+    from training.train import TrainConfig, train
+
+    _quiet_libraries()
+    specs = default_dataset_specs(args.data_root)
+    held = [d.strip() for d in args.datasets.split(",")] if args.datasets else list(DEFAULT_DATASETS)
+    unknown = sorted(set(held) - {s.name for s in specs})
+    if unknown:
+        print(f"error: unknown datasets {unknown}; known: {', '.join(s.name for s in specs)}", file=sys.stderr)
+        return 2
+    cats = list(MODEL["categories"])
+    config = TrainConfig(**TRAINING["frozen"])
+
+    def fit(use: list, folder: str) -> Any:
+        return train(use, folder, ModelConfig(**MODEL), config, progress=False, log=lambda _: None).model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        test = load_labelled(specs, cats, "test")
+    src = np.asarray(test.sources)
+    results: dict[str, Any] = {}
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        print("training on every dataset (the in-distribution reference) ...", flush=True)
+        full = fit(specs, f"{tmp}/all")
+        z_full, ok_full = logits_of(full, test)
+        for name in held:
+            rest = [s for s in specs if s.name != name]
+            model = fit(rest, f"{tmp}/without-{name}")
+            z, ok = logits_of(model, test)
+            rows = (src == name) & ok & ok_full
+            anchor = ANCHORS.get(name)
+            fig: dict[str, Any] = {}
+            for j, c in enumerate(cats):
+                y = test.labels[rows, j]
+                if np.isnan(y).all():
+                    continue
+                fig[c] = {"unseen": auc(y, z[rows, j]), "seen": auc(y, z_full[rows, j]),
+                          "n": int((~np.isnan(y)).sum()), "n_positive": int(np.nansum(y))}
+            if anchor is not None and anchor.category == ANY:
+                known = ~np.isnan(test.labels[rows])
+                y = np.where(known.any(1), np.nanmax(np.where(known, test.labels[rows], -1), axis=1), np.nan)
+                fig[ANY] = {"unseen": auc(y, np.nanmax(z[rows], axis=1)), "seen": auc(y, np.nanmax(z_full[rows], axis=1)),
+                            "n": int((~np.isnan(y)).sum()), "n_positive": int(np.nansum(y))}
+            results[name] = {"category": anchor.category if anchor else None, "figures": fig}
+            main_cat = anchor.category if anchor else next(iter(fig))
+            f = fig.get(main_cat, {})
+            print(f"  {name:20s} {main_cat:9s} unseen {f.get('unseen', float('nan')):.3f}  seen {f.get('seen', float('nan')):.3f}  "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+    print("\n| held-out dataset | category | ROC-AUC, trained without it | ROC-AUC, trained with it | gap |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, r in results.items():
+        for c, f in r["figures"].items():
+            print(f"| {name} | {c}{' (its label)' if c == r['category'] else ''} | {f['unseen']:.3f} | {f['seen']:.3f} | "
+                  f"{f['unseen'] - f['seen']:+.3f} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"held_out": results, "seconds": round(time.time() - t0)}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
