@@ -24,8 +24,12 @@ def local_ray(num_cpus: int | None = None) -> Iterator[object]:
     home = tempfile.mkdtemp(prefix="rayhome-")
     Path(home, "ray_bootstrap_config.yaml").write_text("provider: {type: local}\n")
     temp_dir = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths have a length limit
-    saved = {k: os.environ.get(k) for k in ("HOME", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED")}
-    os.environ.update({"HOME": home, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"})
+    # Serve's controller kills an HTTP proxy that is not ready within 5 s: on a busy 2-core machine, importing
+    # Serve and FastAPI in a fresh worker can take longer (seen: the proxy "killed before it started running").
+    env = {"HOME": home, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": os.environ.get("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     import ray
 
     ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, _temp_dir=temp_dir,

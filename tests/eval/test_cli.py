@@ -48,7 +48,8 @@ def test_calibrate_evaluate_report(tiny_model_dir, labelled_folder, tmp_path, ca
     rep = tmp_path / "rep"
     assert main(["report", "--from-eval", str(run_dir), "--compare-eval", str(run_dir), "--out", str(rep)]) == 0
     html = (rep / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "Comparison" in html
+    # one figure per category, and the policy section's review-load curve
+    assert html.count("data:image/png;base64,") == 3 and "Comparison" in html and "Moderation policy" in html
 
     rep2 = tmp_path / "rep2"
     assert main(["report", "--model", str(tiny_model_dir), "--compare", str(tiny_model_dir), "--data", spec,

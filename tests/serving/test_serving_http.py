@@ -73,7 +73,8 @@ def test_health_ready_model(request, client, server):
     body = info.json()
     assert body["categories"] == ["hate", "offensive"] and body["auth"] is True
     assert body["topology"] == request.node.callspec.params["server"]
-    assert body["batch"] == {"max_batch_size": 8, "batch_wait_timeout_s": WAIT_S, "forward_batch_size": None}
+    assert body["batch"] == {"max_batch_size": 8, "batch_wait_timeout_s": WAIT_S, "forward_batch_size": None,
+                             "policy": None}
 
 
 def test_auth_over_http(client, server):

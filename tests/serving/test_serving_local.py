@@ -169,7 +169,9 @@ def test_health_ready_and_model_info(api):
     info = api.model_info.remote().result()
     assert info["categories"] == ["hate", "offensive"]
     assert info["thresholds"] == {"hate": None, "offensive": None}
-    assert info["batch"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.05, "forward_batch_size": None}
+    assert info["batch"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.05, "forward_batch_size": None,
+                             "policy": None}
+    assert info["policy_version"] and set(info["policy"]["categories"]) <= set(info["categories"])
     assert info["limits"]["max_items"] == 8 and info["auth"] is False
     assert info["topology"] in ("fused", "split")
 
