@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from eval.metrics import to_jsonable
+from eval.metrics import to_jsonable, two_class_resamples
 
 GATE_METRICS: tuple[str, ...] = ("roc_auc", "average_precision")
 METRICS: tuple[str, ...] = ("roc_auc", "average_precision", "recall_at_threshold", "precision_at_threshold")
@@ -107,17 +107,10 @@ def paired_bootstrap(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, t_a: float
     y = np.asarray(y, dtype=np.float64)
     a, b = cell_metrics(y, p_a, t_a), cell_metrics(y, p_b, t_b)
     diffs: dict[str, list[float]] = {m: [] for m in METRICS}
-    rng = np.random.default_rng(seed)
-    n = y.size
     valid = 0
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        yb = y[idx]
-        s = yb.sum()
-        if s == 0 or s == n:
-            continue
+    for idx in two_class_resamples(y, n_boot, seed):
         valid += 1
-        ma, mb = cell_metrics(yb, p_a[idx], t_a), cell_metrics(yb, p_b[idx], t_b)
+        ma, mb = cell_metrics(y[idx], p_a[idx], t_a), cell_metrics(y[idx], p_b[idx], t_b)
         for m in METRICS:
             diffs[m].append(mb[m] - ma[m])
     alpha = (1.0 - confidence) / 2

@@ -13,7 +13,7 @@ expected calibration error and the Clopper-Pearson bound on precision.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Sequence, Iterator
 
 import numpy as np
 
@@ -202,6 +202,19 @@ def _headline(y: np.ndarray, p: np.ndarray, threshold: float | None) -> dict[str
     }
 
 
+def two_class_resamples(y: np.ndarray, n_boot: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Row indices of `n_boot` bootstrap resamples of y (with replacement), skipping those holding a single
+    class (ranking metrics are undefined on them): yields at most n_boot index arrays."""
+    y = np.asarray(y, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        s = y[idx].sum()
+        if 0 < s < n:
+            yield idx
+
+
 def bootstrap_intervals(y: np.ndarray, p: np.ndarray, threshold: float | None, *, n_boot: int = 1000,
                         seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
     """Percentile bootstrap intervals (rows resampled with replacement) of the HEADLINE figures.
@@ -213,16 +226,9 @@ def bootstrap_intervals(y: np.ndarray, p: np.ndarray, threshold: float | None, *
         return {}
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
-    rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {k: [] for k in HEADLINE}
-    n = len(y)
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        yb = y[idx]
-        s = yb.sum()
-        if s == 0 or s == n:
-            continue
-        for k, v in _headline(yb, p[idx], threshold).items():
+    for idx in two_class_resamples(y, n_boot, seed):
+        for k, v in _headline(y[idx], p[idx], threshold).items():
             draws[k].append(v)
     alpha = (1.0 - confidence) / 2
     out: dict[str, Any] = {"n_boot": n_boot, "n_valid": len(draws["roc_auc"])}
