@@ -303,6 +303,7 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
                         method: str = "auto", confidence: float = 0.95, scorer: Any = None,
                         min_positives: int = DEFAULT_MIN_POSITIVES, seed: int = 0, progress: bool = True,
                         predictions: Any = None, review: Any = "default", languages: Any = None,
+                        not_judged: str | None = None,
                         extra_calibration: Any = None) -> tuple[Calibration, Thresholds]:
     """Predict on `data` (a held-out calibration LabelledSet), fit calibration, thresholds and the moderation
     policy, and write them into the model directory.
@@ -312,7 +313,8 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
     each versioned ("cal-/thr-/pol-<date>-<hash8>", changing whenever the content does); Scorer.from_dir uses
     them from then on. review: an eval.policy.ReviewTarget ("default": block + review recall 0.90), or None for
     a block-only policy. languages: the policy's moderation.policy.LanguageRule (default: the languages the
-    model's config.json records for its training data, else English). extra_calibration: a PredictionSet used
+    model's config.json records for its training data, else English). not_judged: the policy's action for a
+    category none of a post's inputs can judge ("allow", the default, or "review"). extra_calibration: a PredictionSet used
     for the calibration only, not for thresholds and policy (e.g. image-only copies of posts, so that
     pictures without text get a calibration of their own).
     scorer: an already loaded Scorer of this directory (loaded here when None); its calibration, thresholds and
@@ -379,6 +381,9 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
     else:
         from moderation.policy import from_thresholds
         policy = from_thresholds(thresholds, languages)
+    if not_judged is not None:
+        from moderation.policy import with_not_judged
+        policy = with_not_judged(policy, not_judged)
     policy.meta["fitted_on"] = {**fitted_on, "calibration_version": calibration.version}
     write_calibration(model_dir, calibration)
     write_thresholds(model_dir, thresholds)

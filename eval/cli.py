@@ -150,7 +150,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         cal, thr = calibrate_model_dir(args.model, data, target_precision=args.target_precision, method=args.method,
                                        confidence=args.confidence, scorer=scorer, min_positives=args.min_positives,
                                        seed=args.seed, progress=not args.no_progress, review=review,
-                                       languages=languages)
+                                       languages=languages, not_judged=args.not_judged or scorer.policy.not_judged)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     policy = scorer.policy
@@ -158,7 +158,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
           f"{Path(args.model).resolve()}")
     review_goal = f"review for {review.kind} {review.value:g}" if review else "no review band"
     print(f"block: precision {args.target_precision:g} ({args.confidence:.0%} Clopper-Pearson lower bound); {review_goal}; "
-          f"languages {', '.join(policy.languages.trained)} (others: {policy.languages.action})\n")
+          f"languages {', '.join(policy.languages.trained)} (others: {policy.languages.action}); "
+          f"categories no input can judge: {policy.not_judged}\n")
     print(f"{'category':<12} {'method':<12} {'block':>7} {'prec':>6} {'(lb)':>6} {'recall':>7} {'review':>7} "
           f"{'rev.share':>9} {'rev.prec':>8} {'b+r recall':>10}  status")
     notes = []
@@ -296,6 +297,10 @@ def register(subparsers: Any) -> None:
                           "(default: those of its training data, from config.json)")
     cal.add_argument("--language-action", choices=("review", "block", "allow"), default=None,
                      help="what happens to a post in another language (default: review)")
+    cal.add_argument("--not-judged", choices=("allow", "review"), default=None,
+                     help="what happens to a category none of a post's inputs can judge, e.g. a picture without "
+                          "readable text for a category the model judges from text only (default: allow, with "
+                          "score 0, as OpenAI's moderation API does; review: a person sees every such post)")
     cal.set_defaults(func=_cmd_calibrate)
 
     rep = subparsers.add_parser(

@@ -113,6 +113,8 @@ def threshold_lines(scorer) -> list[str]:
         lines.append(f"{category}: {block}; {review}")
     rule = policy.languages
     lines.append(f"languages: trained on {', '.join(rule.trained)}; a post in another language goes to {rule.action}")
+    if policy.not_judged != "allow":
+        lines.append(f"a category none of a post's inputs can judge (e.g. a picture without text): {policy.not_judged}")
     return lines
 
 

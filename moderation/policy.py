@@ -9,14 +9,18 @@ A model directory's `policy.json` (versioned, beside calibration.json and thresh
             recall of block + review, a minimum review precision, or a review budget); null: no review band
 
 plus a language rule: posts whose detected language is not one the model was trained on are never allowed
-automatically; they go to `languages.action` ("review" by default; a deployment may choose otherwise).
+automatically; they go to `languages.action` ("review" by default; a deployment may choose otherwise), and a
+`not_judged` rule: what happens to a category none of the post's inputs can judge (an image without readable
+text, for a category the model judges only from text). "allow" (the default, as OpenAI's moderation API does:
+the score is 0) or "review" (a deployment that wants a person to look at every picture a model cannot read).
 
 `Policy.decide(...)` gives a post's `Decision`: the action of each category, the post's action (the strongest
 of its categories and of the other rules), and why. An error is never decided: a post that could not be scored
 has no action (it is neither allowed nor removed; route it by its error_code).
 
     {"format_version": 1, "version": "pol-...", "categories": {"hate": {"block": 0.93, "review": 0.31, ...}},
-     "languages": {"trained": ["en"], "action": "review", "min_confidence": 0.6, "min_chars": 12}}
+     "languages": {"trained": ["en"], "action": "review", "min_confidence": 0.6, "min_chars": 12},
+     "not_judged": "allow"}
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ FORMAT_VERSION = 1
 #: Actions from the mildest to the strongest; a post's action is the strongest any rule gives it.
 ACTIONS: tuple[str, ...] = ("allow", "review", "block")
 LANGUAGE_ACTIONS: tuple[str, ...] = ("review", "allow", "block")
+#: What may happen to a category that none of a post's inputs can judge (never "block": there is no evidence).
+NOT_JUDGED_ACTIONS: tuple[str, ...] = ("allow", "review")
 
 
 class PolicyError(ValueError):
@@ -114,27 +120,37 @@ class Policy:
     categories: dict[str, CategoryPolicy]
     languages: LanguageRule = field(default_factory=LanguageRule)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The action for a category none of the post's inputs can judge ("allow" or "review"; see the module doc).
+    not_judged: str = "allow"
+
+    def __post_init__(self) -> None:
+        if self.not_judged not in NOT_JUDGED_ACTIONS:
+            raise PolicyError(f"not_judged must be one of {NOT_JUDGED_ACTIONS}, got {self.not_judged!r}")
 
     def decide(self, scores: Mapping[str, float], *, language: str | None = None,
                language_confidence: float | None = None, letters: int = 0,
-               hash_categories: Sequence[str] = ()) -> Decision:
+               hash_categories: Sequence[str] = (), not_judged: Sequence[str] = ()) -> Decision:
         """The decision for one scored post.
 
         scores: calibrated probability per category; hash_categories: categories whose listed hash the image
         matched (blocked whatever the scores); language / language_confidence / letters: the detected language
-        of the post's text (None when it has none). A category without a policy entry is never actioned.
+        of the post's text (None when it has none); not_judged: categories none of the post's inputs can judge
+        (their score means nothing; they get the policy's `not_judged` action). A category without a policy
+        entry is never actioned.
         """
         cats: dict[str, str] = {}
         reasons: list[dict[str, Any]] = []
         for cat, score in scores.items():
             entry = self.categories.get(cat)
             action, why = entry.action(score) if entry is not None else ("allow", "no policy for this category")
+            rule = f"{action}_threshold"
+            if cat in not_judged:
+                action, why, rule = self.not_judged, "none of the post's inputs can judge this category", "not_judged"
             if cat in hash_categories:
-                action, why = "block", "the image matches a listed hash of known violating images"
+                action, why, rule = "block", "the image matches a listed hash of known violating images", "hash_match"
             cats[cat] = action
             if action != "allow":
-                reasons.append({"action": action, "category": cat, "rule": "hash_match" if cat in hash_categories
-                                else f"{action}_threshold", "detail": why})
+                reasons.append({"action": action, "category": cat, "rule": rule, "detail": why})
         for cat in hash_categories:
             if cat not in scores:  # a listed category the model does not score (e.g. a programme's own) still blocks
                 reasons.append({"action": "block", "category": cat, "rule": "hash_match",
@@ -153,7 +169,7 @@ class Policy:
                 "categories": {c: {"block": p.block, "review": p.review, **p.meta} for c, p in self.categories.items()},
                 "languages": {"trained": self.languages.trained, "action": self.languages.action,
                               "min_confidence": self.languages.min_confidence, "min_chars": self.languages.min_chars},
-                **self.meta}
+                "not_judged": self.not_judged, **self.meta}
 
     @classmethod
     def from_json(cls, data: Any, source: str = POLICY_FILE) -> "Policy":
@@ -181,8 +197,12 @@ class Policy:
             rule = LanguageRule(**lang)
         except (TypeError, PolicyError) as exc:
             raise PolicyError(f"{source}: languages: {exc}") from None
-        meta = {k: v for k, v in data.items() if k not in ("format_version", "version", "categories", "languages")}
-        return cls(version=str(data["version"]), categories=cats, languages=rule, meta=meta)
+        not_judged = data.get("not_judged", "allow")
+        if not_judged not in NOT_JUDGED_ACTIONS:
+            raise PolicyError(f"{source}: not_judged must be one of {NOT_JUDGED_ACTIONS}, got {not_judged!r}")
+        meta = {k: v for k, v in data.items()
+                if k not in ("format_version", "version", "categories", "languages", "not_judged")}
+        return cls(version=str(data["version"]), categories=cats, languages=rule, meta=meta, not_judged=not_judged)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Policy":
@@ -209,12 +229,24 @@ class Policy:
         return path
 
 
-def policy_version(categories: Mapping[str, CategoryPolicy], languages: LanguageRule) -> str:
-    """"pol-<date>-<hash8>" of the thresholds and the language rule: it changes whenever they do."""
-    blob = json.dumps({"c": {k: [v.block, v.review] for k, v in sorted(categories.items())},
-                       "l": [languages.trained, languages.action, languages.min_confidence, languages.min_chars]},
-                      sort_keys=True).encode()
+def policy_version(categories: Mapping[str, CategoryPolicy], languages: LanguageRule, not_judged: str = "allow") -> str:
+    """"pol-<date>-<hash8>" of the thresholds and the rules: it changes whenever they do."""
+    content: dict[str, Any] = {"c": {k: [v.block, v.review] for k, v in sorted(categories.items())},
+                               "l": [languages.trained, languages.action, languages.min_confidence, languages.min_chars]}
+    if not_judged != "allow":  # the default leaves the versions of policies written before the rule unchanged
+        content["n"] = not_judged
+    blob = json.dumps(content, sort_keys=True).encode()
     return f"pol-{datetime.now(timezone.utc):%Y%m%d}-{hashlib.sha256(blob).hexdigest()[:8]}"
+
+
+def with_not_judged(policy: Policy, action: str) -> Policy:
+    """The same policy with another `not_judged` action (and a new version when it changes)."""
+    if action == policy.not_judged:
+        return policy
+    changed = Policy(version=policy.version, categories=policy.categories, languages=policy.languages,
+                     meta=policy.meta, not_judged=action)
+    changed.version = policy_version(changed.categories, changed.languages, action)
+    return changed
 
 
 def from_thresholds(thresholds: Any, languages: LanguageRule | None = None) -> Policy:

@@ -172,7 +172,8 @@ class CategoryResult:
     calibration split); `review_threshold` the lower one from which posts go to human review (None: no review
     band). `applied_input_types` says which of the post's inputs this score used; empty when none of them can
     judge this category (an image without text, for a category no image was ever labelled for): the score is
-    then 0 and the action "allow", as OpenAI's moderation API does for such categories.
+    then 0 and the action the policy's `not_judged` one ("allow" by default, as OpenAI's moderation API does for
+    such categories; "review" where a deployment wants a person to see them).
     """
 
     score: float

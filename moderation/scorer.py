@@ -218,7 +218,8 @@ class Scorer:
             "policy": {"categories": {c: {"block": e.block, "review": e.review} for c, e in self.policy.categories.items()},
                        "languages": {"trained": self.policy.languages.trained, "action": self.policy.languages.action,
                                      "min_confidence": self.policy.languages.min_confidence,
-                                     "min_chars": self.policy.languages.min_chars}},
+                                     "min_chars": self.policy.languages.min_chars},
+                       "not_judged": self.policy.not_judged},
             "image_categories": self.image_categories(),
             "target_precision": self.info.thresholds.target_precision if self.info.thresholds else None,
             "calibration_version": self.info.calibration.version if self.info.calibration else None,
@@ -400,14 +401,16 @@ class Scorer:
         for i, item in enumerate(items):
             applied = applied_input_types(item)
             inputs = {c: self._category_inputs(applied, c, image_ok) for c in cats}
-            # A category none of the post's inputs can judge is not scored (0, allow), as OpenAI's API does.
+            # A category none of the post's inputs can judge is not scored (0); the policy's not_judged rule
+            # decides its action (allow by default, as OpenAI's API does).
             scores = {c: (float(probs[i, j]) if inputs[c] else 0.0) for j, c in enumerate(cats)}
             lang = detect_language(item.text) if self.detect_language and item.text is not None else None
             matches = getattr(item, "hash_matches", ())
             decision = policy.decide(scores, language=lang.code if lang else None,
                                      language_confidence=lang.confidence if lang else None,
                                      letters=lang.letters if lang else 0,
-                                     hash_categories=[m.category for m in matches])
+                                     hash_categories=[m.category for m in matches],
+                                     not_judged=[c for c in cats if not inputs[c]])
             categories = {c: CategoryResult(score=scores[c], flagged=decision.categories[c] == "block",
                                             threshold=block[c], action=decision.categories[c],
                                             review_threshold=review[c], applied_input_types=inputs[c]) for c in cats}

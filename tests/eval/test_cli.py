@@ -28,6 +28,17 @@ def test_calibrate_evaluate_report(tiny_model_dir, labelled_folder, tmp_path, ca
     policy = json.loads((tiny_model_dir / "policy.json").read_text())
     assert policy["fitted"]["review_target"] == {"kind": "budget", "value": 0.1}
     assert policy["languages"]["trained"] == ["en", "de"] and policy["languages"]["action"] == "block"
+    assert policy["not_judged"] == "allow"
+    assert main(["calibrate", "--model", str(tiny_model_dir), "--data", spec, "--split", "val", "--no-progress",
+                 "--min-positives", "10", "--not-judged", "review"]) == 0
+    assert json.loads((tiny_model_dir / "policy.json").read_text())["not_judged"] == "review"
+    assert "categories no input can judge: review" in capsys.readouterr().out
+    # Recalibrating keeps the deployment's choice unless it is given again.
+    assert main(["calibrate", "--model", str(tiny_model_dir), "--data", spec, "--split", "val", "--no-progress",
+                 "--min-positives", "10", "--review-budget", "0.1", "--languages", "en,de",
+                 "--language-action", "block"]) == 0
+    policy = json.loads((tiny_model_dir / "policy.json").read_text())
+    assert policy["not_judged"] == "review"
     for entry in policy["categories"].values():
         assert entry["review_fit"].get("review_share", 0.0) <= 0.1
     capsys.readouterr()

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from moderation.policy import CategoryPolicy, LanguageRule, Policy, PolicyError, from_thresholds, policy_version
+from moderation.policy import (CategoryPolicy, LanguageRule, Policy, PolicyError, from_thresholds, policy_version,
+                               with_not_judged)
 from moderation.calibration import Thresholds
 
 
@@ -70,6 +71,29 @@ def test_an_untrained_language_is_never_allowed():
     assert strict.decide({"hate": 0.01}, language="fr", language_confidence=0.9, letters=30).action == "block"
 
 
+def test_categories_no_input_can_judge_follow_the_not_judged_rule(tmp_path):
+    p = _policy()
+    assert p.not_judged == "allow"
+    d = p.decide({"hate": 0.0, "offensive": 0.0}, not_judged=["hate", "offensive"])
+    assert d.action == "allow" and d.reasons == []  # the default: as OpenAI's API does
+    strict = with_not_judged(p, "review")
+    assert strict.version != p.version and with_not_judged(strict, "review") is strict
+    d = strict.decide({"hate": 0.0, "offensive": 0.7}, not_judged=["hate"])
+    assert d.action == "review" and d.categories == {"hate": "review", "offensive": "review"}
+    assert {r["rule"] for r in d.reasons} == {"not_judged", "review_threshold"}
+    # A judged category still blocks, and a listed hash blocks a category even when no input could judge it.
+    assert strict.decide({"hate": 0.99, "offensive": 0.0}, not_judged=["offensive"]).action == "block"
+    d = strict.decide({"hate": 0.0, "offensive": 0.0}, not_judged=["hate", "offensive"], hash_categories=["hate"])
+    assert d.categories == {"hate": "block", "offensive": "review"} and d.reasons[0]["rule"] == "hash_match"
+    strict.save(tmp_path)
+    again = Policy.load(tmp_path)
+    assert again.not_judged == "review" and again.version == strict.version and again.to_json() == strict.to_json()
+    # A file written before the rule existed reads as "allow".
+    old = strict.to_json()
+    del old["not_judged"]
+    assert Policy.from_json(old).not_judged == "allow"
+
+
 @pytest.mark.parametrize("data, message", [
     ({"version": "x", "categories": {}}, "format_version"),
     ({"format_version": 1, "categories": {}}, "'version' and 'categories'"),
@@ -77,6 +101,7 @@ def test_an_untrained_language_is_never_allowed():
     ({"format_version": 1, "version": "x", "categories": {"hate": {"block": 0.5, "review": 0.8}}}, "must not exceed"),
     ({"format_version": 1, "version": "x", "categories": {}, "languages": {"action": "allowish"}}, "languages.action"),
     ({"format_version": 1, "version": "x", "categories": {}, "languages": {"colour": 1}}, "unknown 'languages'"),
+    ({"format_version": 1, "version": "x", "categories": {}, "not_judged": "block"}, "not_judged must be one of"),
 ])
 def test_invalid_policies_are_refused_with_the_reason(tmp_path, data, message):
     path = tmp_path / "p.json"

@@ -188,3 +188,10 @@ def test_late_fusion_image_only_posts_are_judged_only_for_image_categories(tiny_
     # image weight 0 (the default): the image adds nothing where there is text, and the result says so.
     assert both.categories["offensive"].applied_input_types == ["text"]
     assert both.applied_input_types == ["image", "text"]
+    # A deployment can send what no input can judge to review instead (policy.json's not_judged rule).
+    from moderation.policy import with_not_judged
+    strict = Scorer.from_dir(tmp_path / "m", num_workers=0, ocr="off", policy=with_not_judged(scorer.policy, "review"))
+    image_only, both = strict.score([{"id": "i", "image": png_bytes()}, {"id": "b", "text": "hello", "image": png_bytes()}])
+    assert image_only.action == "review" and image_only.categories["hate"].action == "review"
+    assert [r["rule"] for r in image_only.reasons if r["category"] == "hate"] == ["not_judged"]
+    assert all(r["rule"] != "not_judged" for r in both.reasons)
