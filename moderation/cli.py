@@ -126,7 +126,7 @@ def action_text(result, trained: bool = True) -> str:
         return "(untrained)"
     if result.action in (None, "allow"):
         return str(result.action or "-")
-    why = []
+    why, unjudged = [], []
     for r in result.reasons:
         if r["action"] != result.action:
             continue
@@ -134,8 +134,12 @@ def action_text(result, trained: bool = True) -> str:
             why.append(f"language {result.language}")
         elif r["rule"] == "hash_match":
             why.append(f"{r['category']} (hash)")
+        elif r["rule"] == "not_judged":
+            unjudged.append(str(r["category"]))
         else:
             why.append(str(r["category"]))
+    if unjudged:
+        why.append(f"not judged ({', '.join(unjudged)})" if why else f"not judged: {', '.join(unjudged)}")
     return f"{result.action.upper()}: {', '.join(why)}"
 
 

@@ -57,3 +57,24 @@ def test_console_script_help_runs():
     exe = Path(sys.executable).parent / "moderation"
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "Multimodal harmful-content moderation" in out.stdout
+
+
+def test_action_text_names_the_rule_behind_the_action():
+    from types import SimpleNamespace
+
+    from moderation.cli import action_text
+
+    def result(action, *reasons, language=None):
+        return SimpleNamespace(action=action, language=language,
+                               reasons=[{"action": a, "category": c, "rule": r} for a, c, r in reasons])
+
+    assert action_text(result("allow")) == "allow" and action_text(result(None)) == "-"
+    assert action_text(result("block", ("block", "hate", "block_threshold"), ("review", "violence", "review_threshold"))) \
+        == "BLOCK: hate"
+    assert action_text(result("review", ("review", None, "language"), language="de")) == "REVIEW: language de"
+    assert action_text(result("block", ("block", "hate", "hash_match"))) == "BLOCK: hate (hash)"
+    assert action_text(result("review", ("review", "hate", "not_judged"), ("review", "violence", "not_judged"))) \
+        == "REVIEW: not judged: hate, violence"
+    assert action_text(result("review", ("review", "offensive", "review_threshold"), ("review", "hate", "not_judged"))) \
+        == "REVIEW: offensive, not judged (hate)"
+    assert action_text(result("review"), trained=False) == "(untrained)"

@@ -238,7 +238,7 @@ def test_reconfigure_changes_batch_size_and_wait(model_replica):
 def test_reconfigure_applies_a_new_policy_without_a_restart(model_replica):
     from moderation.policy import CategoryPolicy, LanguageRule, Policy, PolicyError
 
-    strict = Policy("pol-strict", {"hate": CategoryPolicy(block=0.0, review=0.0)}, LanguageRule())
+    strict = Policy("pol-strict", {"hate": CategoryPolicy(block=0.0, review=0.0)}, LanguageRule(), not_judged="review")
     stray = Policy("p", {"spam": CategoryPolicy(block=0.5)})
 
     async def scenario():  # one event loop: the replica's batch queue belongs to it
@@ -250,6 +250,7 @@ def test_reconfigure_applies_a_new_policy_without_a_restart(model_replica):
         model_replica.reconfigure({"max_batch_size": 4, "policy": strict.to_json()})
         after = await one()
         described = model_replica.describe()["policy"]["categories"]["hate"]
+        assert model_replica.describe()["policy"]["not_judged"] == "review"
         # A policy that does not fit the model is refused and the one in force stays.
         with pytest.raises(PolicyError, match="does not score"):
             model_replica.reconfigure({"policy": stray.to_json()})
