@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arch.add_argument("--image-encoder", default="efficientnet_lite0",
                       help="registered name or timm architecture, or 'none' (default: %(default)s)")
     arch.add_argument("--max-length", type=int, default=128, help="text tokens read (default: %(default)s)")
+    arch.add_argument("--text-layers", default=None, metavar="I,J,...",
+                      help="hidden states of the text encoder to mean-pool and concatenate (0: the embeddings; the "
+                           "encoder's depth: its last layer), e.g. 3,6 for MiniLM (default: the last layer only)")
     arch.add_argument("--fusion", choices=("late", "gated", "concat"), default="late",
                       help="late: one classifier per modality, capped image weight chosen on val; gated / concat: a "
                            "fused representation (default: %(default)s)")
@@ -127,6 +130,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dataset_weights = _parse_weights(args.dataset_weight)
+    layers = None
+    if args.text_layers:
+        try:
+            layers = [int(x) for x in args.text_layers.split(",")]
+        except ValueError:
+            raise ValueError(f"--text-layers {args.text_layers!r}: expected comma-separated hidden-state indices, "
+                             "e.g. 3,6") from None
     specs = [parse_dataset_arg(a) for a in args.data] if args.data else default_dataset_specs(args.data_root)
     if args.categories:
         categories = [c.strip() for c in args.categories.split(",") if c.strip()]
@@ -134,6 +144,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         categories = sorted({c for s in specs for c in s.labels.values()})
     text = None if args.text_encoder.lower() == "none" else {"name": args.text_encoder, "pooling": "mean",
                                                               "max_length": args.max_length}
+    if text is not None and layers:
+        text["layers"] = layers
     image = None if args.image_encoder.lower() == "none" else {"name": args.image_encoder}
     finetune = {"text": "frozen" if args.mode == "frozen" else args.mode, "image": "frozen"}
     lexical = args.fusion == "late" and text is not None and not args.no_lexical

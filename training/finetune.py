@@ -73,6 +73,8 @@ def lora_prefix_start(model: ModerationModel) -> int:
     hf = getattr(model.encoders["text"], "model", None)
     if not (hasattr(hf, "embeddings") and hasattr(getattr(hf, "encoder", None), "layer")):
         return 0
+    if getattr(model.encoders["text"], "layers", None):  # pools lower layers too: they must run in every step
+        return 0
     return start if 0 < start < len(hf.encoder.layer) else 0
 
 

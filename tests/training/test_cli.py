@@ -14,12 +14,13 @@ def test_train_cli_writes_a_loadable_model_dir(tiny_specs, tmp_path, capsys):
     out = tmp_path / "model"
     code = main(["train", "--data", f"{text_spec.path}:label=hate@t", "--data", f"{meme_spec.path.parent}:label=offensive",
                  "--text-encoder", "tiny-random-bert", "--image-encoder", "tiny-random-cnn", "--max-length", "16",
-                 "--fusion", "concat", "--fusion-dim", "16", "--epochs", "3", "--batch-size", "8",
+                 "--text-layers", "0,1", "--fusion", "concat", "--fusion-dim", "16", "--epochs", "3", "--batch-size", "8",
                  "--dataset-weight", "tiny_memes=2", "--early-stopping", "val", "--cache-dir", str(tmp_path / "c"),
                  "--out", str(out)])
     assert code == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["categories"] == ["hate", "offensive"] and cfg["model"]["fusion"] == "concat"
+    assert cfg["model"]["text_encoder"]["layers"] == [0, 1]  # embeddings and the one layer, pooled side by side
     assert cfg["training"]["config"]["dataset_weights"] == {"tiny_memes": 2.0}
     assert [d["name"] for d in cfg["training"]["datasets"]] == ["t", "tiny_memes"]
     assert "model directory:" in capsys.readouterr().out
@@ -49,3 +50,5 @@ def test_train_cli_reports_bad_arguments(tmp_path, capsys):
     assert "dataset not found" in capsys.readouterr().err
     assert main(["train", "--data", "x", "--dataset-weight", "multioff", "--out", str(tmp_path / "m")]) == 2
     assert "expected NAME=NUMBER" in capsys.readouterr().err
+    assert main(["train", "--data", "x", "--text-layers", "3,six", "--out", str(tmp_path / "m")]) == 2
+    assert "expected comma-separated hidden-state indices" in capsys.readouterr().err

@@ -88,6 +88,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", default=None,
                    help="text encoder name (registry) or local Hugging Face folder (default: all-MiniLM-L6-v2)")
     p.add_argument("--max-length", type=int, default=None, help="text tokens read (default: 128; LoRA 64)")
+    p.add_argument("--text-layers", default=None, metavar="I,J,...",
+                   help="hidden states of the text encoder to mean-pool and concatenate (0: embeddings; 6: MiniLM's "
+                        "last layer), e.g. 3,6; 'last' for the last layer only (default: the recipe's MODEL)")
     p.add_argument("--lora-layers", default=None, metavar="I,J,...",
                    help="MiniLM layers that get LoRA adapters in --mode lora (default: 3,4,5)")
     p.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS", help="fine-tuning time limit (default: none)")
@@ -122,6 +125,15 @@ def run(args: argparse.Namespace) -> int:
     model_cfg["text_encoder"] = {**MODEL["text_encoder"], "max_length": max_length}
     if args.text_encoder:
         model_cfg["text_encoder"]["name"] = args.text_encoder
+    if args.text_layers:
+        if args.text_layers == "last":
+            model_cfg["text_encoder"].pop("layers", None)
+        else:
+            try:
+                model_cfg["text_encoder"]["layers"] = [int(x) for x in args.text_layers.split(",")]
+            except ValueError:
+                raise ValueError(f"--text-layers {args.text_layers!r}: expected comma-separated hidden-state indices, "
+                                 "e.g. 3,6, or 'last'") from None
     if args.mode != "frozen":
         model_cfg["finetune"] = {"text": args.mode, "image": "frozen"}
         model_cfg["text_lora"] = dict(LORA)
@@ -140,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     command = "python -m training.recipes.default_model" + (f" --mode {args.mode}" if args.mode != "frozen" else "")
     command += f" --lora-layers {args.lora_layers}" if args.lora_layers else ""
     command += f" --text-encoder {args.text_encoder}" if args.text_encoder else ""
+    command += f" --text-layers {args.text_layers}" if args.text_layers else ""
     metrics = calibrate_and_measure(work, specs, Path(args.report_dir), report=not args.no_report, recipe={
         "command": command, "mode": args.mode, "train_seconds": round(train_seconds), "seed": args.seed})
     print_summary(metrics)
