@@ -23,7 +23,7 @@ import warnings
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -138,7 +138,8 @@ MIN_TYPE_CLASS = 20
 
 def fit_calibration(logits: np.ndarray, labels: np.ndarray, categories: Sequence[str], method: str = "auto",
                     seed: int = 0, folds: int = CV_FOLDS, input_types: Sequence[str] | None = None,
-                    min_type_class: int = MIN_TYPE_CLASS) -> Calibration:
+                    min_type_class: int = MIN_TYPE_CLASS,
+                    same_as_text: Mapping[str, Collection[str]] | None = None) -> Calibration:
     """Fit one calibration per category on held-out (N, C) logits and labels (NaN labels / NaN logits skipped).
 
     method: "auto" (lowest cross-validated log-loss among temperature, platt, isotonic) or one of them.
@@ -147,7 +148,11 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, categories: Sequence
     with a note. input_types: per row "text" / "image" / "image+text"; when given, every input type with at
     least `min_type_class` labelled positives and negatives of a category (and not all of its rows) gets a
     Platt calibration of its own for that category (two parameters: safe on a few hundred posts); the
-    others use the pooled one. Raises ValueError for an unknown method or mismatched shapes.
+    others use the pooled one. same_as_text: {category: input types whose score for it is computed from the
+    text alone} (posts with text and an image, for a category whose score ignores the image): their rows join
+    the text rows, and they get the text's map (a map of their own would only learn the base rate of the one
+    dataset they come from).
+    Raises ValueError for an unknown method or mismatched shapes.
     """
     if method not in METHOD_CHOICES:
         raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(METHOD_CHOICES)}")
@@ -169,7 +174,10 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, categories: Sequence
         entries[cat] = {"method": chosen, "params": fit_method(chosen, z, y), "selection": method,
                         "cv_log_loss": scores, "cv_folds": k, "n": int(len(y)), "n_positive": n_pos}
         if input_types is not None:
-            types = np.asarray(input_types, dtype=object)[rows]
+            types = np.asarray(input_types, dtype=object)[rows].copy()
+            aliases = sorted(set((same_as_text or {}).get(cat, ())) & set(types.tolist()))
+            for kind in aliases:
+                types[types == kind] = "text"
             own = {}
             for kind in sorted(set(types.tolist())):
                 sel = types == kind
@@ -178,6 +186,9 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, categories: Sequence
                     continue
                 own[kind] = {"method": "platt", "params": fit_method("platt", z[sel], yk), "n": int(sel.sum()),
                              "n_positive": int(yk.sum())}
+            if "text" in own:
+                for kind in aliases:
+                    own[kind] = {**own["text"], "as": "text: the image adds nothing to this category's score"}
             if own:
                 entries[cat]["input_types"] = own
     entries = to_jsonable(entries)
@@ -354,8 +365,14 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
     ok = predictions.ok
     cal_set = predictions.concat(extra_calibration) if extra_calibration is not None else predictions
     cok = cal_set.ok
+    if scorer is None:
+        from moderation.scorer import Scorer
+        scorer = Scorer.from_dir(model_dir)
+    # Calibrate by what a score is computed from: where an image beside text adds nothing to a category's
+    # score, a post with both is scored from its text and takes the calibration of text.
+    text_scored = {c: {"image+text"} for c in cats if not scorer.image_adds_to_text(c)}
     calibration = fit_calibration(cal_set.logits[cok], cal_set.labels[cok], cats, method=method, seed=seed,
-                                  input_types=cal_set.slices[cok])
+                                  input_types=cal_set.slices[cok], same_as_text=text_scored)
     probs = calibration.apply(predictions.logits[ok], cats, predictions.slices[ok])
     thresholds = fit_thresholds(probs, predictions.labels[ok], cats, target_precision=target_precision,
                                 confidence=confidence, min_positives=min_positives)

@@ -374,18 +374,26 @@ class Scorer:
             return list(self.categories)
         return [c for c, f in zip(self.categories, flags.tolist()) if f > 0]
 
+    def image_adds_to_text(self, category: str) -> bool:
+        """Whether an image beside a text changes this category's score (False for a late-fusion head whose
+        image weight for it is 0: a post with both is then scored from its text alone)."""
+        if "image" not in self.modalities or "text" not in self.modalities:
+            return False
+        weights = getattr(self.model.head, "image_weight", None)
+        if weights is None:  # a fused head (gated / concat) mixes the image into every category
+            return True
+        j = self.categories.index(category)
+        return float(weights[j].clamp(0, self.model.config.image_weight_cap)) > 0
+
     def _category_inputs(self, applied: list[str], category: str, image_ok: set[str]) -> list[str]:
         """The inputs of a post that a category's score used: the image counts where it can judge the category."""
-        weights = getattr(self.model.head, "image_weight", None)
         has_text = any(t != "image" for t in applied)
         if "image" not in applied:
             return applied
         if not has_text:
             return applied if category in image_ok else []
-        if weights is not None:
-            j = self.categories.index(category)
-            if float(self.model.head.image_weight[j].clamp(0, self.model.config.image_weight_cap)) <= 0:
-                return [t for t in applied if t != "image"]
+        if not self.image_adds_to_text(category):
+            return [t for t in applied if t != "image"]
         return applied
 
     def results(self, items: Sequence[PreparedPost], logits: np.ndarray, truncated: np.ndarray) -> list[ScoreResult]:

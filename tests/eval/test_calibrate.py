@@ -200,3 +200,27 @@ def test_input_type_gets_its_own_calibration_when_it_has_enough_data():
     np.testing.assert_allclose(again.apply(z[:, None], ["offensive"], types), cal.apply(z[:, None], ["offensive"], types))
     with pytest.raises(ValueError, match="input_types has"):
         cal.apply(z[:, None], ["offensive"], types[:5])
+
+
+def test_posts_scored_from_their_text_take_the_text_calibration():
+    """Where the image adds nothing to a category's score, a post with text and an image is a text post to the
+    model: its rows join the text rows, and it gets the text's map rather than one of its own (which, fitted on
+    the one meme dataset, would only learn that dataset's base rate)."""
+    rng = np.random.default_rng(1)
+    n_text, n_meme, n_img = 2000, 300, 100  # the image-only rows: the memes' pictures alone, as the recipe adds
+    y = np.concatenate([rng.random(n_text) < 0.1, rng.random(n_meme) < 0.4, rng.random(n_img) < 0.4])
+    z = np.where(y, 1.5, -1.5) + rng.normal(0, 1.5, len(y))
+    types = np.array(["text"] * n_text + ["image+text"] * n_meme + ["image"] * n_img, dtype=object)
+    own = fit_calibration(z[:, None], y[:, None].astype(float), ["offensive"], method="platt", input_types=types)
+    assert own.categories["offensive"]["input_types"]["image+text"]["n"] == n_meme
+    shared = fit_calibration(z[:, None], y[:, None].astype(float), ["offensive"], method="platt", input_types=types,
+                             same_as_text={"offensive": {"image+text"}})
+    entry = shared.categories["offensive"]["input_types"]
+    assert entry["text"]["n"] == n_text + n_meme and entry["image+text"]["params"] == entry["text"]["params"]
+    assert entry["image+text"]["as"].startswith("text")
+    # The same logit gets the same probability whether the post came with an image or not.
+    probe = np.array([[0.5], [0.5]])
+    p = shared.apply(probe, ["offensive"], np.array(["text", "image+text"], dtype=object))
+    assert p[0, 0] == p[1, 0]
+    q = own.apply(probe, ["offensive"], np.array(["text", "image+text"], dtype=object))
+    assert q[1, 0] > q[0, 0]  # its own map pulled the memes toward their 40% base rate
