@@ -40,11 +40,12 @@ TARGET_PRECISION = 0.90
 REVIEW_RECALL = 0.90
 CATEGORIES = ["hate", "offensive", "violence"]
 
-#: The default architecture: MiniLM (mean-pooled, 128 tokens) + EfficientNet-Lite0, late fusion (one classifier
-#: per modality, image weight capped at 0.5 and chosen on validation memes), lexical channel.
+#: The default architecture: MiniLM (128 tokens; the mean-pooled outputs of its layers 3 and 6, side by side) +
+#: EfficientNet-Lite0, late fusion (one classifier per modality, image weight capped at 0.5 and chosen on
+#: validation memes), lexical channel.
 MODEL = {
     "categories": CATEGORIES,
-    "text_encoder": {"name": "all-MiniLM-L6-v2", "pooling": "mean", "max_length": 128},
+    "text_encoder": {"name": "all-MiniLM-L6-v2", "pooling": "mean", "max_length": 128, "layers": [3, 6]},
     "image_encoder": {"name": "efficientnet_lite0"},
     "fusion": "late",
     "fusion_dim": 512,
@@ -149,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(work)
         train(specs, work, ModelConfig(**model_cfg), TrainConfig(**train_cfg), name="default")
     train_seconds = time.time() - t0
+    if args.skip_train:  # the training run's own time, as its config.json recorded it (embedding excluded)
+        from moderation.model_dir import read_model_info
+        train_seconds = float(read_model_info(work).meta.get("training", {}).get("seconds") or 0.0)
     command = "python -m training.recipes.default_model" + (f" --mode {args.mode}" if args.mode != "frozen" else "")
     command += f" --lora-layers {args.lora_layers}" if args.lora_layers else ""
     command += f" --text-encoder {args.text_encoder}" if args.text_encoder else ""
