@@ -237,7 +237,9 @@ def calibrate_and_measure(model_dir: Path, specs: list, report_dir: Path, recipe
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "recipe": recipe,
         "calibration": {"version": calibration.version, "split": "val (pooled over the datasets; MultiOFF memes also as image-only posts)",
-                        "methods": {c: {"pooled": e.get("method"), "input_types": sorted(e.get("input_types", {}))}
+                        "methods": {c: {"pooled": e.get("method"),
+                                        "input_types": sorted(k for k, v in e.get("input_types", {}).items() if "as" not in v),
+                                        "as_text": sorted(k for k, v in e.get("input_types", {}).items() if "as" in v)}
                                     for c, e in calibration.categories.items()}},
         "policy": {"version": policy.version, "block_precision": TARGET_PRECISION, "review_recall": REVIEW_RECALL,
                    "per_category": {c: {"block": e.block, "review": e.review,
@@ -320,6 +322,7 @@ def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> 
         "calibration and the policy; the test splits are used here only;",
         "- calibration per category (and per input type where the val data allow): "
         + "; ".join(f"{c} {m['pooled']}" + (f" (own: {', '.join(m['input_types'])})" if m["input_types"] else "")
+                    + (f" ({', '.join(m['as_text'])} as text: the image adds nothing to its score)" if m.get("as_text") else "")
                     for c, m in metrics["calibration"]["methods"].items()) + ";",
         f"- reproduce: `{metrics['recipe']['command']}` (seed {metrics['recipe']['seed']}).",
         "",
