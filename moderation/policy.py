@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -164,12 +164,17 @@ class Policy:
 
     # --- storage --------------------------------------------------------------------------------------
 
-    def to_json(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, "version": self.version,
-                "categories": {c: {"block": p.block, "review": p.review, **p.meta} for c, p in self.categories.items()},
+    def rules(self) -> dict[str, Any]:
+        """What decides actions, without the fitting diagnostics: thresholds per category and the rules."""
+        return {"categories": {c: {"block": p.block, "review": p.review} for c, p in self.categories.items()},
                 "languages": {"trained": self.languages.trained, "action": self.languages.action,
                               "min_confidence": self.languages.min_confidence, "min_chars": self.languages.min_chars},
-                "not_judged": self.not_judged, **self.meta}
+                "not_judged": self.not_judged}
+
+    def to_json(self) -> dict[str, Any]:
+        rules = self.rules()
+        rules["categories"] = {c: {**rules["categories"][c], **p.meta} for c, p in self.categories.items()}
+        return {"format_version": FORMAT_VERSION, "version": self.version, **rules, **self.meta}
 
     @classmethod
     def from_json(cls, data: Any, source: str = POLICY_FILE) -> "Policy":
@@ -197,12 +202,13 @@ class Policy:
             rule = LanguageRule(**lang)
         except (TypeError, PolicyError) as exc:
             raise PolicyError(f"{source}: languages: {exc}") from None
-        not_judged = data.get("not_judged", "allow")
-        if not_judged not in NOT_JUDGED_ACTIONS:
-            raise PolicyError(f"{source}: not_judged must be one of {NOT_JUDGED_ACTIONS}, got {not_judged!r}")
         meta = {k: v for k, v in data.items()
                 if k not in ("format_version", "version", "categories", "languages", "not_judged")}
-        return cls(version=str(data["version"]), categories=cats, languages=rule, meta=meta, not_judged=not_judged)
+        try:
+            return cls(version=str(data["version"]), categories=cats, languages=rule, meta=meta,
+                       not_judged=data.get("not_judged", "allow"))
+        except PolicyError as exc:
+            raise PolicyError(f"{source}: {exc}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Policy":
@@ -243,10 +249,7 @@ def with_not_judged(policy: Policy, action: str) -> Policy:
     """The same policy with another `not_judged` action (and a new version when it changes)."""
     if action == policy.not_judged:
         return policy
-    changed = Policy(version=policy.version, categories=policy.categories, languages=policy.languages,
-                     meta=policy.meta, not_judged=action)
-    changed.version = policy_version(changed.categories, changed.languages, action)
-    return changed
+    return replace(policy, not_judged=action, version=policy_version(policy.categories, policy.languages, action))
 
 
 def from_thresholds(thresholds: Any, languages: LanguageRule | None = None) -> Policy:
