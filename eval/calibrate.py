@@ -353,10 +353,10 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
         warnings.warn(f"{n_test} of {len(data)} calibration rows come from a 'test' split: every later figure measured "
                       "on that split will be optimistic. Calibrate on a held-out split (e.g. --split val).",
                       CalibrationSplitWarning, stacklevel=2)
+    if scorer is None:  # it predicts (unless predictions are given) and says what each score is computed from
+        from moderation.scorer import Scorer
+        scorer = Scorer.from_dir(model_dir)
     if predictions is None:
-        if scorer is None:
-            from moderation.scorer import Scorer
-            scorer = Scorer.from_dir(model_dir)
         predictions = predict_logits(scorer, data, progress=progress)
     if not predictions.ok.any():
         raise ValueError(f"none of the {len(predictions)} posts could be scored (errors: {predictions.errors}); "
@@ -365,9 +365,6 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
     ok = predictions.ok
     cal_set = predictions.concat(extra_calibration) if extra_calibration is not None else predictions
     cok = cal_set.ok
-    if scorer is None:
-        from moderation.scorer import Scorer
-        scorer = Scorer.from_dir(model_dir)
     # Calibrate by what a score is computed from: where an image beside text adds nothing to a category's
     # score, a post with both is scored from its text and takes the calibration of text.
     text_scored = {c: {"image+text"} for c in cats if not scorer.image_adds_to_text(c)}
@@ -405,7 +402,7 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
     write_calibration(model_dir, calibration)
     write_thresholds(model_dir, thresholds)
     policy.save(model_dir)
-    if scorer is not None and getattr(scorer, "info", None) is not None:
+    if getattr(scorer, "info", None) is not None:
         same_dir = scorer.info.path is not None and Path(scorer.info.path).resolve() == model_dir.resolve()
         if same_dir:
             scorer.info = replace(scorer.info, calibration=calibration, thresholds=thresholds, policy=policy)

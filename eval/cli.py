@@ -138,12 +138,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if not 0 < args.target_precision < 1:
         raise ValueError(f"--target-precision must be between 0 and 1, got {args.target_precision}")
     review = _review_target(args)
+    scorer = build_scorer(args)
     languages = None
     if args.languages or args.language_action:
-        current = build_scorer(args).policy.languages if not args.languages else None
         languages = LanguageRule(trained=[c.strip() for c in args.languages.split(",") if c.strip()] if args.languages
-                                 else current.trained, action=args.language_action or "review")
-    scorer = build_scorer(args)
+                                 else scorer.policy.languages.trained, action=args.language_action or "review")
     data = _load_data(args, scorer.categories)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
