@@ -130,13 +130,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dataset_weights = _parse_weights(args.dataset_weight)
-    layers = None
-    if args.text_layers:
-        try:
-            layers = [int(x) for x in args.text_layers.split(",")]
-        except ValueError:
-            raise ValueError(f"--text-layers {args.text_layers!r}: expected comma-separated hidden-state indices, "
-                             "e.g. 3,6") from None
+    from moderation.encoders.text import parse_layers
+    layers = parse_layers(args.text_layers) if args.text_layers else None
     specs = [parse_dataset_arg(a) for a in args.data] if args.data else default_dataset_specs(args.data_root)
     if args.categories:
         categories = [c.strip() for c in args.categories.split(",") if c.strip()]

