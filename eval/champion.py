@@ -48,7 +48,7 @@ MIN_CLASS = 5
 
 @dataclass
 class EvalSet:
-    """A named labelled set (training.data.LabelledSet) both models are measured on."""
+    """A named labelled set (moderation.datasets.LabelledSet) both models are measured on."""
 
     name: str
     data: Any

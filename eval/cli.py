@@ -32,7 +32,7 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load_data(args: argparse.Namespace, categories: list[str]) -> Any:
-    from training.data import default_dataset_specs, load_labelled, parse_dataset_arg
+    from moderation.datasets import default_dataset_specs, load_labelled, parse_dataset_arg
 
     splits = {s.strip() for s in args.split.split(",") if s.strip()}
     if not splits:

@@ -136,7 +136,7 @@ def _slices_of(data: Any) -> np.ndarray:
 
 
 def predict_logits(scorer: Any, data: Any, *, progress: bool = True, chunk: int = 256) -> PredictionSet:
-    """Run `scorer` over the posts of `data` (a training.data.LabelledSet) and return raw logits.
+    """Run `scorer` over the posts of `data` (a moderation.datasets.LabelledSet) and return raw logits.
 
     Uses scorer.prepare_many + scorer.logits, the serving code path. Labels are aligned to the scorer's
     categories. Posts that fail to prepare (or whose batch fails) get NaN logits and count in `errors`.

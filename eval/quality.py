@@ -234,7 +234,7 @@ def multioff_ablation(scorer: Any, specs: Sequence[Any], progress: bool = True) 
     measured by eval.benchmarks.images.
     """
     from eval.predict import predict_logits
-    from training.data import load_labelled
+    from moderation.datasets import load_labelled
 
     spec = [s for s in specs if s.name == "multioff"]
     if not spec or "offensive" not in scorer.categories:

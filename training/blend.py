@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from moderation.model import ModerationModel, collate
-from training.data import LabelledSet, post_texts
+from moderation.datasets import LabelledSet, post_texts
 from training.embeddings import EmbeddedSet
 from training.losses import loss_weights
 from training.selection import macro_aucs

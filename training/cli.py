@@ -124,7 +124,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from moderation.model import DEFAULT_LORA, ModelConfig
-    from training.data import default_dataset_specs, parse_dataset_arg
+    from moderation.datasets import default_dataset_specs, parse_dataset_arg
     from training.train import TrainConfig, train
 
     if args.threads:
@@ -166,7 +166,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print("error: --calibrate needs the eval package (pip install -e '.[eval]'); the model is saved "
                   f"uncalibrated in {args.out}: calibrate it later with `moderation calibrate`", file=sys.stderr)
             return 1
-        from training.data import load_labelled
+        from moderation.datasets import load_labelled
         val = load_labelled(specs, categories, "val")
         if len(val) == 0:
             print("error: the datasets have no 'val' rows to calibrate on; the model is saved uncalibrated", file=sys.stderr)

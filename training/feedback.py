@@ -2,7 +2,7 @@
 
     store = FeedbackStore.create("feedback/", categories=["hate", "offensive"])
     store.add([{"post_id": "p1", "category": "hate", "harmful": True, "reviewer": "r7"}], decisions=["logs/"])
-    spec = store.spec()                      # a training.data.DatasetSpec of feedback/data.jsonl
+    spec = store.spec()                      # a moderation.datasets.DatasetSpec of feedback/data.jsonl
     # the online metrics (review precision, appeal overturn rate, proactive rate): eval.online_metrics
 
 A store is a folder:
@@ -160,8 +160,8 @@ class FeedbackStore:
         return out
 
     def spec(self, name: str = "feedback"):
-        """The store's dataset as a training.data.DatasetSpec (label column = category name)."""
-        from training.data import DatasetSpec
+        """The store's dataset as a moderation.datasets.DatasetSpec (label column = category name)."""
+        from moderation.datasets import DatasetSpec
 
         return DatasetSpec(path=self.path / DATA_FILE, labels={c: c for c in self.categories}, name=name)
 
@@ -418,7 +418,7 @@ def simulate_verdicts(decisions: Sequence[str | os.PathLike], spec: Any, *, spli
     dataset's label as the verdict, `reviewer` as the reviewer and the decision's time (or now); the verdict on the
     category a post was sent to review for says so (`model_action` "review"). Returns (verdicts, counts).
     """
-    from training.data import load_labelled
+    from moderation.datasets import load_labelled
 
     data = load_labelled([spec], list(categories), split)
     prefix = f"{spec.name}/"

@@ -218,7 +218,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from training.data import parse_dataset_arg
+    from moderation.datasets import parse_dataset_arg
     from training.feedback import simulate_verdicts
 
     if not 0.0 <= args.report_rate <= 1.0:

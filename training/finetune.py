@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from moderation.model import LateFusionClassifier, ModerationModel
-from training.data import LabelledSet, post_texts
+from moderation.datasets import LabelledSet, post_texts
 from training.embeddings import EmbeddedSet
 from training.frozen import embedded_tensors, unimodal_loss, write_log
 from training.losses import lr_lambda, loss_weights, masked_bce, modality_dropout

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from moderation.model import LateFusionClassifier, ModerationModel
-from training.data import LabelledSet
+from moderation.datasets import LabelledSet
 from training.embeddings import EmbeddedSet
 from training.losses import lr_lambda, loss_weights, masked_bce, modality_dropout
 from training.selection import average_precisions, stop_score

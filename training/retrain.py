@@ -83,7 +83,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 def resolve_datasets(meta: dict[str, Any], data_root: str | None) -> list[Any]:
     """DatasetSpecs of the datasets a model directory says it was trained on. Raises FileNotFoundError naming
     what is missing and where it was looked for."""
-    from training.data import DATA_FILE, DatasetSpec, data_root as default_root
+    from moderation.datasets import DATA_FILE, DatasetSpec, data_root as default_root
 
     recorded = (meta.get("training") or {}).get("datasets")
     if not isinstance(recorded, list) or not recorded:
@@ -141,7 +141,7 @@ def eval_sets(specs: Sequence[Any], feedback_spec: Any, categories: Sequence[str
     """The fixed evaluation sets (each dataset's test split, --eval-data) and the feedback's test part, with the
     posts whose text is in the feedback's train part removed from the fixed ones. Returns (sets, removed)."""
     from eval.champion import EvalSet
-    from training.data import load_labelled, parse_dataset_arg
+    from moderation.datasets import load_labelled, parse_dataset_arg
 
     fb_train = load_labelled([feedback_spec], list(categories), "train")
     leaked = {_text_key(p["text"]) for p in fb_train.posts if p.get("text")}
@@ -187,7 +187,7 @@ def retrain(model_dir: str | os.PathLike, feedback: str | os.PathLike, out_dir: 
     bad inputs (a missing dataset, an empty feedback store, categories the current model does not score)."""
     from moderation.model_dir import read_model_info
     from moderation.scorer import Scorer
-    from training.data import load_labelled
+    from moderation.datasets import load_labelled
     from training.feedback import FeedbackStore
     from training.train import train
 

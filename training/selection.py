@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from training.data import LabelledSet
+from moderation.datasets import LabelledSet
 
 
 def holdout_split(data: LabelledSet, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

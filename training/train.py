@@ -36,7 +36,7 @@ from moderation.model import LateFusionClassifier, ModelConfig, ModerationModel
 from moderation.model_dir import ModelInfo, save_model
 from moderation.scorer import Scorer
 from training.blend import fit_channels
-from training.data import DatasetSpec, load_labelled, post_texts
+from moderation.datasets import DatasetSpec, load_labelled, post_texts
 from training.embeddings import embed_posts
 from training.finetune import train_finetune
 from training.frozen import train_frozen

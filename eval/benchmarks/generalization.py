@@ -32,7 +32,7 @@ def logits_of(model: Any, data: Any, progress: bool = False) -> tuple[np.ndarray
     """(N, C) logits of a frozen-encoder model on a LabelledSet, from cached embeddings; (N,) ok."""
     import torch
 
-    from training.data import post_texts
+    from moderation.datasets import post_texts
     from training.embeddings import embed_posts
     from training.train import training_scorer
 
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval.quality import ANCHORS, ANY
     from moderation.cli import _quiet_libraries
     from moderation.model import ModelConfig
-    from training.data import DEFAULT_DATASETS, default_dataset_specs, load_labelled
+    from moderation.datasets import DEFAULT_DATASETS, default_dataset_specs, load_labelled
     from training.recipes.default_model import MODEL, TRAINING
     from training.train import TrainConfig, train
 

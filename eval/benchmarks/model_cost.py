@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from moderation.cli import _quiet_libraries
     from moderation.model_dir import default_model_dir
     from moderation.scorer import Scorer
-    from training.data import data_root
+    from moderation.datasets import data_root
 
     _quiet_libraries()
     torch.set_num_threads(args.threads)

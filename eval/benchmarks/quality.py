@@ -59,7 +59,7 @@ def baselines(specs: Sequence[Any], *, cache: str | None = None, progress: bool 
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     from moderation.model import ModelConfig, ModerationModel
-    from training.data import load_labelled
+    from moderation.datasets import load_labelled
     from training.embeddings import embed_posts
     from training.train import training_scorer
 
@@ -168,7 +168,7 @@ def measure_model(scorer: Any, specs: Sequence[Any], progress: bool = True) -> d
     from eval.policy import policy_actions
     from eval.predict import predict_logits
     from eval.quality import dataset_figures, multioff_ablation, pooled_operating
-    from training.data import load_labelled
+    from moderation.datasets import load_labelled
 
     cats = list(scorer.categories)
     with warnings.catch_warnings(record=True) as caught:
@@ -264,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval.metrics import to_jsonable
     from moderation.cli import _quiet_libraries
     from moderation.scorer import Scorer
-    from training.data import default_dataset_specs
+    from moderation.datasets import default_dataset_specs
 
     _quiet_libraries()
     specs = default_dataset_specs(args.data_root)

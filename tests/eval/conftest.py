@@ -80,8 +80,8 @@ def labelled_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def labelled_set(labelled_folder):
-    """All rows of labelled_folder as a training.data.LabelledSet (categories hate, offensive)."""
-    from training.data import DatasetSpec, load_labelled
+    """All rows of labelled_folder as a moderation.datasets.LabelledSet (categories hate, offensive)."""
+    from moderation.datasets import DatasetSpec, load_labelled
     spec = DatasetSpec(path=labelled_folder / "data.jsonl", labels={"off_label": "offensive", "hate_label": "hate"},
                        name="toyset")
     return load_labelled([spec], ["hate", "offensive"], {"val", "test"})

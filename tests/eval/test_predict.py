@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.data import LabelledSet
+from moderation.datasets import LabelledSet
 
 from eval.metrics import evaluate
 from eval.predict import PredictionSet, align_labels, predict_logits

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import png_bytes
-from training.data import (
+from moderation.datasets import (
     DEFAULT_DATASETS,
     DatasetSpec,
     DatasetWarning,

@@ -40,7 +40,7 @@ def write_tiny_datasets(root: Path, n: int = 24) -> tuple[Path, Path]:
 
 @pytest.fixture()
 def tiny_specs(tmp_path):
-    from training.data import DatasetSpec
+    from moderation.datasets import DatasetSpec
     text_dir, meme_dir = write_tiny_datasets(tmp_path / "data")
     return [DatasetSpec(text_dir / "data.jsonl", {"label": "hate"}, "tiny_text"),
             DatasetSpec(meme_dir / "data.jsonl", {"label": "offensive"}, "tiny_memes")]

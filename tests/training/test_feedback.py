@@ -37,7 +37,7 @@ def logs(tmp_path):
 
 
 def test_add_joins_content_and_decisions_and_builds_a_dataset(tmp_path, logs):
-    from training.data import load_labelled
+    from moderation.datasets import load_labelled
 
     store = FeedbackStore.create(tmp_path / "fb", CATS)
     verdicts = [{"post_id": "p1", "category": "hate", "harmful": True, "reviewer": "ann", "time": "2026-11-27T11:00Z"},
@@ -130,7 +130,7 @@ def test_online_metrics(tmp_path, logs):
 
 
 def test_simulated_reviewers_take_the_dataset_labels(tmp_path):
-    from training.data import DatasetSpec
+    from moderation.datasets import DatasetSpec
 
     data = tmp_path / "ds" / "data.jsonl"
     data.parent.mkdir()
@@ -173,7 +173,7 @@ def test_feedback_cli_add_stats_and_exit_statuses(tmp_path, logs, capsys):
 
 
 def test_simulated_reviewers_follow_the_policy_review_band(tmp_path):
-    from training.data import DatasetSpec
+    from moderation.datasets import DatasetSpec
 
     data = tmp_path / "ds" / "data.jsonl"
     data.parent.mkdir()

@@ -47,7 +47,7 @@ def traffic_rows(n=160):
 @pytest.fixture()
 def champion_dir(tmp_path):
     from moderation.model import ModelConfig
-    from training.data import DatasetSpec, load_labelled
+    from moderation.datasets import DatasetSpec, load_labelled
     from training.train import TrainConfig, train
 
     from eval.calibrate import calibrate_model_dir
@@ -68,7 +68,7 @@ def test_retrain_from_simulated_reviewers_compares_and_decides(tmp_path, champio
     from moderation.batch import score_dump
     from moderation.model_dir import read_model_info
     from moderation.scorer import Scorer
-    from training.data import DatasetSpec
+    from moderation.datasets import DatasetSpec
     from training.feedback import FeedbackStore, load_decision_index, simulate_verdicts
     from training.retrain import RetrainConfig, retrain
 

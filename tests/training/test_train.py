@@ -91,7 +91,7 @@ def test_frozen_training_learns_and_cache_hits(tiny_specs, tiny_model_config, tm
 
 def test_embedding_cache_reuses_vectors(tiny_specs, tiny_model_config, tmp_path):
     from moderation.model import ModerationModel
-    from training.data import load_labelled
+    from moderation.datasets import load_labelled
     from training.embeddings import embed_posts
 
     data = load_labelled(tiny_specs, ["hate", "offensive"], "train")

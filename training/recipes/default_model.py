@@ -6,7 +6,7 @@
     ./run.sh -- train-default                                 # same as the first line
 
 1. trains on the train splits of the eight shared datasets in `../shared/datasets/` (or $MODERATION_DATA_ROOT),
-   mapped to `hate`, `offensive` and `violence` by training.data.KNOWN_DATASETS (a field a dataset does not
+   mapped to `hate`, `offensive` and `violence` by moderation.datasets.KNOWN_DATASETS (a field a dataset does not
    label is unknown, masked, never a negative); each dataset's classes weigh the same (no platform's base rate
    is learned); the text and image classifiers are trained apart (late fusion), the lexical channel (word and
    character n-grams) beside them; early stopping, the lexical weight and the capped image weight are chosen
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     from moderation.cli import _quiet_libraries
     from moderation.model import ModelConfig
-    from training.data import default_dataset_specs
+    from moderation.datasets import default_dataset_specs
     from training.train import TrainConfig, train
 
     _quiet_libraries()
@@ -169,7 +169,7 @@ def calibration_predictions(scorer: Any, specs: list, progress: bool = True) -> 
     calibration of pictures without text."""
     from eval.predict import predict_logits
     from eval.quality import image_only
-    from training.data import load_labelled
+    from moderation.datasets import load_labelled
 
     cats = scorer.categories
     val = load_labelled(specs, cats, "val")
@@ -198,7 +198,7 @@ def calibrate_and_measure(model_dir: Path, specs: list, report_dir: Path, recipe
     from eval.report import write_report
     from moderation.model_dir import read_model_info, write_metrics
     from moderation.scorer import Scorer
-    from training.data import load_labelled
+    from moderation.datasets import load_labelled
 
     scorer = Scorer.from_dir(model_dir)
     cats = scorer.categories
@@ -271,7 +271,7 @@ def calibrate_and_measure(model_dir: Path, specs: list, report_dir: Path, recipe
 def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> str:
     """The model card (Markdown) with the measured test figures."""
     from eval.quality import ANCHORS, also_table, fmt_flags, fmt_num, pooled_table
-    from training.data import KNOWN_DATASETS
+    from moderation.datasets import KNOWN_DATASETS
 
     cfg = info.config
     t = metrics["test"]
