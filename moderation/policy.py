@@ -20,7 +20,13 @@ has no action (it is neither allowed nor removed; route it by its error_code).
 
     {"format_version": 1, "version": "pol-...", "categories": {"hate": {"block": 0.93, "review": 0.31, ...}},
      "languages": {"trained": ["en"], "action": "review", "min_confidence": 0.6, "min_chars": 12},
-     "not_judged": "allow"}
+     "not_judged": "allow", "term_lists": ["lists/threats-en.json"]}
+
+`term_lists` (optional) names term and pattern list files (moderation.termlists; paths relative to the policy
+file), each with a category and an action. Precedence, strongest first: a hash match blocks; a block or review
+list match gives its category at least that action (the model can raise a review match to block, never lower
+it); the model's thresholds; an allow list last: it only cancels block / review list matches inside its own
+matches (a film title, a platform's name), never a model's or a hash's decision.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from moderation.termlists import TermList, TermListError, TermMatch, TermMatcher, effective, load_lists
 
 POLICY_FILE = "policy.json"
 FORMAT_VERSION = 1
@@ -122,39 +130,63 @@ class Policy:
     meta: dict[str, Any] = field(default_factory=dict)
     #: The action for a category none of the post's inputs can judge ("allow" or "review"; see the module doc).
     not_judged: str = "allow"
+    #: Term and pattern lists (moderation.termlists), matched in one automaton.
+    term_lists: list[TermList] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.not_judged not in NOT_JUDGED_ACTIONS:
             raise PolicyError(f"not_judged must be one of {NOT_JUDGED_ACTIONS}, got {self.not_judged!r}")
+        try:
+            self._terms = TermMatcher(self.term_lists) if self.term_lists else None
+        except TermListError as exc:
+            raise PolicyError(str(exc)) from None
+
+    def match_terms(self, text: str | None) -> list[TermMatch]:
+        """Matches of the policy's term lists in `text` (allow lists included; `decide` applies them)."""
+        return self._terms.match(text) if self._terms is not None else []
 
     def decide(self, scores: Mapping[str, float], *, language: str | None = None,
                language_confidence: float | None = None, letters: int = 0,
-               hash_categories: Sequence[str] = (), not_judged: Sequence[str] = ()) -> Decision:
+               hash_categories: Sequence[str] = (), not_judged: Sequence[str] = (),
+               term_matches: Sequence[TermMatch] = ()) -> Decision:
         """The decision for one scored post.
 
         scores: calibrated probability per category; hash_categories: categories whose listed hash the image
         matched (blocked whatever the scores); language / language_confidence / letters: the detected language
         of the post's text (None when it has none); not_judged: categories none of the post's inputs can judge
-        (their score means nothing; they get the policy's `not_judged` action). A category without a policy
-        entry is never actioned.
+        (their score means nothing; they get the policy's `not_judged` action); term_matches: matches of the
+        term lists (`match_terms`), precedence in the module docstring. A category without a policy entry is
+        never actioned by its score.
         """
         cats: dict[str, str] = {}
         reasons: list[dict[str, Any]] = []
+        listed: dict[str, TermMatch] = {}  # category -> its strongest block / review list match
+        for m in effective(term_matches):
+            if m.category not in listed or ACTIONS.index(m.action) > ACTIONS.index(listed[m.category].action):
+                listed[m.category] = m
         for cat, score in scores.items():
             entry = self.categories.get(cat)
             action, why = entry.action(score) if entry is not None else ("allow", "no policy for this category")
             rule = f"{action}_threshold"
             if cat in not_judged:
                 action, why, rule = self.not_judged, "none of the post's inputs can judge this category", "not_judged"
+            term = listed.get(cat)
+            if term is not None and ACTIONS.index(term.action) >= ACTIONS.index(action):
+                action = term.action
+            else:
+                term = None
             if cat in hash_categories:
-                action, why, rule = "block", "the image matches a listed hash of known violating images", "hash_match"
+                action, why, rule, term = "block", "the image matches a listed hash of known violating images", "hash_match", None
             cats[cat] = action
-            if action != "allow":
+            if term is not None:
+                reasons.append(_term_reason(term))
+            elif action != "allow":
                 reasons.append({"action": action, "category": cat, "rule": rule, "detail": why})
         for cat in hash_categories:
             if cat not in scores:  # a listed category the model does not score (e.g. a programme's own) still blocks
                 reasons.append({"action": "block", "category": cat, "rule": "hash_match",
                                 "detail": "the image matches a listed hash of known violating images"})
+        reasons.extend(_term_reason(m) for cat, m in listed.items() if cat not in scores and cat not in hash_categories)
         if self.languages.applies(language, language_confidence, letters):
             reasons.append({"action": self.languages.action, "category": None, "rule": "language",
                             "detail": f"language {language!r} (confidence {language_confidence:.2f}) is not one the model "
@@ -164,15 +196,20 @@ class Policy:
 
     # --- storage --------------------------------------------------------------------------------------
 
-    def rules(self) -> dict[str, Any]:
-        """What decides actions, without the fitting diagnostics: thresholds per category and the rules."""
-        return {"categories": {c: {"block": p.block, "review": p.review} for c, p in self.categories.items()},
-                "languages": {"trained": self.languages.trained, "action": self.languages.action,
-                              "min_confidence": self.languages.min_confidence, "min_chars": self.languages.min_chars},
-                "not_judged": self.not_judged}
+    def rules(self, base: str | os.PathLike | None = None) -> dict[str, Any]:
+        """What decides actions, without the fitting diagnostics: thresholds per category and the rules (term list
+        files relative to `base` when given)."""
+        out = {"categories": {c: {"block": p.block, "review": p.review} for c, p in self.categories.items()},
+               "languages": {"trained": self.languages.trained, "action": self.languages.action,
+                             "min_confidence": self.languages.min_confidence, "min_chars": self.languages.min_chars},
+               "not_judged": self.not_judged}
+        if self.term_lists:
+            out["term_lists"] = [os.path.relpath(tl.path, base) if base is not None and tl.path else str(tl.path)
+                                 for tl in self.term_lists]
+        return out
 
-    def to_json(self) -> dict[str, Any]:
-        rules = self.rules()
+    def to_json(self, base: str | os.PathLike | None = None) -> dict[str, Any]:
+        rules = self.rules(base)
         rules["categories"] = {c: {**rules["categories"][c], **p.meta} for c, p in self.categories.items()}
         return {"format_version": FORMAT_VERSION, "version": self.version, **rules, **self.meta}
 
@@ -202,11 +239,18 @@ class Policy:
             rule = LanguageRule(**lang)
         except (TypeError, PolicyError) as exc:
             raise PolicyError(f"{source}: languages: {exc}") from None
+        refs = data.get("term_lists", [])
+        if not isinstance(refs, list) or not all(isinstance(r, str) and r for r in refs):
+            raise PolicyError(f"{source}: 'term_lists' must be a list of term list file paths")
+        try:
+            term_lists = load_lists(refs, Path(source).parent)
+        except TermListError as exc:
+            raise PolicyError(f"{source}: term list: {exc}") from None
         meta = {k: v for k, v in data.items()
-                if k not in ("format_version", "version", "categories", "languages", "not_judged")}
+                if k not in ("format_version", "version", "categories", "languages", "not_judged", "term_lists")}
         try:
             return cls(version=str(data["version"]), categories=cats, languages=rule, meta=meta,
-                       not_judged=data.get("not_judged", "allow"))
+                       not_judged=data.get("not_judged", "allow"), term_lists=term_lists)
         except PolicyError as exc:
             raise PolicyError(f"{source}: {exc}") from None
 
@@ -230,9 +274,15 @@ class Policy:
         if path.is_dir():
             path = path / POLICY_FILE
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(self.to_json(path.parent), indent=2) + "\n", encoding="utf-8")
         tmp.replace(path)
         return path
+
+
+def _term_reason(m: TermMatch) -> dict[str, Any]:
+    return {"action": m.action, "category": m.category, "rule": "term_list", "list": m.list,
+            "list_version": m.list_version,
+            "detail": f"{m.kind} {m.rule!r} of list {m.list!r} ({m.list_version}) matched {m.text!r}"}
 
 
 def policy_version(categories: Mapping[str, CategoryPolicy], languages: LanguageRule, not_judged: str = "allow") -> str:

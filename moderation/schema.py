@@ -163,6 +163,27 @@ class HashMatch:
                 "distance": self.distance, "threshold": self.threshold}
 
 
+@dataclass(frozen=True)
+class TermMatch:
+    """A term list (moderation.termlists) matched a post: which list (name, version, category, action), which
+    rule (`kind` "term" or "pattern", and the term or pattern as written in the list), and where: `span` in the
+    text as given (character offsets, end exclusive) and the `text` found there."""
+
+    list: str
+    list_version: str
+    category: str
+    action: str
+    kind: str
+    rule: str
+    span: tuple[int, int]
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"list": self.list, "list_version": self.list_version, "category": self.category,
+                "action": self.action, "kind": self.kind, "rule": self.rule, "span": list(self.span),
+                "text": self.text}
+
+
 @dataclass
 class CategoryResult:
     """One category's verdict: calibrated probability, its action, whether it is flagged, and the thresholds used.
@@ -211,6 +232,9 @@ class ScoreResult:
     language: str | None = None
     language_confidence: float | None = None
     policy_version: str | None = None
+    #: Matches of the policy's term lists in the scored text, by position (allow lists included; the reasons say
+    #: which decided). Spans are character offsets in the text the model read (with OCR text where it read it).
+    term_matches: list[TermMatch] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -218,9 +242,10 @@ class ScoreResult:
 
     @property
     def flagged(self) -> bool:
-        """True when the post is blocked automatically: a category is flagged (its action is "block") or the
-        image matched a hash list. An errored post is never 'flagged' and never 'safe': check `ok`."""
-        return self.hash_match is not None or any(c.flagged for c in self.categories.values())
+        """True when the post is blocked automatically: a category is flagged (its action is "block"), the
+        image matched a hash list or a block term list matched. An errored post is never 'flagged' and never 'safe': check `ok`."""
+        return (self.hash_match is not None or any(c.flagged for c in self.categories.values())
+                or any(r.get("rule") == "term_list" and r.get("action") == "block" for r in self.reasons))
 
     @classmethod
     def failure(cls, post_id: str | None, error: InputError | Exception, model_version: str = "",
@@ -250,6 +275,7 @@ class ScoreResult:
             "text_truncated": self.text_truncated,
             "ocr_text": self.ocr_text,
             "hash_match": self.hash_match.to_dict() if self.hash_match is not None else None,
+            "term_matches": [m.to_dict() for m in self.term_matches],
             "model_version": self.model_version,
             "thresholds_version": self.thresholds_version,
             "policy_version": self.policy_version,

@@ -226,6 +226,7 @@ class Scorer:
             "ocr": self.ocr,
             "ocr_with_image": self.ocr_with_image,
             "hash_lists": self.hash_matcher.describe() if self.hash_matcher is not None else [],
+            "term_lists": [tl.describe() for tl in self.policy.term_lists],
         }
 
     @property
@@ -410,11 +411,12 @@ class Scorer:
             scores = {c: (float(probs[i, j]) if inputs[c] else 0.0) for j, c in enumerate(cats)}
             lang = detect_language(item.text) if self.detect_language and item.text is not None else None
             matches = getattr(item, "hash_matches", ())
+            terms = policy.match_terms(item.text)
             decision = policy.decide(scores, language=lang.code if lang else None,
                                      language_confidence=lang.confidence if lang else None,
                                      letters=lang.letters if lang else 0,
                                      hash_categories=[m.category for m in matches],
-                                     not_judged=[c for c in cats if not inputs[c]])
+                                     not_judged=[c for c in cats if not inputs[c]], term_matches=terms)
             categories = {c: CategoryResult(score=scores[c], flagged=decision.categories[c] == "block",
                                             threshold=block[c], action=decision.categories[c],
                                             review_threshold=review[c], applied_input_types=inputs[c]) for c in cats}
@@ -424,7 +426,7 @@ class Scorer:
                                    hash_match=matches[0] if matches else None, action=decision.action,
                                    reasons=decision.reasons, language=lang.code if lang else None,
                                    language_confidence=round(lang.confidence, 4) if lang else None,
-                                   policy_version=policy.version))
+                                   policy_version=policy.version, term_matches=terms))
         return out
 
     def score_prepared(self, items: Sequence[PreparedPost | ScoreResult]) -> list[ScoreResult]:
