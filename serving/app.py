@@ -35,9 +35,12 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from serving.fetch import UrlAllowList, fetch_image
+from serving.local_ray import bind_replica_grpc_to_loopback
 from serving.metrics import IngressMetrics, ModelMetrics
 from serving.parsing import Item, RequestRejected, format_results, parse_request, request_items, response_status
 from serving.schemas import BatchConfig, RequestLimits, ServeArgs
+
+bind_replica_grpc_to_loopback()  # in every replica process, before Serve opens its gRPC port
 
 logger = logging.getLogger("ray.serve")
 

@@ -32,6 +32,7 @@ def local_ray(num_cpus: int | None = None) -> Iterator[object]:
     os.environ.update(env)
     import ray
 
+    check_loopback(ray)
     ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, _temp_dir=temp_dir,
              num_cpus=num_cpus or os.cpu_count() or 1, log_to_driver=False, configure_logging=False)
     try:
@@ -50,6 +51,46 @@ def local_ray(num_cpus: int | None = None) -> Iterator[object]:
                 os.environ[key] = value
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def check_loopback(ray: object) -> None:
+    """Refuse to start Ray if it would take the host's address as node IP (it was imported before
+    `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` was set, see `serving/__init__.py`): its services would then listen
+    beyond loopback."""
+    from ray._private import services
+
+    resolved = services.resolve_ip_for_localhost("127.0.0.1")
+    if resolved != "127.0.0.1":
+        raise RuntimeError(
+            f"Ray would use {resolved} instead of 127.0.0.1 as its node address: `ray` was imported before "
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set. Import `serving` (which sets it) before anything imports ray.")
+
+
+def bind_replica_grpc_to_loopback() -> None:
+    """Keep Serve replicas' inter-deployment gRPC server on loopback when the node's address is 127.0.0.1.
+
+    Ray Serve (2.60) binds that server to `[::]:0`, every interface, whatever the node's address; the routers
+    reach it at the node's address, which here is 127.0.0.1. Called where replicas import this project's
+    deployments (serving.app), before a replica finishes initialising; a node with a routable address is
+    left as Ray made it.
+    """
+    try:
+        import ray
+        from ray.serve._private import replica
+    except ImportError:  # Ray (or this part of it) absent: nothing to bind
+        return
+    original = replica.add_port_to_grpc_server
+    if getattr(original, "_moderation_loopback", False):
+        return
+
+    def add_port(server: object, address: str) -> int:
+        host, _, port = address.rpartition(":")
+        if host in ("[::]", "0.0.0.0", "") and ray.is_initialized() and ray.util.get_node_ip_address() == "127.0.0.1":
+            address = f"127.0.0.1:{port}"
+        return original(server, address)
+
+    add_port._moderation_loopback = True  # type: ignore[attr-defined]
+    replica.add_port_to_grpc_server = add_port
 
 
 def start_http(host: str, port: int, keep_alive_timeout_s: float | None = None) -> None:
