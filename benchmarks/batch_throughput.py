@@ -1,7 +1,7 @@
 """Batch scoring benchmark: `moderation score` end to end vs the model's own ceiling vs a naive loop, and memory.
 
-    nice -n 10 python -m eval.benchmarks.batch_throughput                 # everything (about 15-25 min here)
-    python -m eval.benchmarks.batch_throughput --skip-memory --precision fp32
+    nice -n 10 python -m benchmarks.batch_throughput                 # everything (about 15-25 min here)
+    python -m benchmarks.batch_throughput --skip-memory --precision fp32
 
 One run builds realistic dumps from the shared datasets (../shared/datasets): text-only rows (TweetEval hate +
 offensive) and image+text rows (MultiOFF memes, images resolved under --image-root), each repeated to
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASETS = REPO.parent / "shared" / "datasets"
 TINY_CONFIG = {
     "categories": ["hate", "offensive"],
@@ -229,7 +229,7 @@ def measure_memory(dump: Path, sizes: Sequence[int], folder: Path, args: argpars
     out = []
     for n in sizes:
         src = head(dump, n, folder / f"mem-{n}.jsonl")
-        cmd = [sys.executable, "-m", "eval.benchmarks.batch_throughput", "--memory-child",
+        cmd = [sys.executable, "-m", "benchmarks.batch_throughput", "--memory-child",
                "--memory-input", str(src), "--memory-out", str(folder / f"mem-{n}.parquet"),
                "--memory-config", args.memory_config, "--chunk-size", str(args.memory_chunk_size),
                "--batch-size", str(args.memory_batch_size)]

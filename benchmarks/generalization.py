@@ -1,7 +1,7 @@
 """Generalisation benchmark: how the default recipe does on a platform it never saw (leave one dataset out).
 
-    python -m eval.benchmarks.generalization                    # every shared dataset in turn (~30-60 min here)
-    python -m eval.benchmarks.generalization --datasets ethos,gab_hate_corpus
+    python -m benchmarks.generalization                    # every shared dataset in turn (~30-60 min here)
+    python -m benchmarks.generalization --datasets ethos,gab_hate_corpus
 
 For each shared dataset D: train the default recipe's frozen-encoder model (training.recipes.default_model's
 MODEL and TRAINING["frozen"], same selection on the val splits) on every dataset but D, then measure it on D's
@@ -61,7 +61,7 @@ def auc(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.benchmarks.generalization", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.generalization", description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", default=None, help="comma-separated datasets to hold out (default: all eight)")
     p.add_argument("--data-root", default=None, help="shared datasets folder (default: ../shared/datasets)")
     p.add_argument("--out", default=None, help="also write the figures as JSON here")

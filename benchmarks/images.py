@@ -1,7 +1,7 @@
 """Images benchmark: OCR quality and what it buys, OCR's cost on batch throughput, PDQ hash robustness.
 
-    nice -n 10 python -m eval.benchmarks.images                       # everything (about 30-40 min on 2 cores)
-    python -m eval.benchmarks.images --parts hashes                   # one part: ocr, throughput, hashes
+    nice -n 10 python -m benchmarks.images                       # everything (about 30-40 min on 2 cores)
+    python -m benchmarks.images --parts hashes                   # one part: ocr, throughput, hashes
 
 On the MultiOFF memes (../shared/datasets/multioff; content warning: real offensive material), with the shipped
 default model (`Scorer.default()`, its model_version printed):
@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASETS = REPO.parent / "shared" / "datasets"
 PARTS = ("ocr", "throughput", "hashes")
 

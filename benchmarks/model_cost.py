@@ -1,7 +1,7 @@
 """Inference cost of two model directories, measured in one run: batch throughput and single-post latency.
 
-    python -m eval.benchmarks.model_cost --baseline DIR                     # the shipped default vs DIR
-    python -m eval.benchmarks.model_cost --baseline runs/old --model runs/new --posts 512 --rounds 3
+    python -m benchmarks.model_cost --baseline DIR                     # the shipped default vs DIR
+    python -m benchmarks.model_cost --baseline runs/old --model runs/new --posts 512 --rounds 3
 
 Both models score the same posts (text-only tweets and posts of the other shared datasets, mixed, from
 ../shared/datasets) through `Scorer.score`, the code path batch scoring and the endpoint use, including
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("tweeteval_hate", "tweeteval_offensive", "gab_hate_corpus", "implicit_hate", "reddit_misogyny")
 
 
@@ -63,7 +63,7 @@ def measure(scorer: Any, posts: list[dict[str, Any]], single: int) -> dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.benchmarks.model_cost", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.model_cost", description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", required=True, help="model directory to compare against (A)")
     p.add_argument("--model", default=None, help="model directory measured (B; default: the shipped default model)")
     p.add_argument("--data-root", default=None, help="shared datasets folder (default: ../shared/datasets)")

@@ -1,6 +1,6 @@
 """The operations loop on real data: monitoring windows, simulated reviewers, a retrained challenger.
 
-    nice -n 10 python -m eval.benchmarks.operations --out /tmp/ops          # about 30-60 min on 2 busy CPU cores
+    nice -n 10 python -m benchmarks.operations_loop --out /tmp/ops          # about 30-60 min on 2 busy CPU cores
 
 Every step runs the `moderation` command line in this process, as an operator would (docs/operations.md), and
 the figures are collected into OUT/figures.json:
@@ -34,7 +34,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _rows(path: Path, splits: set[str]) -> list[dict[str, Any]]:

@@ -1,9 +1,9 @@
 """Quality benchmark: the model on every shared dataset's official test split, beside simple baselines and the
 published numbers, plus a check of plainly harmful and plainly benign sentences.
 
-    python -m eval.benchmarks.quality                    # the shipped default model
-    python -m eval.benchmarks.quality --model runs/x     # any model directory
-    python -m eval.benchmarks.quality --no-baselines     # the model only
+    python -m benchmarks.quality                    # the shipped default model
+    python -m benchmarks.quality --model runs/x     # any model directory
+    python -m benchmarks.quality --no-baselines     # the model only
 
 What is measured is defined in eval.quality (shared with the default-model recipe, which writes the same figures
 into the model card): per dataset, its anchor metric at a val-chosen threshold, ROC-AUC, and the precision and
@@ -32,7 +32,7 @@ import numpy as np
 
 from eval.quality import ANCHORS, ANY, also_table, anchor_metrics, f1_scores, fmt_num, pooled_table
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 PROBES = REPO / "eval" / "probes" / "plain_posts.jsonl"
 BASELINES = ("flag everything", "TF-IDF + LR", "frozen MiniLM + LR", "TF-IDF and frozen, averaged")
 
@@ -252,7 +252,7 @@ def markdown_tables(model: dict[str, Any], base: dict[str, Any] | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.benchmarks.quality", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model directory (default: the shipped default model)")
     p.add_argument("--data-root", default=None, help="shared datasets folder (default: $MODERATION_DATA_ROOT or ../shared/datasets)")
     p.add_argument("--no-baselines", action="store_true", help="skip the TF-IDF / frozen-feature baselines")

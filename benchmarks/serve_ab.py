@@ -6,9 +6,9 @@ Deploys two copies of the endpoint side by side on one loopback-only Ray, `/a` a
 part of the path used, per phase, and the mean ratio b / a.
 
     # fused vs split topology (the default comparison)
-    .venv/bin/python eval/benchmarks/serve_ab.py --rounds 4
+    .venv/bin/python benchmarks/serve_ab.py --rounds 4
     # the shipped layout vs the first session's (split, 1 replica x 2 CPUs, batches of 32 waiting 10 ms)
-    .venv/bin/python eval/benchmarks/serve_ab.py --b '{"topology": "split", "num_replicas": 1, "num_cpus": 2,
+    .venv/bin/python benchmarks/serve_ab.py --b '{"topology": "split", "num_replicas": 1, "num_cpus": 2,
         "batch": {"max_batch_size": 32, "batch_wait_timeout_s": 0.01, "forward_batch_size": 8}}'
 """
 
@@ -22,10 +22,10 @@ import statistics
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from eval.benchmarks.serve_latency import load_texts, measure_cpu  # noqa: E402
+from benchmarks.serve_latency import load_texts, measure_cpu  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ then runs three phases: idle, a closed loop of `--concurrency` one-post requests
 `--every-s` seconds it prints the running replica count (serve.status()) and the requests sent per second
 over the last interval (closed loop: about the rate answered). Bounded in time and requests; 127.0.0.1 only.
 
-    .venv/bin/python eval/benchmarks/serve_autoscale.py --load-s 60 --idle-s 40
+    .venv/bin/python benchmarks/serve_autoscale.py --load-s 60 --idle-s 40
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from eval.benchmarks.serve_latency import load_texts  # noqa: E402
+from benchmarks.serve_latency import load_texts  # noqa: E402
 
 
 def running_replicas(serve: Any, app: str, deployment: str) -> int:

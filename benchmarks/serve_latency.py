@@ -19,7 +19,7 @@ request. Every phase is bounded in time (`--phase-s`) and requests; loopback onl
 each part of the path used at the highest concurrency (replicas, proxy, the rest of Ray, the load generator:
 cores and ms of CPU per request), the targets, and writes the figures as JSON (`--out`).
 
-    .venv/bin/python eval/benchmarks/serve_latency.py --phase-s 12 --out serve_latency.json
+    .venv/bin/python benchmarks/serve_latency.py --phase-s 12 --out serve_latency.json
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def load_texts(datasets: Path, n: int) -> tuple[list[str], str]:

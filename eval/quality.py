@@ -1,6 +1,6 @@
 """What the quality figures are, and the functions that compute them: shared by the default-model recipe
 (training.recipes.default_model, which writes them into the model card) and the quality benchmark
-(eval.benchmarks.quality, which prints them beside the baselines). Neither imports the other.
+(benchmarks.quality, which prints them beside the baselines). Neither imports the other.
 
 Per shared dataset (../shared/datasets/README.md), the category that matches the dataset's label and the metric
 its published anchors use:
@@ -231,7 +231,7 @@ def multioff_ablation(scorer: Any, specs: Sequence[Any], progress: bool = True) 
     """MultiOFF test F1 (offensive class, val-chosen threshold) and ROC-AUC with text only, image only and both.
 
     Image only is measured with the scorer's OCR switched off (what the image branch itself gives); OCR is
-    measured by eval.benchmarks.images.
+    measured by benchmarks.images.
     """
     from eval.predict import predict_logits
     from moderation.datasets import load_labelled

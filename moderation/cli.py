@@ -23,8 +23,8 @@ PLUGINS: tuple[str, ...] = (
     "moderation.hashes_cli",
     "training.cli",
     "eval.cli",
-    "eval.monitor_cli",
-    "training.feedback_cli",
+    "operations.monitor_cli",
+    "operations.feedback_cli",
     "serving.cli",
 )
 

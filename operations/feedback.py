@@ -3,7 +3,7 @@
     store = FeedbackStore.create("feedback/", categories=["hate", "offensive"])
     store.add([{"post_id": "p1", "category": "hate", "harmful": True, "reviewer": "r7"}], decisions=["logs/"])
     spec = store.spec()                      # a moderation.datasets.DatasetSpec of feedback/data.jsonl
-    # the online metrics (review precision, appeal overturn rate, proactive rate): eval.online_metrics
+    # the online metrics (review precision, appeal overturn rate, proactive rate): operations.online_metrics
 
 A store is a folder:
 

@@ -1,7 +1,7 @@
 """`moderation feedback add|stats|simulate` and `moderation retrain`: reviewers' verdicts into labels, and a
 challenger trained on them that is promoted only when it is measured not worse.
 
-Light at import (argparse only); the work is in training.feedback, eval.online_metrics and training.retrain.
+Light at import (argparse only); the work is in operations.feedback, operations.online_metrics and operations.retrain.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def register(subparsers: Any) -> None:
     sim.add_argument("--out", required=True, metavar="FILE", help="verdicts JSONL to write")
     sim.set_defaults(func=_cmd_simulate)
 
-    from training.retrain import add_retrain_parser
+    from operations.retrain import add_retrain_parser
     add_retrain_parser(subparsers)
 
 
@@ -119,7 +119,7 @@ def _read_verdict_file(path: str) -> Iterator[dict[str, Any]]:
 
 
 def _store(args: argparse.Namespace, decision_inputs: list[str] | None):
-    from training.feedback import STORE_FILE, FeedbackStore
+    from operations.feedback import STORE_FILE, FeedbackStore
 
     if (Path(args.store) / STORE_FILE).exists():
         store = FeedbackStore.open(args.store)
@@ -141,7 +141,7 @@ def _store(args: argparse.Namespace, decision_inputs: list[str] | None):
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    from training.feedback import load_decision_index
+    from operations.feedback import load_decision_index
 
     verdicts: list[dict[str, Any]] = []
     for path in args.from_files:
@@ -175,8 +175,8 @@ def _cmd_add(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from eval.online_metrics import online_metrics
-    from training.feedback import FeedbackStore, load_decision_index
+    from operations.online_metrics import online_metrics
+    from operations.feedback import FeedbackStore, load_decision_index
 
     store = FeedbackStore.open(args.store)
     verdicts = store.verdicts()
@@ -185,7 +185,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     labels = store.labels()
     splits = Counter()
     per_cat: dict[str, Counter] = {c: Counter() for c in store.categories}
-    from training.feedback import split_of
+    from operations.feedback import split_of
     for pid, p in labels.items():
         if p["text"] is None and p["image"] is None:
             splits["no content"] += 1
@@ -219,7 +219,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from moderation.datasets import parse_dataset_arg
-    from training.feedback import simulate_verdicts
+    from operations.feedback import simulate_verdicts
 
     if not 0.0 <= args.report_rate <= 1.0:
         raise ValueError(f"--report-rate must be in [0, 1], got {args.report_rate}")

@@ -3,7 +3,7 @@
     ref = load_decisions(["logs/2026-11-20/"])            # decision logs or batch outputs: files, folders, globs
     cur = load_decisions(["logs/decisions-20261127*.jsonl"])
     summary = compare(ref, cur, AlertThresholds())       # JSON-ready; summary["alerts"] lists what crossed
-    write_monitor_report("out/", summary, ref, cur)      # eval.monitor_report
+    write_monitor_report("out/", summary, ref, cur)      # operations.monitor_report
 
 What is compared (each set's rows are decisions: eval/monitor reads the columns that decision logs and batch
 outputs share, moderation.decision_log):
@@ -38,7 +38,7 @@ import numpy as np
 
 from moderation.decision_log import categories_in, decision_files
 
-from eval.drift import ks_test, mix_shift, psi, rate_change
+from operations.drift import ks_test, mix_shift, psi, rate_change
 from eval.metrics import to_jsonable
 
 SUMMARY_FORMAT = 1

@@ -64,7 +64,7 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_monitor(args: argparse.Namespace) -> int:
-    from eval.monitor import (AlertThresholds, compare, load_decisions, parse_duration, parse_when, summary_lines,
+    from operations.monitor import (AlertThresholds, compare, load_decisions, parse_duration, parse_when, summary_lines,
                               write_summary)
 
     thresholds = AlertThresholds()
@@ -94,7 +94,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     summary_path = write_summary(out, summary)
     report = None
     if not args.no_report:
-        from eval.monitor_report import write_monitor_report
+        from operations.monitor_report import write_monitor_report
         report = write_monitor_report(out, summary, ref, cur)
     lines = summary_lines(summary)
     for line in lines:  # alerts on stdout (what cron mails), the rest on stderr

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.monitor import Decisions
+from operations.monitor import Decisions
 from eval.report import CSS, _esc, _f, _pct, _png, _table
 
 EXTRA_CSS = """
@@ -125,7 +125,7 @@ def _duration(seconds: float) -> str:
 
 def write_monitor_report(out_dir: str | Path, summary: dict[str, Any], ref: Decisions, cur: Decisions,
                          title: str = "Moderation monitoring report") -> Path:
-    """Write OUT/report.html from a `eval.monitor.compare` summary and the two sets it compared. Returns its path."""
+    """Write OUT/report.html from a `operations.monitor.compare` summary and the two sets it compared. Returns its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     R, C = summary["reference"], summary["current"]

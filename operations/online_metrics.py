@@ -1,6 +1,6 @@
-"""The online metrics of the moderation loop, from reviewers' verdicts (training.feedback) and the decision log.
+"""The online metrics of the moderation loop, from reviewers' verdicts (operations.feedback) and the decision log.
 
-    from training.feedback import FeedbackStore, load_decision_index
+    from operations.feedback import FeedbackStore, load_decision_index
     store = FeedbackStore.open("feedback/")
     online_metrics(store.verdicts(), load_decision_index(["logs/"]))
 
@@ -30,7 +30,7 @@ def online_metrics(verdicts: Sequence[Mapping[str, Any]], decisions: Any = None)
     block_precision   per category: the same for posts the model blocked automatically (audits and appeals)
     appeal_overturn_rate  of the verdicts with an appeal outcome, the share overturned
     proactive_rate    of the actioned posts (judged harmful for some category after appeals, or blocked by the
-                      model with no overturned appeal, found in `decisions`, a training.feedback.DecisionIndex), the share the model caught itself
+                      model with no overturned appeal, found in `decisions`, a operations.feedback.DecisionIndex), the share the model caught itself
                       (it sent them to review or blocked them) rather than a user report
     Each figure: value, k of n, and the exact 95% interval.
     """

@@ -10,7 +10,7 @@
    plus the feedback's val part, for the current model's target precision; when the current model has a
    policy.json, the challenger gets one fitted the same way (eval.policy).
 3. Both models are measured on the same fixed evaluation sets (each training dataset's test split, --eval-data,
-   and the feedback's test part, which neither model trained on) by eval.champion: paired bootstrap per set and
+   and the feedback's test part, which neither model trained on) by operations.champion: paired bootstrap per set and
    category; promotable only if no gating cell is worse and at least one is better. Posts of the fixed sets whose
    text is in the feedback's train part are removed from them first (no leak into the verdict).
 4. NEW/comparison.json, comparison.html, comparison.md; NEW/config.json gets a "lineage" entry: the parent model
@@ -140,7 +140,7 @@ def eval_sets(specs: Sequence[Any], feedback_spec: Any, categories: Sequence[str
               log: Callable[[str], None] = print) -> tuple[list[Any], dict[str, int]]:
     """The fixed evaluation sets (each dataset's test split, --eval-data) and the feedback's test part, with the
     posts whose text is in the feedback's train part removed from the fixed ones. Returns (sets, removed)."""
-    from eval.champion import EvalSet
+    from operations.champion import EvalSet
     from moderation.datasets import load_labelled, parse_dataset_arg
 
     fb_train = load_labelled([feedback_spec], list(categories), "train")
@@ -188,11 +188,11 @@ def retrain(model_dir: str | os.PathLike, feedback: str | os.PathLike, out_dir: 
     from moderation.model_dir import read_model_info
     from moderation.scorer import Scorer
     from moderation.datasets import load_labelled
-    from training.feedback import FeedbackStore
+    from operations.feedback import FeedbackStore
     from training.train import train
 
     from eval.calibrate import calibrate_model_dir
-    from eval.champion import compare_models, write_comparison
+    from operations.champion import compare_models, write_comparison
 
     config = config or RetrainConfig()
     t0 = time.time()
@@ -291,7 +291,7 @@ def _fit_policy_like(info: Any, out_dir: Path, challenger: Any, val: Any, progre
 # --- the command -----------------------------------------------------------------------------------------
 
 def add_retrain_parser(subparsers: Any) -> None:
-    """The `retrain` subcommand (registered by training.feedback_cli)."""
+    """The `retrain` subcommand (registered by operations.feedback_cli)."""
     p = subparsers.add_parser(
         "retrain", help="train a challenger on the training data + reviewers' verdicts, recalibrate, compare it with "
                         "the current model; exit 0 when promotable, 3 when not",
@@ -333,7 +333,7 @@ def add_retrain_parser(subparsers: Any) -> None:
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
-    from eval.champion import METRICS
+    from operations.champion import METRICS
 
     gates = tuple(g.strip() for g in args.gate.split(",") if g.strip())
     bad = [g for g in gates if g not in METRICS]

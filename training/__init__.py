@@ -1,4 +1,4 @@
-"""Training: labelled datasets with partial labels, an embedding cache for frozen encoders, the training
+"""Training: an embedding cache for frozen encoders, the training
 loop (frozen-encoder heads or fine-tuning, full or LoRA), and the default-model recipe.
 
 Depends on `moderation/` (never the reverse). Needs the `train` extra for LoRA (peft).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from eval.benchmarks.serve_latency import _role, load_texts, measure_cpu
+from benchmarks.serve_latency import _role, load_texts, measure_cpu
 
 
 def test_roles_from_ray_process_titles():

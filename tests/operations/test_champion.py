@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.champion import decide, fast_ap, fast_auc, paired_bootstrap, verdict
+from operations.champion import decide, fast_ap, fast_auc, paired_bootstrap, verdict
 
 
 def test_fast_metrics_equal_sklearn_with_ties():

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from eval.online_metrics import online_metrics
+from operations.online_metrics import online_metrics
 from tests.conftest import png_bytes
-from training.feedback import FeedbackError, FeedbackStore, load_decision_index, simulate_verdicts, split_of
+from operations.feedback import FeedbackError, FeedbackStore, load_decision_index, simulate_verdicts, split_of
 
 CATS = ["hate", "offensive"]
 

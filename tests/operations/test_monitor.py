@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from eval.drift import ks_test, mix_shift, psi, rate_change
-from eval.monitor import AlertThresholds, compare, load_decisions, parse_duration, parse_when
+from operations.drift import ks_test, mix_shift, psi, rate_change
+from operations.monitor import AlertThresholds, compare, load_decisions, parse_duration, parse_when
 from moderation.decision_log import format_time
 
 START = datetime(2026, 11, 20, tzinfo=timezone.utc)

@@ -69,8 +69,8 @@ def test_retrain_from_simulated_reviewers_compares_and_decides(tmp_path, champio
     from moderation.model_dir import read_model_info
     from moderation.scorer import Scorer
     from moderation.datasets import DatasetSpec
-    from training.feedback import FeedbackStore, load_decision_index, simulate_verdicts
-    from training.retrain import RetrainConfig, retrain
+    from operations.feedback import FeedbackStore, load_decision_index, simulate_verdicts
+    from operations.retrain import RetrainConfig, retrain
 
     # Production traffic, scored by the champion as a batch job (its output carries the posts' text).
     traffic = _write(tmp_path / "traffic" / "data.jsonl", traffic_rows())
@@ -111,7 +111,7 @@ def test_retrain_from_simulated_reviewers_compares_and_decides(tmp_path, champio
 
 def test_retrain_refusals(tmp_path, champion_dir):
     from moderation.cli import main
-    from training.feedback import FeedbackStore
+    from operations.feedback import FeedbackStore
 
     FeedbackStore.create(tmp_path / "empty", ["hate"])
     FeedbackStore.create(tmp_path / "other", ["violence"])
