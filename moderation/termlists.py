@@ -43,6 +43,7 @@ keeps "kill" from matching in "watching Kill Bill tonight").
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 import os
@@ -99,67 +100,61 @@ def fold_chars(text: str) -> tuple[str, list[int]]:
     return "".join(out), origin
 
 
-def _fold_word(word: str) -> str:
-    """One word's canonical form: leetspeak read as letters (if it holds a letter), repeated letters folded."""
-    if any(c.isalpha() for c in word):
-        word = word.translate(_LEET)
-    return _REPEATS.sub(r"\1", word)
-
-
-@dataclass(frozen=True)
-class _Word:
-    text: str  # canonical form
-    start: int  # span in the original text
-    end: int
-
-
-def _words(text: str) -> tuple[list[_Word], str, list[int]]:
-    """The canonical words of `text` with their original spans, plus the folded text and its origin map."""
+def _words(text: str) -> tuple[list[str], list[tuple[int, int]], str, list[int]]:
+    """The canonical words of `text` and their spans in it, plus the folded text and its origin map."""
     folded, origin = fold_chars(text)
-    words = []
+    raw: list[str] = []
+    spans: list[tuple[int, int]] = []
     for m in _WORD.finditer(folded):
         start, end = m.span()
-        while start < end and folded[start] in "!|":  # "kill!" is an exclamation, not "killi"
-            start += 1
-        while end > start and folded[end - 1] in "!|":
-            end -= 1
-        w = _fold_word(folded[start:end])
-        if w:
-            words.append(_Word(w, origin[start], origin[end - 1] + 1))
-    return words, folded, origin
+        w = m.group()
+        if not w.isalnum():  # holds leetspeak symbols
+            while start < end and folded[start] in "!|":  # "kill!" is an exclamation, not "killi"
+                start += 1
+            while end > start and folded[end - 1] in "!|":
+                end -= 1
+            w = folded[start:end]
+            if not w:
+                continue
+        if not w.isalpha() and any(c.isalpha() for c in w):  # leetspeak only in words that hold a letter
+            w = w.translate(_LEET)
+        raw.append(w)
+        spans.append((origin[start], origin[end - 1] + 1))
+    # Repeated letters folded in one pass over all the words (a space separates them, so none merge).
+    words = _REPEATS.sub(r"\1", " ".join(raw)).split(" ") if raw else []
+    return words, spans, folded, origin
 
 
-def _joined(words: list[_Word], text: str) -> list[_Word] | None:
+def _joined(words: list[str], spans: list[tuple[int, int]], text: str) -> tuple[list[str], list[tuple[int, int]]] | None:
     """The words with obfuscating cuts undone: runs of 3+ single letters ("k i l l") and words cut by one dot,
     dash, underscore or star ("ki.ll") joined; None when there is nothing to join."""
-    out: list[_Word] = []
+    out_w: list[str] = []
+    out_s: list[tuple[int, int]] = []
     changed = False
-    i = 0
-    while i < len(words):
+    i, n = 0, len(words)
+    while i < n:
         j = i
-        # words cut by one cut character and nothing else
-        while j + 1 < len(words) and words[j + 1].start - words[j].end == 1 and text[words[j].end] in _CUTS:
+        while j + 1 < n and spans[j + 1][0] - spans[j][1] == 1 and text[spans[j][1]] in _CUTS:
             j += 1
         if j == i:  # single letters spaced out: at least 3, gaps of at most 2 characters
-            while (j + 1 < len(words) and len(words[j].text) == 1 and len(words[j + 1].text) == 1
-                   and words[j + 1].start - words[j].end <= 2):
+            while j + 1 < n and len(words[j]) == 1 and len(words[j + 1]) == 1 and spans[j + 1][0] - spans[j][1] <= 2:
                 j += 1
             if j - i < 2:
                 j = i
         if j > i:
-            joined = _REPEATS.sub(r"\1", "".join(w.text for w in words[i:j + 1]))
-            out.append(_Word(joined, words[i].start, words[j].end))
+            out_w.append(_REPEATS.sub(r"\1", "".join(words[i:j + 1])))
+            out_s.append((spans[i][0], spans[j][1]))
             changed = True
         else:
-            out.append(words[i])
+            out_w.append(words[i])
+            out_s.append(spans[i])
         i = j + 1
-    return out if changed else None
+    return (out_w, out_s) if changed else None
 
 
 def canonical_term(term: str) -> str:
     """A term's key as matched: its canonical words joined by single spaces ("" when it has no word)."""
-    words, _, _ = _words(term)
-    return " ".join(w.text for w in words)
+    return " ".join(_words(term)[0])
 
 
 # --- lists --------------------------------------------------------------------------------------------------
@@ -178,7 +173,7 @@ class TermList:
     path: Path | None = None
     compiled: list[re.Pattern] = field(default_factory=list, repr=False)
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
         blob = json.dumps({"n": self.name, "c": self.category, "a": self.action, "t": sorted(self.terms),
                            "p": self.patterns}, sort_keys=True, ensure_ascii=False).encode()
@@ -279,6 +274,7 @@ class TermMatcher:
         if dupes:
             raise TermListError(f"two term lists are named {dupes}: list names must be unique")
         self.lists = list(lists)
+        self._versions = [tl.version for tl in self.lists]
         self._automaton = ahocorasick.Automaton()
         # key (" word word " or " word" for a prefix term) -> [(list index, term as written)]
         keys: dict[str, list[tuple[int, str]]] = {}
@@ -299,22 +295,23 @@ class TermMatcher:
     def describe(self) -> list[dict[str, Any]]:
         return [tl.describe() for tl in self.lists]
 
-    def _match_words(self, words: list[_Word], text: str, found: dict[tuple, TermMatch]) -> None:
+    def _match_words(self, words: list[str], spans: list[tuple[int, int]], text: str,
+                     found: dict[tuple, TermMatch]) -> None:
         if not words or self._empty:
             return
-        stream = " " + " ".join(w.text for w in words) + " "
+        stream = " " + " ".join(words) + " "
         starts = []
         pos = 1
         for w in words:
             starts.append(pos)
-            pos += len(w.text) + 1
+            pos += len(w) + 1
         for end, (size, entries) in self._automaton.iter(stream):
             first = bisect.bisect_right(starts, end - size + 2) - 1
             last = bisect.bisect_right(starts, end - 1) - 1
-            s, e = words[first].start, words[last].end
+            s, e = spans[first][0], spans[last][1]
             for li, term in entries:
-                tl = self.lists[li]
-                found.setdefault((li, term, s, e), TermMatch(tl.name, tl.version, tl.category, tl.action, "term",
+                tl, version = self.lists[li], self._versions[li]
+                found.setdefault((li, term, s, e), TermMatch(tl.name, version, tl.category, tl.action, "term",
                                                             term, (s, e), text[s:e]))
 
     def match(self, text: str | None) -> list[TermMatch]:
@@ -322,19 +319,19 @@ class TermMatcher:
         applies them). An empty list for None or a text without matches."""
         if not text or not self.lists:
             return []
-        words, folded, origin = _words(text)
+        words, spans, folded, origin = _words(text)
         found: dict[tuple, TermMatch] = {}
-        self._match_words(words, text, found)
-        joined = _joined(words, text)
+        self._match_words(words, spans, text, found)
+        joined = _joined(words, spans, text)
         if joined is not None:
-            self._match_words(joined, text, found)
+            self._match_words(*joined, text, found)
         for li, tl in enumerate(self.lists):
             for pattern, rx in zip(tl.patterns, tl.compiled):
                 for m in rx.finditer(folded):
                     if m.end() == m.start():
                         continue
                     s, e = origin[m.start()], origin[m.end() - 1] + 1
-                    found.setdefault((li, pattern, s, e), TermMatch(tl.name, tl.version, tl.category, tl.action,
+                    found.setdefault((li, pattern, s, e), TermMatch(tl.name, self._versions[li], tl.category, tl.action,
                                                                    "pattern", pattern, (s, e), text[s:e]))
         return sorted(found.values(), key=lambda m: (m.span, m.list, m.rule))
 
