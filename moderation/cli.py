@@ -134,6 +134,8 @@ def action_text(result, trained: bool = True) -> str:
             why.append(f"language {result.language}")
         elif r["rule"] == "hash_match":
             why.append(f"{r['category']} (hash)")
+        elif r["rule"] == "term_list":
+            why.append(f"{r['category']} (list {r['list']})")
         elif r["rule"] == "not_judged":
             unjudged.append(str(r["category"]))
         else:
