@@ -94,6 +94,19 @@ class TrainConfig:
     embed_batch_size: int = 32
     #: Inverse regularisation of the lexical channel's logistic regressions (models whose config has one).
     lexical_c: float = 1.0
+    #: Fine-tune mode: batches whose gradients are summed before one optimiser step (effective batch =
+    #: batch_size x grad_accum).
+    grad_accum: int = 1
+    #: Fine-tune mode: write a checkpoint (checkpoint.pt in the output folder) every this many optimiser steps
+    #: and at every evaluation (0: never).
+    checkpoint_every: int = 0
+    #: Fine-tune mode: continue from the output folder's checkpoint.pt (same data and settings).
+    resume: bool = False
+    #: Fine-tune mode: where the live encoder runs ("cpu", "cuda", "cuda:0", ...). Frozen embeddings are cached on the CPU.
+    device: str = "cpu"
+    #: At most this many training rows of the named datasets (a seeded random sample; others keep all rows):
+    #: keeps the large all-benign sets from dominating an epoch's time.
+    max_train_rows: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -112,6 +125,12 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.grad_accum < 1 or self.checkpoint_every < 0:
+            raise ValueError("grad_accum must be >= 1 and checkpoint_every >= 0")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r}: no CUDA device is available here (torch.cuda.is_available() is False)")
 
 
 @dataclass
@@ -125,6 +144,19 @@ class TrainResult:
     model: ModerationModel
 
 
+def cap_rows(data: Any, max_rows: dict[str, int], seed: int) -> Any:
+    """`data` with at most max_rows[name] rows of each named dataset (a seeded random sample, order kept)."""
+    rng = np.random.default_rng(seed)
+    sources = np.asarray(data.sources)
+    keep = np.ones(len(data), dtype=bool)
+    for name, cap in max_rows.items():
+        rows = np.nonzero(sources == name)[0]
+        if len(rows) > cap:
+            keep[rows] = False
+            keep[rng.choice(rows, size=int(cap), replace=False)] = True
+    return data.subset(keep)
+
+
 def seed_everything(seed: int) -> None:
     import random
     random.seed(seed)
@@ -136,7 +168,8 @@ def training_scorer(model: ModerationModel) -> Scorer:
     """A Scorer around `model` used for its `prepare` (the exact preprocessing of serving)."""
     info = ModelInfo(path=None, config=model.config, model_version="training", trained=False,
                      calibration=None, thresholds=None, meta={})
-    return Scorer(model, info, num_workers=0)
+    # No OCR: training reads each dataset's own text; the frozen image encoder needs the pixels only.
+    return Scorer(model, info, num_workers=0, ocr="off")
 
 # --- the loop ---------------------------------------------------------------------------------------
 
@@ -165,6 +198,8 @@ def train(specs: Sequence[DatasetSpec], out_dir: str | os.PathLike, model_config
     scorer = training_scorer(model)
 
     data = load_labelled(list(specs), categories, "train")
+    if config.max_train_rows:
+        data = cap_rows(data, config.max_train_rows, config.seed)
     counts = data.counts()
     for c in categories:
         if counts[c]["positive"] == 0 or counts[c]["positive"] == counts[c]["known"]:
@@ -201,7 +236,8 @@ def train(specs: Sequence[DatasetSpec], out_dir: str | os.PathLike, model_config
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / LOG_FILE
-    log_path.write_text("")
+    if not config.resume:
+        log_path.write_text("")
     if config.mode == "frozen":
         history, best = train_frozen(model, train_set, train_emb, stop_set, stop_emb, pw, config, log_path, progress)
     else:
