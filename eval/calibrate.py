@@ -29,11 +29,13 @@ import numpy as np
 
 from moderation.calibration import Calibration, Thresholds, apply_method, sigmoid
 
-from eval.metrics import clopper_pearson_lower, to_jsonable
+from eval.metrics import to_jsonable
+from eval.policy import DEFAULT_REVIEW, ReviewTarget, fit_policy
+from eval.predict import predict_logits
+from eval.thresholds import DEFAULT_MIN_POSITIVES, select_threshold
 
 FIT_METHODS: tuple[str, ...] = ("temperature", "platt", "isotonic")
 METHOD_CHOICES: tuple[str, ...] = ("auto",) + FIT_METHODS
-DEFAULT_MIN_POSITIVES = 20
 CV_FOLDS = 5
 _EPS = 1e-15
 
@@ -199,54 +201,6 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, categories: Sequence
 
 # --- thresholds -----------------------------------------------------------------------------------
 
-def threshold_candidates(y: np.ndarray, p: np.ndarray, confidence: float = 0.95) -> dict[str, np.ndarray]:
-    """Every distinct cut p >= t, from the highest score down: threshold, tp, flagged, precision and its lower bound."""
-    order = np.argsort(-p, kind="stable")
-    ps, ys = p[order], y[order]
-    tp = np.cumsum(ys)
-    flagged = np.arange(1, len(ps) + 1, dtype=np.float64)
-    last = np.r_[ps[1:] != ps[:-1], True]  # cut only after the last of a group of tied scores
-    tp, flagged, thr = tp[last], flagged[last], ps[last]
-    return {"threshold": thr, "tp": tp, "flagged": flagged, "precision": tp / flagged,
-            "lower": np.asarray(clopper_pearson_lower(tp, flagged, confidence), dtype=np.float64)}
-
-
-def select_threshold(y: np.ndarray, p: np.ndarray, target_precision: float, confidence: float = 0.95,
-                     min_positives: int = DEFAULT_MIN_POSITIVES, n_traffic: int | None = None) -> dict[str, Any]:
-    """The highest-recall threshold on p whose precision lower bound reaches `target_precision`, with diagnostics.
-
-    Returns {"threshold": float | None, "status": "ok" | "unreachable" | "too_few_positives", "reason", ...}.
-    n_traffic: number of scored posts the flag rate is a share of (default: len(y)).
-    """
-    y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    n_pos = int(y.sum())
-    base: dict[str, Any] = {"target_precision": target_precision, "confidence": confidence, "n": int(len(y)),
-                            "n_positive": n_pos}
-    if n_pos < max(1, min_positives):
-        return {**base, "threshold": None, "status": "too_few_positives",
-                "reason": f"only {n_pos} labelled positives (need {max(1, min_positives)}): no threshold is fitted "
-                          "and this category flags nothing automatically"}
-    c = threshold_candidates(y, p, confidence)
-    ok = c["lower"] >= target_precision
-    best = int(np.nanargmax(c["lower"]))
-    if not ok.any():
-        return {**base, "threshold": None, "status": "unreachable",
-                "best_lower_bound": float(c["lower"][best]), "best_lower_bound_threshold": float(c["threshold"][best]),
-                "reason": f"target precision {target_precision:g} is unreachable: no threshold has a {confidence:.0%} "
-                          f"lower bound on precision >= {target_precision:g} (best: {c['lower'][best]:.3f} at "
-                          f"threshold {c['threshold'][best]:.4f}); this category flags nothing automatically"}
-    # tp never decreases down the list, so the first passing cut with the largest tp has the highest recall
-    # at the highest threshold (fewest false positives) among equals.
-    idx = np.nonzero(ok)[0]
-    i = int(idx[np.argmax(c["tp"][idx])])
-    tp, flagged = int(c["tp"][i]), int(c["flagged"][i])
-    return {**base, "threshold": float(c["threshold"][i]), "status": "ok",
-            "precision": float(c["precision"][i]), "precision_lower_bound": float(c["lower"][i]),
-            "recall": tp / n_pos, "tp": tp, "fp": flagged - tp,
-            "flag_rate": flagged / (n_traffic if n_traffic else len(y))}
-
-
 def fit_thresholds(probs: np.ndarray, labels: np.ndarray, categories: Sequence[str], target_precision: float = 0.9,
                    confidence: float = 0.95, min_positives: int = DEFAULT_MIN_POSITIVES) -> Thresholds:
     """Per category, the threshold on calibrated probabilities with the highest recall subject to
@@ -338,8 +292,6 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
     from moderation.model_dir import read_model_info, write_calibration, write_thresholds
     from moderation.policy import LanguageRule
 
-    from eval.policy import DEFAULT_REVIEW, ReviewTarget, fit_policy
-    from eval.predict import predict_logits
 
     model_dir = Path(model_dir)
     info = read_model_info(model_dir)

@@ -1,7 +1,7 @@
 """Fitting a moderation policy (moderation.policy) on a calibration split: block and review thresholds per category.
 
 block   the highest-recall threshold whose one-sided Clopper-Pearson lower bound on precision reaches the
-        block target (eval.calibrate.select_threshold, as thresholds.json has always been fitted); unreachable:
+        block target (eval.thresholds.select_threshold, as thresholds.json has always been fitted); unreachable:
         null, the category never blocks automatically.
 review  below block, from one of three targets (`ReviewTarget`):
         recall      the highest threshold at which block + review catches at least that share of the harmful
@@ -24,8 +24,8 @@ import numpy as np
 
 from moderation.policy import CategoryPolicy, LanguageRule, Policy, policy_version
 
-from eval.calibrate import select_threshold
 from eval.metrics import clopper_pearson_lower, to_jsonable
+from eval.thresholds import select_threshold
 
 REVIEW_KINDS: tuple[str, ...] = ("recall", "budget", "precision")
 #: Defaults for a platform: automatic removal at >= 90% precision (95% lower bound), human review sized so

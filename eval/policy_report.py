@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from eval.formatting import fmt, pct
 from eval.metrics import clopper_pearson_interval
 
 POLICY_HEADERS = ("category", "block at", "blocked", "block precision [CI]", "block recall", "review from", "review share",
@@ -88,8 +89,6 @@ def policy_section(policy: dict[str, Any], probs: np.ndarray, labels: np.ndarray
                    confidence: float = 0.95) -> dict[str, Any]:
     """The section's content: {"rows": per category (POLICY_HEADERS values), "alternatives": {category: rows},
     "operating": {category: dict}, "figure": matplotlib figure or None, "json": JSON-ready figures}."""
-    from eval.report import _f, _pct
-
     cats = [c for c in categories if c in (policy.get("categories") or {})]
     P = np.asarray(probs, dtype=np.float64)
     Y = np.asarray(labels, dtype=np.float64)
@@ -106,19 +105,19 @@ def policy_section(policy: dict[str, Any], probs: np.ndarray, labels: np.ndarray
         ops[c] = op
         curves[c] = tradeoff_curve(y, p, entry.get("block"))
         lo, hi = op["block_precision_ci"]
-        rows.append([c, _f(entry.get("block"), 4), f"{op['blocked']:,}",
-                     f"{_f(op['block_precision'])} [{_f(lo)}, {_f(hi)}]" if op["blocked"] else "–",
-                     _pct(op["block_recall"]), _f(entry.get("review"), 4), _pct(op["review_share"]),
-                     _f(op["review_precision"]), _pct(op["block_or_review_recall"])])
+        rows.append([c, fmt(entry.get("block"), 4), f"{op['blocked']:,}",
+                     f"{fmt(op['block_precision'])} [{fmt(lo)}, {fmt(hi)}]" if op["blocked"] else "–",
+                     pct(op["block_recall"]), fmt(entry.get("review"), 4), pct(op["review_share"]),
+                     fmt(op["review_precision"]), pct(op["block_or_review_recall"])])
         measured = []
         for a in entry.get("alternatives") or []:
             m = operating(y, p, a.get("block"), a.get("review"), confidence)
             measured.append({**a, "measured": m})
         alt_json[c] = measured
-        alts[c] = [[f"{a['block_precision_target']:g}", _f(a.get("block"), 4), f"{a['review_recall_target']:g}",
-                    _f(a.get("review"), 4), _f(a["measured"]["block_precision"]), _pct(a["measured"]["block_recall"]),
-                    _pct(a["measured"]["review_share"]), _f(a["measured"]["review_precision"]),
-                    _pct(a["measured"]["block_or_review_recall"])] for a in measured]
+        alts[c] = [[f"{a['block_precision_target']:g}", fmt(a.get("block"), 4), f"{a['review_recall_target']:g}",
+                    fmt(a.get("review"), 4), fmt(a["measured"]["block_precision"]), pct(a["measured"]["block_recall"]),
+                    pct(a["measured"]["review_share"]), fmt(a["measured"]["review_precision"]),
+                    pct(a["measured"]["block_or_review_recall"])] for a in measured]
     figure = policy_figure(cats, curves, ops, alt_json) if curves else None
     return {"rows": rows, "alternatives": alts, "operating": ops, "figure": figure,
             "json": {"version": policy.get("version"), "operating": ops, "alternatives": alt_json,

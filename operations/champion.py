@@ -36,7 +36,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from eval.formatting import CSS, html_table, md_table, png
 from eval.metrics import to_jsonable, two_class_resamples
+from eval.predict import predict_logits
 
 GATE_METRICS: tuple[str, ...] = ("roc_auc", "average_precision")
 METRICS: tuple[str, ...] = ("roc_auc", "average_precision", "recall_at_threshold", "precision_at_threshold")
@@ -150,7 +152,6 @@ def compare_models(champion: Any, challenger: Any, sets: Sequence[EvalSet], *, b
     Categories: those both models score. predictions_dir: also save each model's PredictionSet per set there
     (npz + json). Raises ValueError for an unknown gate metric or when the models share no category.
     """
-    from eval.predict import predict_logits
 
     unknown = [m for m in gate_metrics if m not in METRICS]
     if unknown:
@@ -239,9 +240,7 @@ def decide(cells: Sequence[dict[str, Any]], gate_metrics: Sequence[str] = GATE_M
 
 def forest_figure(comparison: dict[str, Any], metric: str) -> str | None:
     """One row per (set, category): B - A with its interval, coloured by verdict (base64 PNG)."""
-    from matplotlib.figure import Figure
-
-    from eval.report import _png
+    from matplotlib.figure import Figure  # deferred: matplotlib is the optional eval extra
 
     rows = [c for c in comparison["cells"] if "metrics" in c]
     if not rows:
@@ -263,7 +262,7 @@ def forest_figure(comparison: dict[str, Any], metric: str) -> str | None:
     ax.invert_yaxis()
     ax.set_xlabel(f"challenger − champion, {METRIC_NAMES[metric]} ({comparison['settings']['confidence']:.0%} paired bootstrap)")
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -293,8 +292,6 @@ def write_comparison(out_dir: str | os.PathLike, comparison: dict[str, Any],
                      extra: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write OUT/comparison.json, OUT/comparison.html (self-contained, side by side, forest plots) and
     OUT/comparison.md. extra: more JSON-ready facts (training, lineage) to put in the JSON and the page."""
-    from eval.report import CSS, _md_table, _table
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = {**comparison, **(extra or {})}
@@ -318,7 +315,7 @@ def write_comparison(out_dir: str | os.PathLike, comparison: dict[str, Any],
              f"per set and category) is worse (its {s['confidence']:.0%} paired-bootstrap interval of Δ below "
              f"{0 - s['margin']:g}) and at least one is better (interval above 0). {s['bootstrap']} resamples; a cell needs "
              f"{s['min_class']} labelled posts of each class. Each model uses its own calibration and thresholds.</p>")
-    h.append("<h2>Evaluation sets</h2>" + _table(("set", "kind", "posts", "scored by both"),
+    h.append("<h2>Evaluation sets</h2>" + html_table(("set", "kind", "posts", "scored by both"),
                                                    [[esc(x["name"]), esc(x["kind"]), f"{x['rows']:,}",
                                                      f"{x['scored_by_both']:,}"] for x in comparison["sets"]]))
     for m in s["gate_metrics"]:
@@ -326,7 +323,7 @@ def write_comparison(out_dir: str | os.PathLike, comparison: dict[str, Any],
         if fig:
             h.append(f"<h2>{esc(METRIC_NAMES[m])}: challenger − champion</h2><img alt='forest plot of {esc(m)}' "
                      f"src='data:image/png;base64,{fig}'>")
-    h.append("<h2>Side by side</h2>" + _table(HEADERS, [[esc(x) for x in r] for r in comparison_rows(comparison)]))
+    h.append("<h2>Side by side</h2>" + html_table(HEADERS, [[esc(x) for x in r] for r in comparison_rows(comparison)]))
     if extra:
         h.append("<h2>Training and lineage</h2><pre style='font-size:12px;white-space:pre-wrap'>"
                  + esc(json.dumps(to_jsonable(extra), indent=2)) + "</pre>")
@@ -335,6 +332,6 @@ def write_comparison(out_dir: str | os.PathLike, comparison: dict[str, Any],
     md = [f"# Champion vs challenger: {status}", "", f"{dec['reason']}.", "",
           f"Champion (A) `{comparison['champion']['model_version']}`, challenger (B) "
           f"`{comparison['challenger']['model_version']}`; Δ = B − A, {s['confidence']:.0%} paired bootstrap "
-          f"({s['bootstrap']} resamples).", "", _md_table(HEADERS, comparison_rows(comparison)), ""]
+          f"({s['bootstrap']} resamples).", "", md_table(HEADERS, comparison_rows(comparison)), ""]
     paths["md"].write_text("\n".join(md), encoding="utf-8")
     return paths

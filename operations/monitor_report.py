@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from operations.monitor import Decisions
-from eval.report import CSS, _esc, _f, _pct, _png, _table
+from eval.formatting import CSS, esc, fmt, html_table, pct, png
 
 EXTRA_CSS = """
 .status{font-size:20px;font-weight:700;padding:10px 14px;border-radius:6px;margin:12px 0}
@@ -36,7 +36,7 @@ def _rate_cell(rc: dict[str, Any] | None) -> list[str]:
     if ci[0] is not None and change is not None:
         change_txt += f"<br><small class='ci'>[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}] p={_p(rc.get('pvalue'))}</small>"
     cls = " class='hit'" if rc.get("alert") else ""
-    return [_pct(rc.get("reference"), 2), _pct(rc.get("current"), 2), f"<span{cls}>{change_txt}</span>" if cls else change_txt]
+    return [pct(rc.get("reference"), 2), pct(rc.get("current"), 2), f"<span{cls}>{change_txt}</span>" if cls else change_txt]
 
 
 def _p(v: Any) -> str:
@@ -90,7 +90,7 @@ def category_figure(c: str, ref: Decisions, cur: Decisions, summary: dict[str, A
         ax2.set_title(f"{c}: rates per window of {_duration(summary['windows']['window_s'])}", fontsize=10)
         ax2.legend(fontsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def mix_figure(summary: dict[str, Any]) -> str | None:
@@ -113,7 +113,7 @@ def mix_figure(summary: dict[str, Any]) -> str | None:
         ax.set_title(f"{name.replace('_', ' ')}: PSI {m['psi']:.3f}, chi-square p={_p(m['pvalue'])}", fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def _duration(seconds: float) -> str:
@@ -129,30 +129,30 @@ def write_monitor_report(out_dir: str | Path, summary: dict[str, Any], ref: Deci
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     R, C = summary["reference"], summary["current"]
-    h = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
-         f"<style>{CSS}{EXTRA_CSS}</style></head><body>", f"<h1>{_esc(title)}</h1>",
-         f"<p class='sub'>Generated {_esc(summary['created'])}. Current set against the reference set; every rate is a "
+    h = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
+         f"<style>{CSS}{EXTRA_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>",
+         f"<p class='sub'>Generated {esc(summary['created'])}. Current set against the reference set; every rate is a "
          "share of scored posts.</p>"]
     alerts = summary["alerts"]
     if alerts:
         h.append(f"<div class='status alert'>ALERT: {len(alerts)} threshold(s) crossed</div>")
-        h += [f"<div class='alert'>{_esc(a['message'])}</div>" for a in alerts]
+        h += [f"<div class='alert'>{esc(a['message'])}</div>" for a in alerts]
     else:
         h.append("<div class='status ok'>OK: nothing crossed the alert thresholds</div>")
-    h += [f"<div class='warn'>{_esc(n)}</div>" for n in summary["notes"]]
+    h += [f"<div class='warn'>{esc(n)}</div>" for n in summary["notes"]]
 
     h.append("<h2>The two sets</h2>")
     rows = []
     for key, label in (("rows", "rows"), ("scored", "scored"), ("errored", "errored")):
-        rows.append([label, _f(R[key]), _f(C[key])])
-    rows.append(["time range", _esc(" – ".join(R["time_range"] or ["no time"])), _esc(" – ".join(C["time_range"] or ["no time"]))])
-    rows.append(["model versions", _esc(", ".join(f"{k} ({v:,})" for k, v in R["model_versions"].items())),
-                 _esc(", ".join(f"{k} ({v:,})" for k, v in C["model_versions"].items()))])
-    rows.append(["files", _esc(f"{R['files']}: " + ", ".join(Path(p).name for p in R["inputs"][:6])
+        rows.append([label, fmt(R[key]), fmt(C[key])])
+    rows.append(["time range", esc(" – ".join(R["time_range"] or ["no time"])), esc(" – ".join(C["time_range"] or ["no time"]))])
+    rows.append(["model versions", esc(", ".join(f"{k} ({v:,})" for k, v in R["model_versions"].items())),
+                 esc(", ".join(f"{k} ({v:,})" for k, v in C["model_versions"].items()))])
+    rows.append(["files", esc(f"{R['files']}: " + ", ".join(Path(p).name for p in R["inputs"][:6])
                                + (" ..." if len(R["inputs"]) > 6 else "")),
-                 _esc(f"{C['files']}: " + ", ".join(Path(p).name for p in C["inputs"][:6])
+                 esc(f"{C['files']}: " + ", ".join(Path(p).name for p in C["inputs"][:6])
                       + (" ..." if len(C["inputs"]) > 6 else ""))])
-    h.append(_table(("", "reference", "current"), rows))
+    h.append(html_table(("", "reference", "current"), rows))
 
     h.append("<h2>Per category</h2><p class='note'>Block / review: the policy's actions (without <code>&lt;category&gt;_action"
              "</code> columns a flag counts as block and there is no review rate). Change: current − reference in "
@@ -169,24 +169,24 @@ def write_monitor_report(out_dir: str | Path, summary: dict[str, Any], ref: Deci
                 psi_cell = f"<span class='hit'>{psi_cell}</span>"
         ks = d.get("ks") or {}
         ms = d.get("mean_score") or {}
-        cat_rows.append([_esc(c), *_rate_cell(r.get("block_rate")), *_rate_cell(r.get("review_rate")),
+        cat_rows.append([esc(c), *_rate_cell(r.get("block_rate")), *_rate_cell(r.get("review_rate")),
                          *_rate_cell(r.get("flag_rate")), psi_cell,
-                         f"{_f(ks.get('statistic'))} (p={_p(ks.get('pvalue'))})",
-                         f"{_f(ms.get('reference'))} → {_f(ms.get('current'))}"])
-    h.append(_table(("category", "block ref", "block cur", "block Δ", "review ref", "review cur", "review Δ", "flag ref",
+                         f"{fmt(ks.get('statistic'))} (p={_p(ks.get('pvalue'))})",
+                         f"{fmt(ms.get('reference'))} → {fmt(ms.get('current'))}"])
+    h.append(html_table(("category", "block ref", "block cur", "block Δ", "review ref", "review cur", "review Δ", "flag ref",
                      "flag cur", "flag Δ", "PSI", "KS D", "mean score"), cat_rows))
     for c in summary["categories"]:
-        h.append(f"<h3>{_esc(c)}</h3><img alt='{_esc(c)}: score distributions and rates per window' "
+        h.append(f"<h3>{esc(c)}</h3><img alt='{esc(c)}: score distributions and rates per window' "
                  f"src='data:image/png;base64,{category_figure(c, ref, cur, summary)}'>")
 
     h.append("<h2>Posts: actions and errors</h2>")
-    post_rows = [[_esc(k.replace('_', ' ')), *_rate_cell(v)] for k, v in summary["posts"].items()]
+    post_rows = [[esc(k.replace('_', ' ')), *_rate_cell(v)] for k, v in summary["posts"].items()]
     post_rows.append(["error rate", *_rate_cell(summary["error_rate"])])
-    h.append(_table(("", "reference", "current", "Δ"), post_rows))
+    h.append(html_table(("", "reference", "current", "Δ"), post_rows))
     codes = sorted(set(R["error_codes"]) | set(C["error_codes"]))
     if codes:
-        h.append(_table(("error code", "reference", "current"),
-                        [[_esc(k), _f(R["error_codes"].get(k, 0)), _f(C["error_codes"].get(k, 0))] for k in codes]))
+        h.append(html_table(("error code", "reference", "current"),
+                        [[esc(k), fmt(R["error_codes"].get(k, 0)), fmt(C["error_codes"].get(k, 0))] for k in codes]))
 
     h.append("<h2>Input types and languages</h2>")
     fig = mix_figure(summary)
@@ -194,17 +194,17 @@ def write_monitor_report(out_dir: str | Path, summary: dict[str, Any], ref: Deci
         h.append(f"<img alt='input-type and language mix' src='data:image/png;base64,{fig}'>")
     for name, m in summary.get("mix", {}).items():
         hit = " class='hit'" if m.get("alert") else ""
-        h.append(f"<p><b>{_esc(name.replace('_', ' '))}</b>: PSI <span{hit}>{_f(m.get('psi'))}</span>, chi-square "
+        h.append(f"<p><b>{esc(name.replace('_', ' '))}</b>: PSI <span{hit}>{fmt(m.get('psi'))}</span>, chi-square "
                  f"p={_p(m.get('pvalue'))}</p>")
-        h.append(_table(("value", "reference", "current"), [[_esc(v), _pct(m["reference"].get(v, 0.0)),
-                                                             _pct(m["current"].get(v, 0.0))] for v in m["values"][:20]]))
+        h.append(html_table(("value", "reference", "current"), [[esc(v), pct(m["reference"].get(v, 0.0)),
+                                                             pct(m["current"].get(v, 0.0))] for v in m["values"][:20]]))
 
     lat = summary["latency"]
     h.append("<h2>Latency</h2>")
     if lat.get("current") or lat.get("reference"):
         keys = ("requests", "p50", "p90", "p95", "p99")
         h.append("<p class='note'>Per request (rows sharing a request id count once), ms.</p>")
-        h.append(_table(("", *keys), [[name, *[_f((lat.get(name) or {}).get(k), 1) for k in keys]]
+        h.append(html_table(("", *keys), [[name, *[fmt((lat.get(name) or {}).get(k), 1) for k in keys]]
                                       for name in ("reference", "current")]))
     else:
         h.append("<p class='note'>The rows carry no latency (batch outputs do not).</p>")
@@ -216,16 +216,16 @@ def write_monitor_report(out_dir: str | Path, summary: dict[str, Any], ref: Deci
         headers = ["start", "rows", "error rate"] + [f"{c} {k}" for c in cats for k in ("block", "PSI")]
         wrows = []
         for w in win["windows"]:
-            cells = [_esc(w["start"]), _f(w["rows"]), _pct(w["error_rate"])]
+            cells = [esc(w["start"]), fmt(w["rows"]), pct(w["error_rate"])]
             for c in cats:
                 cell = w["categories"].get(c, {})
-                cells += [_pct(cell.get("block_rate")), _f(cell.get("psi"))]
+                cells += [pct(cell.get("block_rate")), fmt(cell.get("psi"))]
             wrows.append(cells)
-        h.append(_table(headers, wrows))
+        h.append(html_table(headers, wrows))
 
     h.append("<h2>Alert thresholds</h2><p class='note'>A rule alerts only when both sets hold min_rows scored rows and "
              "its test's p-value is below pvalue; override with --threshold NAME=VALUE or --thresholds FILE.json.</p>")
-    h.append(_table(("threshold", "value"), [[_esc(k), _esc(v)] for k, v in summary["thresholds"].items()], "kv"))
+    h.append(html_table(("threshold", "value"), [[esc(k), esc(v)] for k, v in summary["thresholds"].items()], "kv"))
     h.append("</body></html>")
     path = out / "report.html"
     path.write_text("\n".join(h), encoding="utf-8")

@@ -17,11 +17,11 @@ from eval.calibrate import (
     calibrate_model_dir,
     fit_calibration,
     fit_thresholds,
-    select_threshold,
     training_overlap,
 )
 from eval.metrics import clopper_pearson_lower
 from eval.predict import predict_logits
+from eval.thresholds import select_threshold
 
 
 def _miscalibrated(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
