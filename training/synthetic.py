@@ -17,7 +17,9 @@ import hashlib
 import itertools
 import json
 import random
+import re
 from pathlib import Path
+from typing import Iterable
 
 NAME = "synthetic_threats"
 #: Label mapping for moderation.datasets.DatasetSpec.
@@ -119,13 +121,27 @@ def _benign(rng: random.Random) -> list[tuple[str, dict]]:
     return out
 
 
-def synthetic_rows(seed: int = 0) -> list[dict]:
-    """The synthetic posts (deduplicated), each with a stable id, labels and a train (85%) / val (15%) split."""
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+#: A template post whose word set overlaps an evaluation text's by this much (Jaccard) or more is left out.
+NEAR_DUPLICATE = 0.6
+
+
+def synthetic_rows(seed: int = 0, exclude: Iterable[str] = ()) -> list[dict]:
+    """The synthetic posts (deduplicated), each with a stable id, labels and a train (85%) / val (15%) split.
+
+    exclude: evaluation texts (the functional suite) that no synthetic post may repeat or nearly repeat
+    (word-set Jaccard >= NEAR_DUPLICATE), so that the suite measures behaviour learnt, not templates recalled.
+    """
     rng = random.Random(seed)
     rows, seen = [], set()
+    held_out = [w for w in (_words(t) for t in exclude) if w]
     for text, labels in _threats(rng) + _benign(rng):
         key = " ".join(text.lower().split())
-        if key in seen:
+        words = _words(text)
+        if key in seen or any(len(words & h) / len(words | h) >= NEAR_DUPLICATE for h in held_out):
             continue
         seen.add(key)
         digest = hashlib.sha1(key.encode()).hexdigest()
@@ -134,11 +150,19 @@ def synthetic_rows(seed: int = 0) -> list[dict]:
     return rows
 
 
+def functional_texts() -> list[str]:
+    """The functional suite's texts (eval/functional/cases.jsonl), which the templates must not repeat."""
+    path = Path(__file__).resolve().parents[1] / "eval" / "functional" / "cases.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def write_synthetic(path: str | Path, seed: int = 0) -> Path:
-    """Write the synthetic posts as a dataset JSONL file (the shared datasets' format); returns its path."""
+    """Write the synthetic posts (none near a functional-suite case) as a dataset JSONL file; returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
-        for row in synthetic_rows(seed):
+        for row in synthetic_rows(seed, exclude=functional_texts()):
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
