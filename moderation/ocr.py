@@ -14,18 +14,28 @@ frequency (`wordninja`); docs/benchmarks.md measures what it buys against the da
     engine.read(pil_image)     # -> "YOU ARE A WORTHLESS IDIOT" ("" when no text is found)
 
 Thread-safe: one engine serves every image-preparation thread (onnxruntime sessions run concurrently).
+
+Bounded: RapidOCR scales the detector input so that the shorter side is 736 px, so a tiny but elongated image
+(a 77-byte 1x100 PNG) became a 736 x 69,000 px input (a minute of CPU, 7 GB). Here the detector input is also
+held to `OcrSettings.max_pixels`, an image more elongated than `max_aspect` is not read, and each image's OCR
+stops after `max_seconds` of CPU; the last two raise InputError(IMAGE_OCR_LIMIT), so the post carries an error
+instead of a score that ignored its printed text. Figures in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from moderation.schema import ErrorCode, InputError
 
 #: What the scorer does with OCR (see Scorer): "off" never reads images; "auto" reads image posts that have no
 #: text; "ocr" reads every image post and scores the OCR text instead of the given text (the given text when
@@ -53,12 +63,23 @@ class OcrSettings:
     """How text is read. min_score: a recognised line below this confidence (0-1) is dropped. min_chars: a
     line with fewer letters or digits is dropped (texture read as "0" or "|"). split_joined_words: split runs
     of letters into English words. threads: onnxruntime threads per call (parallelism comes from the
-    image-preparation threads, one image each)."""
+    image-preparation threads, one image each).
+
+    The caps (see the module docstring): max_pixels: the detector's input is at most this many pixels (the
+    image is scaled down to fit; normal memes, up to about 736 x 2,700 px after RapidOCR's own upscaling, are
+    unaffected). max_aspect: longer side / shorter side above which an image is not read. max_seconds: CPU
+    seconds of this thread for one image, checked before every model call (detection, each batch of six
+    recognised lines), so one image costs at most this plus one call. max_line_aspect: a detected line longer
+    than this many times its height is squeezed to it for the recogniser (bounds the cost of one call)."""
 
     min_score: float = 0.5
     min_chars: int = 2
     split_joined_words: bool = True
     threads: int = 1
+    max_pixels: int = 2_000_000
+    max_aspect: float = 25.0
+    max_seconds: float = 2.0
+    max_line_aspect: int = 40
 
 
 def check_ocr_mode(mode: str) -> str:
@@ -87,7 +108,7 @@ def model_dir() -> Path:
 class OcrEngine:
     """Reads the printed text of an image: detection, recognition, then clean-up of each line.
 
-    The ONNX sessions load on first use (about 1 s), so a scorer that never meets an image pays nothing.
+    The ONNX sessions load and run once on first use (1-2 s), so a scorer that never meets an image pays nothing.
     """
 
     def __init__(self, settings: OcrSettings = OcrSettings()) -> None:
@@ -103,7 +124,7 @@ class OcrEngine:
                     from rapidocr import RapidOCR
 
                     threads = max(1, int(self.settings.threads))
-                    self._engine = RapidOCR(params={
+                    engine = RapidOCR(params={
                         "Global.log_level": "error",
                         "Global.use_cls": False,  # captions are upright; the angle classifier costs time
                         "Global.text_score": float(self.settings.min_score),
@@ -113,18 +134,94 @@ class OcrEngine:
                         "EngineConfig.onnxruntime.intra_op_num_threads": threads,
                         "EngineConfig.onnxruntime.inter_op_num_threads": 1,
                     })
+                    _bound(engine, self.settings)
+                    self._engine = engine
         return self._engine
 
     def read_lines(self, image: Image.Image) -> list[str]:
-        """The recognised lines, in reading order, before any clean-up (confident lines only)."""
+        """The recognised lines, in reading order, before any clean-up (confident lines only).
+
+        Raises InputError(IMAGE_OCR_LIMIT) for an image over the aspect cap or over the CPU-time cap."""
+        width, height = image.size
+        if max(width, height) > self.settings.max_aspect * max(1, min(width, height)):
+            raise InputError(ErrorCode.IMAGE_OCR_LIMIT,
+                             f"image is {width}x{height}; OCR reads images up to {self.settings.max_aspect:g}:1 "
+                             "(send its printed text as the post's text, or crop the image)")
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         bgr = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])  # RapidOCR reads arrays as OpenCV's BGR
-        out = self._load()(bgr)
+        engine = self._load()
+        _deadline.end = time.thread_time() + float(self.settings.max_seconds)
+        try:
+            out = engine(bgr)
+        finally:
+            _deadline.end = None
         return [str(t) for t in (out.txts or ())]
 
     def read(self, image: Image.Image) -> str:
         """The text printed in `image`, lines joined by spaces; "" when none is found."""
         return clean_lines(self.read_lines(image), self.settings)
+
+
+# The CPU-time deadline of the image this thread is reading (None: no image in progress).
+_deadline = threading.local()
+
+
+class _BoundedSession:
+    """Wraps an onnxruntime session of RapidOCR's: refuses a call once the reading thread's deadline has passed,
+    and (for the recogniser) narrows a batch wider than `max_width` px, so that no single call is long."""
+
+    def __init__(self, session: Any, max_width: int | None = None) -> None:
+        self._session = session
+        self._max_width = max_width
+
+    def __call__(self, batch: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        end = getattr(_deadline, "end", None)
+        if end is not None and time.thread_time() > end:
+            raise InputError(ErrorCode.IMAGE_OCR_LIMIT, "OCR of this image ran past its time limit (an image packed "
+                                                        "with text, or one built to be slow to read)")
+        if self._max_width is not None and batch.shape[-1] > self._max_width:
+            import cv2
+
+            # (N, C, H, W) float: each line squeezed to max_width (a line over 40:1 is read compressed, not skipped)
+            batch = np.stack([cv2.resize(np.ascontiguousarray(b.transpose(1, 2, 0)), (self._max_width, b.shape[1]))
+                              .reshape(b.shape[1], self._max_width, -1).transpose(2, 0, 1) for b in batch])
+        return self._session(batch, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def _bound(engine: Any, settings: OcrSettings) -> None:
+    """Put the pixel budget on RapidOCR's detector and the deadline on its model calls (rapidocr 3.x internals,
+    pinned in pyproject.toml; tests/moderation/test_ocr.py checks that both still hold)."""
+    from rapidocr.ch_ppocr_det.utils import DetPreProcess
+
+    det, rec = engine._load_det_model(), engine._load_rec_model()
+
+    class BoundedDetPreProcess(DetPreProcess):
+        def resize(self, img: np.ndarray) -> np.ndarray | None:
+            import cv2
+
+            h, w = img.shape[:2]
+            # RapidOCR's "min" rule (shorter side up to limit_side_len, never down), then the pixel budget.
+            ratio = max(1.0, float(self.limit_side_len) / min(h, w))
+            ratio = min(ratio, math.sqrt(settings.max_pixels / float(h * w)))
+            resize_h = int(round(int(h * ratio) / 32) * 32)
+            resize_w = int(round(int(w * ratio) / 32) * 32)
+            if resize_h <= 0 or resize_w <= 0:
+                return None
+            return cv2.resize(img, (resize_w, resize_h))
+
+    pre = BoundedDetPreProcess(det.limit_side_len, "min", det.mean, det.std)
+    det.get_preprocess = lambda: pre
+    # The first run of a session allocates and plans (up to seconds on a busy machine): done here, before any
+    # image's deadline runs.
+    from rapidocr.ch_ppocr_rec.typings import TextRecInput
+
+    det(np.full((64, 256, 3), 255, dtype=np.uint8))
+    rec(TextRecInput(img=[np.full((48, 320, 3), 255, dtype=np.uint8)]))
+    det.session = _BoundedSession(det.session)
+    rec.session = _BoundedSession(rec.session, max_width=48 * settings.max_line_aspect)
 
 
 def clean_lines(lines: list[str], settings: OcrSettings = OcrSettings()) -> str:

@@ -80,6 +80,7 @@ class ErrorCode(str, Enum):
     IMAGE_DECOMPRESSION_BOMB = "image_decompression_bomb"
     IMAGE_UNSUPPORTED_FORMAT = "image_unsupported_format"
     IMAGE_CORRUPT = "image_corrupt"
+    IMAGE_OCR_LIMIT = "image_ocr_limit"
     BAD_BASE64 = "bad_base64"
     MODALITY_UNSUPPORTED = "modality_unsupported"
     INTERNAL = "internal_error"

@@ -289,7 +289,7 @@ class Scorer:
     def _read_text(self, image: Any) -> str:
         try:
             return self.ocr_engine.read(image)
-        except OcrUnavailableError:
+        except (OcrUnavailableError, InputError):  # InputError: over the OCR caps (moderation.ocr)
             raise
         except Exception as exc:  # noqa: BLE001 - said on this post's result, never scored as if text-free
             raise RuntimeError(f"OCR failed on this image ({type(exc).__name__}: {exc})") from exc
@@ -393,12 +393,16 @@ class Scorer:
             return [t for t in applied if t != "image"]
         return applied
 
+    def probabilities(self, items: Sequence[PreparedPost], logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (N, C) of the logits of prepared posts, per their input type."""
+        types = ["+".join(item.modalities) for item in items]
+        return self.info.calibration.apply(logits, self.categories, types) if self.info.calibration else sigmoid(logits)
+
     def results(self, items: Sequence[PreparedPost], logits: np.ndarray, truncated: np.ndarray) -> list[ScoreResult]:
         """Turn logits into results: calibrate per input type, decide per the policy (thresholds, hash matches,
         language), record inputs, language and versions."""
         cats = self.categories
-        types = ["+".join(item.modalities) for item in items]
-        probs = self.info.calibration.apply(logits, cats, types) if self.info.calibration else sigmoid(logits)
+        probs = self.probabilities(items, logits)
         policy = self.policy
         block, review = self.thresholds(), self.review_thresholds()
         image_ok = set(self.image_categories())

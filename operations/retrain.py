@@ -105,7 +105,7 @@ def resolve_datasets(meta: dict[str, Any], data_root: str | None) -> list[Any]:
 
 
 def _train_config(meta: dict[str, Any], config: RetrainConfig, feedback_name: str):
-    from training.train import TrainConfig
+    from training.config import TrainConfig
 
     recorded = dict((meta.get("training") or {}).get("config") or {})
     known = {f.name for f in fields(TrainConfig)}

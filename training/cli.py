@@ -125,7 +125,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from moderation.model import DEFAULT_LORA, ModelConfig
     from moderation.datasets import default_dataset_specs, parse_dataset_arg
-    from training.train import TrainConfig, train
+    from training.config import TrainConfig
+    from training.train import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

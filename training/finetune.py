@@ -9,21 +9,19 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from moderation.model import LateFusionClassifier, ModerationModel
 from moderation.datasets import LabelledSet, post_texts
+from moderation.model import LateFusionClassifier, ModerationModel
+from training.config import TrainConfig
 from training.embeddings import EmbeddedSet
 from training.frozen import embedded_tensors, unimodal_loss, write_log
 from training.losses import lr_lambda, loss_weights, masked_bce, modality_dropout
 from training.selection import average_precisions, stop_score
-
-if TYPE_CHECKING:
-    from training.train import TrainConfig
 
 
 def _trainable_encoder_params(model: ModerationModel) -> list[nn.Parameter]:

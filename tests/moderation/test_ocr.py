@@ -47,3 +47,81 @@ def test_unknown_mode_lists_the_known_ones():
     assert check_ocr_mode("both") == "both"
     with pytest.raises(ValueError, match="off, auto, ocr, both"):
         check_ocr_mode("always")
+
+
+# --- the caps (issue 22 H1): no image costs more than about max_seconds of CPU or about 1 GB -------------------
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("size", [(1, 100), (100, 1), (200, 4000)])
+def test_a_tiny_elongated_image_is_cheap_to_read(size):
+    """A 77-byte 1x100 PNG passed the 100:1 aspect check and RapidOCR scaled its detector input to ~736 x 69,000
+    px: a minute of CPU and 7 GB. The detector input is now held to the pixel budget (checked here with the
+    aspect cap lifted to the input limit's 100:1, so that the budget alone bounds the cost)."""
+    import time
+
+    from PIL import Image
+
+    engine = OcrEngine(OcrSettings(max_aspect=100))
+    engine.read(caption("WARM UP"))
+    started = time.thread_time()
+    assert engine.read(Image.new("RGB", size, (255, 255, 255))) == ""
+    assert time.thread_time() - started < 3.0
+
+
+def test_the_detector_input_is_held_to_the_pixel_budget():
+    import numpy as np
+
+    engine = OcrEngine(OcrSettings(max_pixels=500_000))
+    det = engine._load()._load_det_model()
+    pre = det.get_preprocess()
+    out = pre(np.zeros((30, 3000, 3), dtype=np.uint8))  # RapidOCR's own rule: 736 x 73,600
+    assert out.shape[2] * out.shape[3] <= 520_000
+    # under the default budget a normal meme keeps RapidOCR's scaling (shorter side to 736)
+    default = OcrEngine()._load()._load_det_model().get_preprocess()
+    assert default(np.zeros((400, 600, 3), dtype=np.uint8)).shape[2:] == (736, 1088)
+
+
+def test_an_image_over_the_ocr_aspect_cap_is_an_error_not_empty_text():
+    from PIL import Image
+
+    from moderation.schema import ErrorCode, InputError
+
+    with pytest.raises(InputError, match="OCR reads images up to 25:1") as info:
+        OcrEngine().read(Image.new("RGB", (20, 2000), (255, 255, 255)))
+    assert info.value.code == ErrorCode.IMAGE_OCR_LIMIT
+
+
+def test_ocr_stops_at_its_time_limit():
+    """A 2000x2000 page of tiny text took 60 s; past max_seconds of CPU the next model call is refused."""
+    from PIL import Image, ImageDraw
+
+    from moderation.schema import ErrorCode, InputError
+
+    img = Image.new("RGB", (1400, 1400), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for y in range(0, 1400, 14):
+        draw.text((0, y), "idiot worthless hello world " * 9, fill=(0, 0, 0))
+    engine = OcrEngine(OcrSettings(max_seconds=0.05))
+    engine._load()
+    with pytest.raises(InputError, match="time limit") as info:
+        engine.read(img)
+    assert info.value.code == ErrorCode.IMAGE_OCR_LIMIT
+    # the deadline belongs to one image: the thread's next image is read normally
+    assert OcrEngine().read(caption("YOU ARE A WORTHLESS IDIOT")) == "YOU ARE A WORTHLESS IDIOT"
+
+
+def test_a_very_long_line_is_squeezed_for_the_recogniser():
+    import numpy as np
+
+    from moderation.ocr import _BoundedSession
+
+    seen = []
+    session = _BoundedSession(lambda batch: seen.append(batch.shape) or batch, max_width=480)
+    session(np.zeros((6, 3, 48, 8000), dtype=np.float32))
+    session(np.zeros((2, 3, 48, 320), dtype=np.float32))
+    assert seen == [(6, 3, 48, 480), (2, 3, 48, 320)]

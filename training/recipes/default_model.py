@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     from moderation.cli import _quiet_libraries
     from moderation.model import ModelConfig
     from moderation.datasets import default_dataset_specs
-    from training.train import TrainConfig, train
+    from training.config import TrainConfig
+    from training.train import train
 
     _quiet_libraries()
     if args.threads:
