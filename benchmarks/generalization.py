@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from moderation.model import ModelConfig
     from moderation.datasets import DEFAULT_DATASETS, default_dataset_specs, load_labelled
     from training.recipes.default_model import MODEL, TRAINING
-    from training.train import TrainConfig, train
+    from training.config import TrainConfig
+    from training.train import train
 
     _quiet_libraries()
     specs = default_dataset_specs(args.data_root)

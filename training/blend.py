@@ -14,19 +14,17 @@ weight `lexical_weight`, and the image classifier's with a weight `image_weight`
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from moderation.model import ModerationModel, collate
 from moderation.datasets import LabelledSet, post_texts
+from moderation.model import ModerationModel, collate
+from training.config import TrainConfig
 from training.embeddings import EmbeddedSet
 from training.losses import loss_weights
 from training.selection import macro_aucs
-
-if TYPE_CHECKING:
-    from training.train import TrainConfig
 
 LEXICAL_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 IMAGE_GRID_STEPS = 10

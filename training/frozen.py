@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from moderation.model import LateFusionClassifier, ModerationModel
 from moderation.datasets import LabelledSet
+from moderation.model import LateFusionClassifier, ModerationModel
+from training.config import TrainConfig
 from training.embeddings import EmbeddedSet
 from training.losses import lr_lambda, loss_weights, masked_bce, modality_dropout
 from training.selection import average_precisions, stop_score
-
-if TYPE_CHECKING:
-    from training.train import TrainConfig
 
 
 def embedded_tensors(emb: EmbeddedSet, labels: np.ndarray, weights: np.ndarray) -> dict[str, torch.Tensor]:

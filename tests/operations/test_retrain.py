@@ -48,7 +48,8 @@ def traffic_rows(n=160):
 def champion_dir(tmp_path):
     from moderation.model import ModelConfig
     from moderation.datasets import DatasetSpec, load_labelled
-    from training.train import TrainConfig, train
+    from training.config import TrainConfig
+    from training.train import train
 
     from eval.calibrate import calibrate_model_dir
 
