@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 PLUGINS: tuple[str, ...] = (
     "moderation.batch_cli",
     "moderation.hashes_cli",
+    "moderation.explain_cli",
     "training.cli",
     "eval.cli",
     "operations.monitor_cli",
