@@ -1,4 +1,9 @@
-"""`moderation score`: batch scoring of content dumps (argparse only at import; the work is in moderation.batch)."""
+"""`moderation score`: batch scoring of content dumps (argparse only at import; the work is in moderation.batch).
+
+Engines other than `local` are found through the `moderation.batch_engines` entry point group (pyproject.toml),
+so the core never names the packages above it: each is a module with `HELP`, `add_arguments(parser)` and
+`score(args, max_row_bytes) -> BatchSummary` (e.g. serving.batch_engine, the Ray Data engine).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import signal
 import sys
 import textwrap
 import threading
+from importlib.metadata import entry_points
+from types import ModuleType
 
 EPILOG = """\
 examples:
@@ -25,6 +32,25 @@ large: fix it and run the same command again, it resumes); 130 interrupted (run 
 #: Exit statuses of `moderation score` (docs/batch.md).
 EXIT_OK, EXIT_ROWS_ERRORED, EXIT_REFUSED, EXIT_WRITE_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
+ENGINE_GROUP = "moderation.batch_engines"
+
+
+class EngineUnavailable(RuntimeError):
+    """An engine's optional dependencies are missing; the message says what to install."""
+
+
+def batch_engines() -> dict[str, ModuleType]:
+    """The installed engines besides `local`, by name (entry point group `moderation.batch_engines`)."""
+    engines = {}
+    for ep in sorted(entry_points(group=ENGINE_GROUP), key=lambda e: e.name):
+        try:
+            engines[ep.name] = ep.load()
+        except ModuleNotFoundError as exc:
+            if exc.name and ep.value.split(".")[0] == exc.name.split(".")[0]:
+                continue  # that package is not part of this installation
+            raise
+    return engines
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `score` subcommand."""
@@ -42,8 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-root", default=None, metavar="DIR",
                    help="folder image paths resolve under; a path escaping it is refused "
                         "(default: the folder of each input file)")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local (threads in this process) or ray (Ray Data, local or existing cluster)")
+    engines = batch_engines()
+    p.add_argument("--engine", choices=("local", *engines), default="local",
+                   help=" or ".join(["local (threads in this process)", *(f"{name} ({mod.HELP})"
+                                                                       for name, mod in engines.items())]))
     p.add_argument("--workers", type=int, default=None,
                    help="threads reading and decoding images (default: min(4, cores))")
     p.add_argument("--chunk-size", type=int, default=128,
@@ -53,12 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--restart", action="store_true", help="discard an unfinished earlier run instead of resuming it")
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it already exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ray = p.add_argument_group("ray engine")
-    ray.add_argument("--ray-address", default=None,
-                     help="address of an existing Ray cluster (default: start a local, loopback-only Ray)")
-    ray.add_argument("--ray-actors", type=int, default=1, help="scorer actors (model replicas) (default: 1)")
-    ray.add_argument("--ray-cpus-per-actor", type=float, default=None,
-                     help="CPUs each scorer actor reserves; its torch uses as many threads (default: all local cores)")
+    for mod in engines.values():
+        mod.add_arguments(p)
     p.set_defaults(func=_cmd_score)
 
 
@@ -90,20 +114,12 @@ def _score(args: argparse.Namespace) -> int:
 
     _quiet_libraries()
     max_row_bytes = args.max_row_bytes or DEFAULT_MAX_ROW_BYTES
-    if args.engine == "ray":
+    if args.engine != "local":
         try:
-            from serving.batch_ray import score_dump_ray
-        except ImportError as exc:
-            print(f"error: --engine ray needs the serving extra (pip install 'moderation[serve]'): {exc}",
-                  file=sys.stderr)
+            summary = batch_engines()[args.engine].score(args, max_row_bytes)
+        except EngineUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
-        summary = score_dump_ray(args.inputs, args.out, model=args.model, image_root=args.image_root,
-                                 address=args.ray_address, num_actors=args.ray_actors,
-                                 cpus_per_actor=args.ray_cpus_per_actor, batch_size=args.batch_size,
-                                 precision=args.precision, device=args.device, chunk_size=args.chunk_size,
-                                 workers=args.workers, restart=args.restart, overwrite=args.overwrite,
-                                 max_row_bytes=max_row_bytes, progress=not args.no_progress, ocr=args.ocr,
-                                 ocr_with_image=args.ocr_with_image, hash_lists=args.hash_lists)
     else:
         from moderation.batch import score_dump
         from moderation.cli import build_scorer

@@ -1,33 +1,25 @@
 """The `moderation` command line: one front door, one subcommand per job.
 
-Core subcommands (demo, info) live here. The others are registered by their own packages through a
-small light module each (`register(subparsers)`), imported only to build the parser; their heavy imports
-(ray, matplotlib, ...) happen inside the handler, so `moderation --help` stays fast and the core package
-does not depend on them. A package that is not installed simply has no subcommand.
+Core subcommands (demo, info) live here. The others are registered by a small light module each
+(`register(subparsers)`), found through the `moderation.subcommands` entry point group (pyproject.toml) and
+listed in the order of their entry point names, so the core never names the packages above it. Their heavy
+imports (ray, matplotlib, ...) happen inside the handler, so `moderation --help` stays fast. A package that
+is not installed simply has no subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 import textwrap
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-# Modules that add subcommands: each exposes register(subparsers). Order = order in --help.
-PLUGINS: tuple[str, ...] = (
-    "moderation.batch_cli",
-    "moderation.hashes_cli",
-    "moderation.explain_cli",
-    "training.cli",
-    "eval.cli",
-    "operations.monitor_cli",
-    "operations.feedback_cli",
-    "serving.cli",
-)
+#: Entry point group of the modules that add subcommands: each exposes register(subparsers).
+SUBCOMMAND_GROUP = "moderation.subcommands"
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
@@ -231,11 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(info)
     info.set_defaults(func=_cmd_info)
 
-    for module in PLUGINS:
+    for ep in sorted(entry_points(group=SUBCOMMAND_GROUP), key=lambda e: e.name):
         try:
-            mod = importlib.import_module(module)
+            mod = ep.load()
         except ModuleNotFoundError as exc:
-            if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            if exc.name and (ep.value == exc.name or ep.value.startswith(exc.name + ".")):
                 continue  # that package is not part of this installation
             raise
         mod.register(sub)
