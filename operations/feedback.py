@@ -17,7 +17,13 @@ A store is a folder:
     images/         copies of the posts' images (data.jsonl names them relative to the store)
 
 A post's label for a category is its latest verdict (by time); an appeal outcome "overturned" reverses that
-verdict (the post was wrongly actioned, or wrongly left up). Posts go to train / val / test by a hash of their id,
+verdict (the post was wrongly actioned, or wrongly left up).
+
+An appeal of a decision is a record of kind "appeal": {"kind": "appeal", "post_id", "category", "appeal":
+"upheld" | "overturned", "reviewer" (who decided the appeal), "action": the decision appealed (allow / review /
+block; default: the category's action in the decision log)}. It needs no `harmful`: the decision's own judgement
+is taken (harmful when it was review or block), so an overturned block becomes a "not harmful" label and retraining
+learns from it like any reviewer verdict. Stored verdicts carry `kind` and `decision_action`. Posts go to train / val / test by a hash of their id,
 so a post never changes split as the store grows and the val / test parts stay held out for good.
 A verdict without content (neither given nor found in the decision log) still counts in the online metrics but
 cannot become a training row.
@@ -44,6 +50,8 @@ VERDICTS_FILE = "verdicts.jsonl"
 DATA_FILE = "data.jsonl"
 IMAGES_DIR = "images"
 APPEALS: tuple[str, ...] = ("upheld", "overturned")
+KINDS: tuple[str, ...] = ("verdict", "appeal")
+DECISION_ACTIONS: tuple[str, ...] = ("allow", "review", "block")
 ORIGINS: tuple[str, ...] = ("model", "report")
 DEFAULT_SPLITS: dict[str, float] = {"train": 0.6, "val": 0.2, "test": 0.2}
 _YES = {"1", "true", "yes", "y", "harmful"}
@@ -201,7 +209,18 @@ class FeedbackStore:
             raise FeedbackError(f"time {when!r} is not an ISO 8601 time") from None
         text = raw.get("text") if isinstance(raw.get("text"), str) and raw.get("text").strip() else None
         image = raw.get("image") if isinstance(raw.get("image"), str) and raw.get("image") else None
-        return {"post_id": str(pid), "category": category, "harmful": _as_harmful(raw.get("harmful")),
+        kind = raw.get("kind") or "verdict"
+        if kind not in KINDS:
+            raise FeedbackError(f"kind must be one of {KINDS}, got {kind!r}")
+        decided = raw.get("action") or None
+        if decided is not None and decided not in DECISION_ACTIONS:
+            raise FeedbackError(f"action (the decision appealed) must be one of {DECISION_ACTIONS}, got {decided!r}")
+        if kind == "appeal" and appeal is None:
+            raise FeedbackError(f"appeal on {pid!r} has no outcome: 'appeal' must be one of {APPEALS}")
+        # an appeal takes the appealed decision's judgement (known once joined with the decision log, in add)
+        harmful = None if kind == "appeal" and raw.get("harmful") is None else _as_harmful(raw.get("harmful"))
+        return {"post_id": str(pid), "category": category, "harmful": harmful, "kind": kind,
+                "decision_action": decided,
                 "reviewer": reviewer.strip(), "time": str(when), "appeal": appeal, "origin": origin,
                 "text": text, "image": image, "model_action": raw.get("model_action"),
                 "model_score": raw.get("model_score"), "model_version": raw.get("model_version"),
@@ -232,6 +251,13 @@ class FeedbackStore:
                         v["model_score"] = joined.get(f"{cat}_score")
                     v["model_version"] = v["model_version"] or joined.get("model_version")
                     v["post_action"] = joined.get("action")
+                if v["kind"] == "appeal":
+                    v["decision_action"] = v["decision_action"] or v["model_action"]
+                    if v["decision_action"] is None:
+                        raise FeedbackError(f"appeal on {v['post_id']!r}: the decision appealed is unknown; give "
+                                            "'action' (allow / review / block) or the decision log (--decisions)")
+                    if v["harmful"] is None:
+                        v["harmful"] = v["decision_action"] != "allow"
                 if v["origin"] is None and v["model_action"] is not None:
                     v["origin"] = "model" if v["model_action"] in ("review", "block") else "report"
                 if v["image"] is not None:

@@ -57,6 +57,11 @@ def register(subparsers: Any) -> None:
     one.add_argument("--reviewer", default=None)
     one.add_argument("--time", default=None, help="ISO 8601 (default: now)")
     one.add_argument("--appeal", choices=("upheld", "overturned"), default=None, help="appeal outcome, if any")
+    one.add_argument("--kind", choices=("verdict", "appeal"), default="verdict",
+                     help="appeal: an appeal of a decision and its outcome (--appeal); no --harmful needed, the "
+                          "appealed decision's judgement is taken (default: verdict)")
+    one.add_argument("--action", choices=("allow", "review", "block"), default=None,
+                     help="the decision appealed (default: the category's action in the decision log)")
     one.add_argument("--origin", choices=("model", "report"), default=None,
                      help="how the post reached review: the model (review / block) or a user report "
                           "(default: from the decision log)")
@@ -146,13 +151,15 @@ def _cmd_add(args: argparse.Namespace) -> int:
     verdicts: list[dict[str, Any]] = []
     for path in args.from_files:
         verdicts += list(_read_verdict_file(path))
-    single = [args.post_id, args.category, args.harmful, args.reviewer]
-    if any(v is not None for v in single):
+    appeal = args.kind == "appeal"
+    single = [args.post_id, args.category, args.reviewer] + ([args.appeal] if appeal else [args.harmful])
+    if any(v is not None for v in single) or appeal:
         if any(v is None for v in single):
-            raise ValueError("one verdict needs --post-id, --category, --harmful and --reviewer")
+            raise ValueError("an appeal needs --post-id, --category, --appeal and --reviewer" if appeal else
+                             "one verdict needs --post-id, --category, --harmful and --reviewer")
         verdicts.append({"post_id": args.post_id, "category": args.category, "harmful": args.harmful,
                          "reviewer": args.reviewer, "time": args.time, "appeal": args.appeal, "origin": args.origin,
-                         "text": args.text, "image": args.image})
+                         "text": args.text, "image": args.image, "kind": args.kind, "action": args.action})
     if not verdicts:
         raise ValueError("no verdicts: give --from FILE or one verdict (--post-id, --category, --harmful, --reviewer)")
     store = _store(args, args.decisions)
@@ -195,12 +202,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
             per_cat[c]["harmful" if y else "not harmful"] += 1
     figures["store"] = {"posts": dict(splits), "labels": {c: dict(v) for c, v in per_cat.items()},
                         "fingerprint": store.fingerprint()}
-
-    def share(d: dict[str, Any]) -> str:
-        if not d or not d.get("n"):
-            return "-"
-        lo, hi = d["ci95"]
-        return f"{d['value']:.3f} ({d['k']}/{d['n']}; 95% {lo:.3f}-{hi:.3f})"
+    share = format_share
 
     print(f"store {args.store}: {figures['verdicts']} verdicts on {figures['posts']} posts; dataset rows by split "
           f"{dict(splits)}")
@@ -211,10 +213,26 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     pro = figures["proactive_rate"]
     note = "" if pro["decision_log"] else " (without --decisions: actioned posts known from verdicts only)"
     print(f"  appeal overturn rate (all) {share(figures['appeal_overturn_rate']['all'])}")
+    for line in overturn_lines(figures["appeal_overturn_by_action"]):
+        print("  " + line)
     print(f"  proactive rate {share(pro)}{note}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return EXIT_OK
+
+
+def format_share(d: dict[str, Any] | None) -> str:
+    """"0.250 (1/4; 95% 0.006-0.806)" for an online metric's {value, k, n, ci95}; "-" without data."""
+    if not d or not d.get("n"):
+        return "-"
+    lo, hi = d["ci95"]
+    return f"{d['value']:.3f} ({d['k']}/{d['n']}; 95% {lo:.3f}-{hi:.3f})"
+
+
+def overturn_lines(by_action: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per category: the appeal overturn rate per decision appealed (block / review / allow)."""
+    return [f"appeals on {c}: " + "; ".join(f"{a} overturned {format_share(d)}" for a, d in actions.items())
+            for c, actions in by_action.items()]
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

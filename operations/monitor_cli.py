@@ -58,6 +58,9 @@ def register(subparsers: Any) -> None:
                    help="JSON file of alert thresholds (names as in summary.json's 'thresholds')")
     p.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
                    help="override one alert threshold, e.g. psi=0.25 (repeatable; applied after --thresholds)")
+    p.add_argument("--feedback", default=None, metavar="STORE",
+                   help="feedback store (`moderation feedback`): add the appeal overturn rate per category and per "
+                        "decision appealed (block / review / allow) to the summary")
     p.add_argument("--no-report", action="store_true", help="write summary.json only")
     p.add_argument("--quiet", action="store_true", help="print the alerts only")
     p.set_defaults(func=_cmd_monitor)
@@ -90,13 +93,24 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     cur = load_decisions(args.current, categories=categories, time_column=args.time_column,
                          since=bounds["since"], until=bounds["until"])
     summary = compare(ref, cur, thresholds, window_s=window)
+    appeal_lines: list[str] = []
+    if args.feedback:
+        from operations.feedback import FeedbackStore
+        from operations.feedback_cli import format_share, overturn_lines
+        from operations.online_metrics import online_metrics
+
+        figures = online_metrics(FeedbackStore.open(args.feedback).verdicts())
+        summary["appeals"] = {"store": str(args.feedback), "overturn_rate": figures["appeal_overturn_rate"],
+                              "by_action": figures["appeal_overturn_by_action"]}
+        appeal_lines = [f"appeals (all): overturned {format_share(figures['appeal_overturn_rate']['all'])}",
+                        *overturn_lines(figures["appeal_overturn_by_action"])]
     out = Path(args.out)
     summary_path = write_summary(out, summary)
     report = None
     if not args.no_report:
         from operations.monitor_report import write_monitor_report
         report = write_monitor_report(out, summary, ref, cur)
-    lines = summary_lines(summary)
+    lines = summary_lines(summary) + appeal_lines
     for line in lines:  # alerts on stdout (what cron mails), the rest on stderr
         if line.startswith("ALERT"):
             print(line)

@@ -29,6 +29,8 @@ def online_metrics(verdicts: Sequence[Mapping[str, Any]], decisions: Any = None)
                       (model_action "review"), the share judged harmful (after appeals)
     block_precision   per category: the same for posts the model blocked automatically (audits and appeals)
     appeal_overturn_rate  of the verdicts with an appeal outcome, the share overturned
+    appeal_overturn_by_action  the same per category and per the decision appealed (block / review / allow;
+                      "unknown" for a verdict that names none and found none in the decision log)
     proactive_rate    of the actioned posts (judged harmful for some category after appeals, or blocked by the
                       model with no overturned appeal, found in `decisions`, a operations.feedback.DecisionIndex), the share the model caught itself
                       (it sent them to review or blocked them) rather than a user report
@@ -36,6 +38,7 @@ def online_metrics(verdicts: Sequence[Mapping[str, Any]], decisions: Any = None)
     """
     by_cat: dict[str, Counter] = defaultdict(Counter)
     appeals: dict[str, Counter] = defaultdict(Counter)
+    by_action: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     actioned: dict[str, bool] = {}   # post -> caught by the model
     overturned_posts: set[str] = set()
     for v in verdicts:
@@ -47,6 +50,9 @@ def online_metrics(verdicts: Sequence[Mapping[str, Any]], decisions: Any = None)
         if v.get("appeal"):
             appeals[cat]["n"] += 1
             appeals[cat]["k"] += int(v["appeal"] == "overturned")
+            decided = by_action[cat][v.get("decision_action") or action or "unknown"]
+            decided["n"] += 1
+            decided["k"] += int(v["appeal"] == "overturned")
             if v["appeal"] == "overturned" and v.get("harmful"):
                 overturned_posts.add(v["post_id"])
         caught = v.get("origin") == "model" or action in ("review", "block") or v.get("post_action") in ("review", "block")
@@ -70,6 +76,8 @@ def online_metrics(verdicts: Sequence[Mapping[str, Any]], decisions: Any = None)
         "block_precision": {c: _share(by_cat[c]["block_k"], by_cat[c]["block_n"]) for c in cats},
         "appeal_overturn_rate": {"all": _share(sum(c["k"] for c in appeals.values()), total_appeals),
                                  **{c: _share(appeals[c]["k"], appeals[c]["n"]) for c in cats}},
+        "appeal_overturn_by_action": {c: {a: _share(n["k"], n["n"]) for a, n in sorted(by_action[c].items())}
+                                      for c in cats if c in by_action},
         "proactive_rate": {**_share(sum(actioned.values()), len(actioned)),
                            "automatic_blocks_from_log": auto_blocks, "decision_log": decisions is not None},
     }
