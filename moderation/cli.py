@@ -55,9 +55,9 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
     from moderation.ocr import OCR_MODES
 
     parser.add_argument("--ocr", choices=OCR_MODES, default="auto",
-                        help="read the text printed in images and score it with the text side: auto (image posts "
-                             "without text), ocr (every image post; OCR text instead of the given text), both (given "
-                             "text then OCR text), off (default: auto)")
+                        help="read the text printed in images and score it with the text side: auto (every image "
+                             "post: the given text then the OCR text; both is the same), ocr (the OCR text instead of "
+                             "the given text), off (default: auto)")
     parser.add_argument("--ocr-with-image", action="store_true",
                         help="when a post's text comes from OCR alone, score it together with the image "
                              "(default: the OCR text alone)")

@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from moderation.schema import ErrorCode, InputError
@@ -135,7 +136,10 @@ def decode_base64(payload: str) -> bytes:
 
 
 def decode_image(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> Image.Image:
-    """Decode encoded image bytes into an RGB PIL image, first frame only, alpha composited on white.
+    """Decode encoded image bytes into an RGB PIL image, faithfully: 16-bit and float greys scaled to 8 bits (not
+    clipped to white), transparency composited on a background that contrasts with what is drawn (white text on
+    a transparent background stays readable), and an animation's distinct frames stacked top to bottom (at most
+    MAX_FRAMES, spread over the animation: a GIF whose first frame is blank still shows what it hides).
 
     The header is checked against the pixel and aspect-ratio limits before any pixel is decoded, so a
     decompression bomb (a huge image, or a tiny but extremely elongated one that preprocessing would blow up)
@@ -162,7 +166,7 @@ def decode_image(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> Image.Ima
                                  "take far more memory than its size suggests)")
             img.seek(0)
             img.load()
-            return _to_rgb(img)
+            return _frames_to_rgb(img, limits)
     except InputError:
         raise
     except UnidentifiedImageError:
@@ -173,16 +177,75 @@ def decode_image(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> Image.Ima
         raise InputError(ErrorCode.IMAGE_CORRUPT, f"image is corrupt or truncated ({exc})") from None
 
 
+#: An animation contributes at most this many frames (spread over those scanned; blank and repeated ones skipped).
+MAX_FRAMES = 4
+#: Frames of an animation looked at: at most 64, and at most this many pixels in all (decoding costs time).
+MAX_SCANNED_FRAMES = 64
+MAX_SCANNED_PIXELS = 100_000_000
+
+
+def _frames_to_rgb(img: Image.Image, limits: InputLimits) -> Image.Image:
+    """The image in RGB; for an animation, its distinct non-blank frames stacked top to bottom (within the pixel
+    and aspect limits), so that the model and OCR see what every part of it shows, not only its first frame."""
+    if not getattr(img, "is_animated", False):
+        return _to_rgb(img)
+    width, height = img.size
+    most = max(1, min(MAX_FRAMES, limits.max_image_pixels // (width * height),
+                      int(limits.max_image_aspect_ratio * width // height)))
+    scan = max(1, min(MAX_SCANNED_FRAMES, MAX_SCANNED_PIXELS // (width * height)))
+    kept: list[int] = []
+    seen: set[bytes] = set()
+    for index in range(scan):
+        try:
+            img.seek(index)
+        except EOFError:
+            break
+        frame = _to_rgb(img.copy())
+        if all(lo == hi for lo, hi in frame.getextrema()):
+            continue  # a blank (single-colour) frame adds nothing
+        thumb = frame.resize((16, 16), Image.BILINEAR).tobytes()
+        if thumb not in seen:
+            seen.add(thumb)
+            kept.append(index)
+    if len(kept) > most:
+        kept = [kept[round(i * (len(kept) - 1) / (most - 1))] for i in range(most)] if most > 1 else kept[:1]
+    frames = []
+    for index in kept or [0]:
+        img.seek(index)
+        frames.append(_to_rgb(img.copy()))
+    if len(frames) == 1:
+        return frames[0]
+    sheet = Image.new("RGB", (width, height * len(frames)), (255, 255, 255))
+    for i, frame in enumerate(frames):
+        sheet.paste(frame, (0, i * height))
+    return sheet
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
+    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        # Pillow's convert clips 16-bit and float values at 255 (a 16-bit grey PNG turns white): scale instead.
+        values = np.asarray(img, dtype=np.float64)
+        top = 1.0 if img.mode == "F" and values.max(initial=0.0) <= 1.0 else (65535.0 if values.max(initial=0.0) > 255 else 255.0)
+        grey = np.clip(values * (255.0 / top), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, _background(rgba)), rgba).convert("RGB")
     return img.convert("RGB")
+
+
+def _background(rgba: Image.Image) -> tuple[int, int, int, int]:
+    """White, unless what is drawn (weighted by its opacity) is mostly light: then black, so that it shows."""
+    pixels = np.asarray(rgba.reduce(max(1, min(rgba.size) // 64)) if min(rgba.size) > 64 else rgba, dtype=np.float64)
+    alpha = pixels[..., 3] / 255.0
+    if alpha.sum() == 0 or alpha.min() == 1.0:
+        return (255, 255, 255, 255)
+    luma = pixels[..., 0] * 0.299 + pixels[..., 1] * 0.587 + pixels[..., 2] * 0.114
+    return (0, 0, 0, 255) if (luma * alpha).sum() / alpha.sum() > 160 else (255, 255, 255, 255)
 
 
 def load_image(image: str | bytes, image_root: str | os.PathLike | None = None,

@@ -37,9 +37,11 @@ from PIL import Image
 
 from moderation.schema import ErrorCode, InputError
 
-#: What the scorer does with OCR (see Scorer): "off" never reads images; "auto" reads image posts that have no
-#: text; "ocr" reads every image post and scores the OCR text instead of the given text (the given text when
-#: OCR finds none); "both" reads every image post and scores the given text followed by the OCR text.
+#: What the scorer does with OCR (see Scorer): "off" never reads images; "auto" (the default) reads every image
+#: post and scores its given text followed by the OCR text (the OCR text alone when the post has none: a caption
+#: such as "lol" must not hide an insult printed in the image); "both" is the same as "auto" (kept for configs
+#: that name it); "ocr" reads every image post and scores the OCR text instead of the given text (the given
+#: text when OCR finds none).
 OCR_MODES: tuple[str, ...] = ("off", "auto", "ocr", "both")
 
 #: The ONNX models RapidOCR 3.x ships in its wheel (PP-OCRv6 small detector and multilingual recogniser).

@@ -31,6 +31,7 @@ from moderation.language import detect_language
 from moderation.model_dir import ModelInfo, default_model_dir, load_model
 from moderation.policy import Policy, PolicyError, from_thresholds
 from moderation.ocr import OcrEngine, OcrUnavailableError, check_ocr_mode, model_dir as ocr_model_dir, shared_engine
+from moderation.textnorm import normalize_text
 from moderation.schema import (
     CategoryResult,
     ErrorCode,
@@ -83,9 +84,9 @@ class Scorer:
     in parallel (0: in the calling thread); OCR and hashing run there too. image_root: default folder that
     image paths resolve under.
 
-    ocr: "auto" (default) reads the printed text of image posts that have no text and scores it with the text
-    side; "ocr" / "both" read every image post and score the OCR text instead of / after the given text; "off"
-    never reads (see moderation.ocr). ocr_with_image: when a post's text comes from OCR alone, also feed its
+    ocr: "auto" (default, or its synonym "both") reads the printed text of every image post and scores it after
+    the given text (alone when there is none); "ocr" scores the OCR text instead of the given text; "off" never
+    reads (see moderation.ocr). The text is normalised before it is scored (moderation.textnorm). ocr_with_image: when a post's text comes from OCR alone, also feed its
     image to the model (default False: the text is scored alone; on the shipped model the image adds nothing
     and fusing it drowned the text's signal, docs/benchmarks.md). hash_lists: hash-list files (or loaded lists, or a HashMatcher) of known
     violating images: an image within a list's distance threshold gets `hash_match` and its category flagged.
@@ -254,7 +255,7 @@ class Scorer:
         if text is None and post.image is None:
             raise InputError(ErrorCode.EMPTY_POST, "the post has neither text nor an image")
         reads_image = "image" in self.modalities
-        wants_ocr = self.ocr != "off" and (text is None or self.ocr in ("ocr", "both"))
+        wants_ocr = self.ocr != "off"  # a caption is no reason to skip the words printed in the image
         pixels = None
         ocr_text: str | None = None
         matches: tuple[HashMatch, ...] = ()
@@ -270,7 +271,7 @@ class Scorer:
                 pixels = self.model.encoders["image"].transform(image)
         sources: tuple[str, ...] = ("text",) if text is not None else ()
         if ocr_text:
-            if text is not None and self.ocr == "both":
+            if text is not None and self.ocr in ("auto", "both"):
                 text, sources = f"{text}\n{ocr_text}", ("ocr_text", "text")
             else:
                 text, sources = ocr_text, ("ocr_text",)
@@ -283,6 +284,8 @@ class Scorer:
             if pixels is None:
                 raise InputError(ErrorCode.MODALITY_UNSUPPORTED, "this model reads images only and the post has no image")
             text, sources = None, ()
+        if text is not None:
+            text = normalize_text(text)  # look-alike letters cannot dodge the model (moderation.textnorm)
         return PreparedImagePost(id=post.id, text=text, pixels=pixels, text_truncated=truncated, ocr_text=ocr_text,
                                  text_sources=sources, hash_matches=matches)
 

@@ -54,19 +54,14 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from moderation.schema import TermMatch, normalize_category
+from moderation.textnorm import CONFUSABLES
 
 FORMAT = "moderation-term-list"
 FORMAT_VERSION = 1
 TERM_ACTIONS: tuple[str, ...] = ("block", "review", "allow")
 
-# Look-alike letters of other scripts -> the Latin letter they imitate (after case folding). Not the whole Unicode
-# confusables table: the letters of Cyrillic and Greek that are used to dodge filters in Latin-script text.
-_CONFUSABLES = {
-    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c", "т": "t",
-    "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "ɡ": "g", "һ": "h", "ո": "n", "ս": "u",
-    "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u",
-    "χ": "x", "ω": "w", "ı": "i", "ł": "l", "ø": "o", "đ": "d", "ß": "ss",
-}
+# Look-alike letters of other scripts -> the Latin letter they imitate (after case folding).
+_CONFUSABLES = CONFUSABLES
 # Leetspeak: only inside a word that holds at least one letter, so numbers stay numbers.
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i",
                        "|": "l"})

@@ -116,8 +116,8 @@ class ServeArgs(BaseModel):
     precision: Literal["fp32", "bf16"] = "fp32"
     #: Threads that decode images inside the model replica (0: decode in the batch thread); OCR and hashing run there.
     decode_workers: int = Field(2, ge=0, le=16)
-    #: OCR of images (moderation.ocr): "auto" reads image posts without text, "ocr" / "both" every image post
-    #: (OCR text instead of / after the given text), "off" never. About 0.3-1 s of CPU per image.
+    #: OCR of images (moderation.ocr): "auto" (or "both") reads every image post and scores the OCR text after
+    #: the given text, "ocr" instead of it, "off" never. About 0.3-1 s of CPU per image (at most ~3.5 s: OCR caps).
     ocr: Literal["off", "auto", "ocr", "both"] = "auto"
     #: When a post's text comes from OCR alone, score it with the image too (default: the OCR text alone).
     ocr_with_image: bool = False

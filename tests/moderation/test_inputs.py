@@ -136,3 +136,49 @@ def test_alpha_is_composited_on_white():
     Image.new("RGBA", (2, 2), (0, 0, 0, 0)).save(buf, format="PNG")
     img = decode_image(buf.getvalue())
     assert img.mode == "RGB" and img.getpixel((0, 0)) == (255, 255, 255)
+
+
+# --- faithful conversion (issue 22 S3) ------------------------------------------------------------------------
+
+def _png(img) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_16_bit_grey_image_keeps_its_greys():
+    import numpy as np
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)  # Pillow clipped this to white
+    img = np.asarray(decode_image(_png(Image.fromarray(ramp))))
+    assert img[0, 0, 0] == 0 and img[-1, -1, 0] == 255 and 120 < img.mean() < 135
+
+
+@pytest.mark.parametrize("ink, background", [((255, 255, 255), (0, 0, 0)), ((0, 0, 0), (255, 255, 255))])
+def test_text_on_a_transparent_background_stays_visible(ink, background):
+    from PIL import ImageDraw
+
+    img = Image.new("RGBA", (120, 40), (0, 0, 0, 0))
+    ImageDraw.Draw(img).rectangle((10, 10, 60, 30), fill=ink + (255,))
+    out = decode_image(_png(img))
+    assert out.getpixel((0, 0)) == background and out.getpixel((30, 20)) == ink
+
+
+def test_an_animation_shows_more_than_its_first_frame():
+    import io
+
+    from PIL import ImageDraw
+
+    blank = Image.new("RGB", (100, 40), (255, 255, 255))
+    marked = blank.copy()
+    ImageDraw.Draw(marked).rectangle((10, 10, 50, 30), fill=(0, 0, 0))
+    other = blank.copy()
+    ImageDraw.Draw(other).ellipse((40, 5, 90, 35), fill=(200, 0, 0))
+    buf = io.BytesIO()
+    blank.save(buf, format="GIF", save_all=True, append_images=[marked, marked, other], duration=100)
+    out = decode_image(buf.getvalue())
+    # the blank first frame and the repeated one are skipped; the two distinct frames are stacked
+    assert out.size == (100, 80)
+    assert out.getpixel((30, 20)) == (0, 0, 0) and out.getpixel((65, 60))[0] > 150

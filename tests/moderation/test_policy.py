@@ -62,9 +62,13 @@ def test_an_untrained_language_is_never_allowed():
     p = _policy()
     d = p.decide({"hate": 0.01, "offensive": 0.01}, language="de", language_confidence=0.98, letters=25)
     assert d.action == "review" and d.reasons[0]["rule"] == "language" and "'de'" in d.reasons[0]["detail"]
-    # Too short or too uncertain to tell: no language rule (an emoji or "lol" is not another language).
+    # Too short to tell: no language rule (an emoji or "lol" is not another language).
     assert p.decide({"hate": 0.01}, language="de", language_confidence=0.98, letters=5).action == "allow"
-    assert p.decide({"hate": 0.01}, language="de", language_confidence=0.3, letters=40).action == "allow"
+    # Uncertain is no reason to allow (issue 22 S3: look-alike letters made the detector unsure, below 0.6).
+    unsure = p.decide({"hate": 0.01}, language="kn", language_confidence=0.55, letters=13)
+    assert unsure.action == "review" and "language uncertain (best guess 'kn'" in unsure.reasons[0]["detail"]
+    # A trained language detected unsurely is the model's language: no rule.
+    assert p.decide({"hate": 0.01}, language="en", language_confidence=0.3, letters=40).action == "allow"
     # The rule never weakens a stronger decision, and a deployment can choose its own action.
     assert p.decide({"hate": 0.99}, language="de", language_confidence=0.98, letters=25).action == "block"
     strict = _policy(action="block")

@@ -36,7 +36,9 @@ def test_ocr_modes(tiny_model_dir):
     posts = [{"id": "img", "image": img}, {"id": "both", "text": "nice picture", "image": img}, {"id": "txt", "text": "hi"}]
     expect = {  # mode -> (ocr_text, applied_input_types) for each post
         "off": [(None, ["image"]), (None, ["image", "text"]), (None, ["text"])],
-        "auto": [("you are a worthless idiot", ["ocr_text"]), (None, ["image", "text"]), (None, ["text"])],
+        # a caption does not stop OCR (issue 22 S3: "lol" on an insult meme hid the insult)
+        "auto": [("you are a worthless idiot", ["ocr_text"]), ("you are a worthless idiot", ["image", "ocr_text", "text"]),
+                 (None, ["text"])],
         "ocr": [("you are a worthless idiot", ["ocr_text"]), ("you are a worthless idiot", ["ocr_text"]), (None, ["text"])],
         "both": [("you are a worthless idiot", ["ocr_text"]), ("you are a worthless idiot", ["image", "ocr_text", "text"]),
                  (None, ["text"])],
@@ -146,3 +148,28 @@ def test_default_model_reads_an_insult_printed_in_an_image_and_does_not_allow_it
     # (ROC-AUC < 0.6 on the val memes): nothing is decided from it.
     assert unread.ocr_text is None and unread.action == "allow"
     assert all(c.applied_input_types == [] for c in unread.categories.values())
+
+
+def test_a_caption_does_not_hide_the_text_printed_in_the_image(tiny_model_dir):
+    scorer = _scorer(tiny_model_dir, ocr_engine=FakeOcr("you are a worthless idiot"))
+    prepared = scorer.prepare({"id": "a", "text": "lol", "image": encode(photo(1))})
+    assert prepared.text == "lol\nyou are a worthless idiot" and prepared.ocr_text == "you are a worthless idiot"
+
+
+def test_an_image_over_the_ocr_caps_is_an_error_on_its_post(tiny_model_dir):
+    from moderation.ocr import OcrEngine
+
+    result = _scorer(tiny_model_dir, ocr_engine=OcrEngine()).score([
+        {"id": "thin", "text": "hi", "image": encode(Image.new("RGB", (10, 400), (255, 255, 255)))}])[0]
+    assert not result.ok and result.error_code == "image_ocr_limit" and "25:1" in result.error
+
+
+@pytest.mark.pretrained
+def test_default_model_reads_an_insult_meme_whatever_its_caption():
+    from moderation.model_dir import default_model_dir
+
+    if default_model_dir() is None:
+        pytest.skip("no default model has been trained in this checkout")
+    result = Scorer.default(num_workers=0).score([{"id": "lol", "text": "lol",
+                                                   "image": encode(caption("YOU ARE A WORTHLESS IDIOT"))}])[0]
+    assert result.ocr_text == "YOU ARE A WORTHLESS IDIOT" and result.action != "allow", result.to_dict()
