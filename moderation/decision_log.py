@@ -48,6 +48,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from moderation.result_row import category_columns, result_row
 from moderation.schema import ScoreResult
 
 LOG_FORMATS: tuple[str, ...] = ("jsonl", "parquet")
@@ -57,7 +58,6 @@ TAIL_COLUMNS: tuple[str, ...] = (
     "input_types", "applied_input_types", "text_truncated", "language", "language_confidence", "hash_match",
     "action_reasons", "model_version", "thresholds_version", "policy_version", "latency_ms", "error_code",
     "text", "ocr_text")
-CATEGORY_SUFFIXES: tuple[str, ...] = ("score", "flagged", "threshold", "action")
 #: Environment variable holding the salt of hashed ids (kept out of config files).
 ID_SALT_ENV = "MODERATION_LOG_ID_SALT"
 
@@ -68,10 +68,7 @@ class DecisionLogError(ValueError):
 
 def log_columns(categories: Sequence[str]) -> list[str]:
     """Every column of a decision-log row, in order, for a model with `categories`."""
-    cols = list(HEAD_COLUMNS)
-    for c in categories:
-        cols += [f"{c}_{s}" for s in CATEGORY_SUFFIXES]
-    return cols + list(TAIL_COLUMNS)
+    return [*HEAD_COLUMNS, *category_columns(categories), *TAIL_COLUMNS]
 
 
 def categories_in(columns: Sequence[str]) -> list[str]:
@@ -160,33 +157,18 @@ def decision_record(result: ScoreResult | None, categories: Sequence[str], *, po
     if source not in SOURCES:
         raise DecisionLogError(f"source must be one of {SOURCES}, got {source!r}")
     pid = post_id if post_id is not None else (result.id if result is not None else None)
-    ok = result is not None and result.ok
-    rec: dict[str, Any] = {
+    row = result_row(result, categories)
+    ok = row["ok"]
+    rec: dict[str, Any] = {col: row.get(col) for col in log_columns(categories)}
+    rec.update({
         "time": when or utc_now(), "source": source, "request_id": request_id,
         "id": None if (id_salt is not None or pid is None) else str(pid),
         "id_hash": hash_id(pid, id_salt) if (id_salt is not None and pid is not None) else None,
-        "ok": ok, "flagged": result.flagged if ok else None,
-        "action": getattr(result, "action", None) if ok else None,
-    }
-    for c in categories:
-        cat = result.categories.get(c) if ok else None
-        rec[f"{c}_score"] = float(cat.score) if cat is not None else None
-        rec[f"{c}_flagged"] = bool(cat.flagged) if cat is not None else None
-        rec[f"{c}_threshold"] = cat.threshold if cat is not None else None
-        rec[f"{c}_action"] = getattr(cat, "action", None) if cat is not None else None
-    reasons = getattr(result, "reasons", None) if ok else None
-    confidence = getattr(result, "language_confidence", None) if result is not None else None
-    rec.update({
         "input_types": list(input_types) if input_types is not None else None,
-        "applied_input_types": list(result.applied_input_types) if ok else [],
-        "text_truncated": bool(result.text_truncated) if ok else False,
-        "language": getattr(result, "language", None) if result is not None else None,
-        "language_confidence": float(confidence) if confidence is not None else None,
-        "hash_match": result.hash_match.to_dict() if ok and result.hash_match is not None else None,
-        "action_reasons": json.dumps(reasons, ensure_ascii=False) if reasons else None,
+        # The log writes null, not "[]", for the empty reasons of an allowed post.
+        "action_reasons": row["action_reasons"] if ok and getattr(result, "reasons", None) else None,
         "model_version": model_version or (result.model_version if result is not None else None) or None,
         "thresholds_version": thresholds_version or (result.thresholds_version if result is not None else None),
-        "policy_version": getattr(result, "policy_version", None) if result is not None else None,
         "latency_ms": float(latency_ms) if latency_ms is not None else None,
         "error_code": None if ok else (error_code or (result.error_code if result is not None else None)
                                       or "internal_error"),

@@ -3,52 +3,36 @@ item in order, never a dropped row (a failure of the model is reported on each r
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Sequence
 
 from moderation.batch.rows import Item
 from moderation.dumps import clean_text
+from moderation.result_row import category_columns, result_row
 from moderation.schema import ErrorCode, InputError, ScoreResult
 
 
 def result_columns(categories: Sequence[str]) -> list[str]:
     """Output columns before the carried-through input columns, in order."""
-    cols = ["id", "source_file", "source_row", "ok", "flagged", "action"]
-    for c in categories:
-        cols += [f"{c}_score", f"{c}_flagged", f"{c}_threshold", f"{c}_action"]
-    return cols + ["applied_input_types", "text_truncated", "ocr_text", "hash_match", "language", "language_confidence",
-                   "action_reasons", "model_version", "thresholds_version", "policy_version", "error_code", "error"]
+    return (["id", "source_file", "source_row", "ok", "flagged", "action", *category_columns(categories),
+             "applied_input_types", "text_truncated", "ocr_text", "hash_match", "language", "language_confidence",
+             "action_reasons", "model_version", "thresholds_version", "policy_version", "error_code", "error"])
 
 
 def make_record(item: Item, result: ScoreResult | None, categories: Sequence[str], model_version: str,
                 thresholds_version: str | None, error: BaseException | None = None,
                 policy_version: str | None = None) -> dict[str, Any]:
-    """The internal (part-file) row: output columns plus `seq` and `_extras`."""
-    rec: dict[str, Any] = {"seq": item.seq, "id": item.id, "source_file": item.source_file,
-                           "source_row": item.source_row}
-    ok = result is not None and result.ok
-    rec["ok"] = ok
-    rec["flagged"] = result.flagged if ok else None
-    rec["action"] = result.action if ok else None  # an error is never "allow": it has no action
-    for c in categories:
-        cat = result.categories.get(c) if ok else None
-        rec[f"{c}_score"] = cat.score if cat else None
-        rec[f"{c}_flagged"] = cat.flagged if cat else None
-        rec[f"{c}_threshold"] = cat.threshold if cat else None
-        rec[f"{c}_action"] = cat.action if cat else None
-    rec["applied_input_types"] = list(result.applied_input_types) if ok else []
-    rec["text_truncated"] = bool(result.text_truncated) if ok else False
-    rec["ocr_text"] = clean_text(result.ocr_text) if ok and result.ocr_text is not None else None
-    rec["hash_match"] = result.hash_match.to_dict() if ok and result.hash_match is not None else None
-    rec["language"] = result.language if ok else None
-    rec["language_confidence"] = result.language_confidence if ok else None
-    rec["action_reasons"] = json.dumps(result.reasons, ensure_ascii=False) if ok else None
-    rec["model_version"] = model_version
-    rec["thresholds_version"] = thresholds_version
-    rec["policy_version"] = policy_version if policy_version is not None else (
-        result.policy_version if result is not None else None)
+    """The internal (part-file) row: the shared result row (moderation.result_row) in output column order,
+    plus where the row came from, the versions, the error, `seq` and `_extras`."""
+    row = result_row(result, categories)
+    ok = row["ok"]
+    rec: dict[str, Any] = {"seq": item.seq, **{col: row.get(col) for col in result_columns(categories)}}
+    rec.update(id=item.id, source_file=item.source_file, source_row=item.source_row,
+               ocr_text=clean_text(result.ocr_text) if ok and result.ocr_text is not None else None,
+               model_version=model_version, thresholds_version=thresholds_version)
+    if policy_version is not None:
+        rec["policy_version"] = policy_version
     if ok:
         rec["error_code"] = rec["error"] = None
     else:
