@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from eval.metrics import roc_auc
+
 
 def logits_of(model: Any, data: Any, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(N, C) logits of a frozen-encoder model on a LabelledSet, from cached embeddings; (N,) ok."""
@@ -51,13 +53,6 @@ def logits_of(model: Any, data: Any, progress: bool = False) -> tuple[np.ndarray
                        None if lexical is None else lexical[idx])
         out[idx.numpy()] = z.float().numpy()
     return out, emb.ok & keep.numpy()
-
-
-def auc(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-    rows = ~np.isnan(y) & ~np.isnan(s)
-    y, s = y[rows], s[rows]
-    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,12 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 y = test.labels[rows, j]
                 if np.isnan(y).all():
                     continue
-                fig[c] = {"unseen": auc(y, z[rows, j]), "seen": auc(y, z_full[rows, j]),
+                fig[c] = {"unseen": roc_auc(y, z[rows, j]), "seen": roc_auc(y, z_full[rows, j]),
                           "n": int((~np.isnan(y)).sum()), "n_positive": int(np.nansum(y))}
             if anchor is not None and anchor.category == ANY:
                 known = ~np.isnan(test.labels[rows])
                 y = np.where(known.any(1), np.nanmax(np.where(known, test.labels[rows], -1), axis=1), np.nan)
-                fig[ANY] = {"unseen": auc(y, np.nanmax(z[rows], axis=1)), "seen": auc(y, np.nanmax(z_full[rows], axis=1)),
+                fig[ANY] = {"unseen": roc_auc(y, np.nanmax(z[rows], axis=1)), "seen": roc_auc(y, np.nanmax(z_full[rows], axis=1)),
                             "n": int((~np.isnan(y)).sum()), "n_positive": int(np.nansum(y))}
             results[name] = {"category": anchor.category if anchor else None, "figures": fig}
             main_cat = anchor.category if anchor else next(iter(fig))

@@ -146,9 +146,23 @@ def at_threshold(y: np.ndarray, p: np.ndarray, threshold: float | None, confiden
     return out
 
 
+def roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC of `scores` for labels `y` in {0, 1}; rows with a NaN label or score are left out, and the result
+    is NaN when what is left does not hold both classes (the ranking is undefined then, never 0.5)."""
+    from sklearn.metrics import roc_auc_score  # deferred: scikit-learn's metrics are slow to import
+
+    y = np.asarray(y, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    keep = ~np.isnan(y) & ~np.isnan(scores)
+    y, scores = y[keep], scores[keep]
+    if not 0 < y.sum() < len(y):
+        return math.nan
+    return float(roc_auc_score(y, scores))
+
+
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float | None, confidence: float = 0.95) -> dict[str, Any]:
     """All metrics of one category on one slice: y in {0, 1}, p calibrated probabilities, no NaN."""
-    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss
 
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
@@ -157,7 +171,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float | None, confid
                            "prevalence": n_pos / len(y) if len(y) else math.nan}
     both = 0 < n_pos < len(y)
     if both:
-        out["roc_auc"] = float(roc_auc_score(y, p))
+        out["roc_auc"] = roc_auc(y, p)
         out["average_precision"] = float(average_precision_score(y, p))
         out["precision_at_recall"] = {f"{r:.2f}": precision_at_recall(y, p, r) for r in RECALL_LEVELS}
         out["recall_at_precision"] = {f"{q:.2f}": recall_at_precision(y, p, q) for q in PRECISION_LEVELS}

@@ -20,6 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from eval.metrics import roc_auc
+
 ANY = "any"
 
 
@@ -95,15 +97,6 @@ def best_threshold(y: np.ndarray, scores: np.ndarray, metric: str) -> float:
         elif abs(v - best_val) <= 1e-12:
             best_ts.append(float(t))
     return best_ts[len(best_ts) // 2]
-
-
-def roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
-    """ROC-AUC; NaN when `y` holds one class only."""
-    from sklearn.metrics import roc_auc_score
-    y = np.asarray(y)
-    if not 0 < y.sum() < len(y):
-        return float("nan")
-    return float(roc_auc_score(y, scores))
 
 
 def anchor_metrics(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray, s_test: np.ndarray, metric: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from eval.metrics import roc_auc
 from moderation.datasets import LabelledSet
 
 
@@ -45,17 +46,15 @@ def macro_aucs(probs: np.ndarray, labels: np.ndarray, categories: Sequence[str],
     platform rather than on the largest one: the selection signal that predicts behaviour on a new platform
     best among those available without its data. NaN for a category no dataset labels with both classes.
     """
-    from sklearn.metrics import roc_auc_score
-
     src = np.asarray(sources)
     out = {}
     for j, c in enumerate(categories):
         per = []
         for name in np.unique(src):
             rows = (src == name) & ~np.isnan(labels[:, j]) & ~np.isnan(probs[:, j])
-            y = labels[rows, j]
-            if 0 < y.sum() < len(y):
-                per.append(roc_auc_score(y, probs[rows, j]))
+            auc = roc_auc(labels[rows, j], probs[rows, j])
+            if not np.isnan(auc):
+                per.append(auc)
         out[c] = float(np.mean(per)) if per else float("nan")
     return out
 

@@ -19,6 +19,7 @@ from eval.metrics import (
     clopper_pearson_lower,
     evaluate,
     expected_calibration_error,
+    roc_auc,
     precision_at_recall,
     recall_at_fpr,
     recall_at_precision,
@@ -168,3 +169,13 @@ def test_evaluate_errors():
         evaluate(p, np.zeros((3, 1)), ["hate"], {})
     with pytest.raises(ValueError, match="slices has shape"):
         evaluate(p, np.zeros((3, 1)), ["hate"], {"hate": 0.5}, slices=["text"])
+
+
+def test_roc_auc_leaves_out_nan_rows_and_is_nan_without_both_classes():
+    from sklearn.metrics import roc_auc_score
+
+    y = np.array([0, 1, np.nan, 1, 0, 1])
+    s = np.array([0.1, 0.8, 0.5, np.nan, 0.7, 0.6])
+    assert roc_auc(y, s) == pytest.approx(roc_auc_score([0, 1, 0, 1], [0.1, 0.8, 0.7, 0.6]))
+    assert np.isnan(roc_auc(np.array([1.0, 1.0, np.nan]), np.array([0.2, 0.3, 0.4])))
+    assert np.isnan(roc_auc(np.array([]), np.array([])))
