@@ -67,8 +67,8 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_monitor(args: argparse.Namespace) -> int:
-    from operations.monitor import (AlertThresholds, compare, load_decisions, parse_duration, parse_when, summary_lines,
-                              write_summary)
+    from operations.decisions import load_decisions, parse_duration, parse_when
+    from operations.monitor import AlertThresholds, compare, summary_lines, write_summary
 
     thresholds = AlertThresholds()
     if args.thresholds:

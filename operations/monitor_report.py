@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from operations.monitor import Decisions
 from eval.formatting import CSS, esc, fmt, html_table, pct, png
+from operations.decisions import Decisions
 
 EXTRA_CSS = """
 .status{font-size:20px;font-weight:700;padding:10px 14px;border-radius:6px;margin:12px 0}

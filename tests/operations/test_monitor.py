@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from operations.drift import ks_test, mix_shift, psi, rate_change
-from operations.monitor import AlertThresholds, compare, load_decisions, parse_duration, parse_when
+from operations.decisions import load_decisions, parse_duration, parse_when
+from operations.monitor import AlertThresholds, compare
 from moderation.decision_log import format_time
 
 START = datetime(2026, 11, 20, tzinfo=timezone.utc)
@@ -216,3 +217,15 @@ def test_cli_exit_statuses_report_and_summary(tmp_path, capsys):
     assert "error: input not found" in capsys.readouterr().err
     assert main(["monitor", "--reference", str(ref), "--current", str(ref), "--out", str(tmp_path / "m4"),
                  "--threshold", "psi=high"]) == 2
+
+
+def test_strongest_of_follows_the_policy_order():
+    import numpy as np
+
+    from moderation.policy import strongest
+    from operations.decisions import strongest_of
+
+    a = np.array(["allow", "review", None, "block"], dtype=object)
+    b = np.array(["review", "allow", None, "allow"], dtype=object)
+    assert strongest_of([a, b], 4).tolist() == ["review", "review", "allow", "block"]
+    assert [strongest([x for x in pair if x is not None]) for pair in zip(a, b)] == ["review", "review", "allow", "block"]
