@@ -3,6 +3,7 @@
     store = FeedbackStore.create("feedback/", categories=["hate", "offensive"])
     store.add([{"post_id": "p1", "category": "hate", "harmful": True, "reviewer": "r7"}], decisions=["logs/"])
     spec = store.spec()                      # a moderation.datasets.DatasetSpec of feedback/data.jsonl
+    # simulated reviewers for tests and demonstrations: operations.simulate
     # the online metrics (review precision, appeal overturn rate, proactive rate): operations.online_metrics
 
 A store is a folder:
@@ -35,13 +36,16 @@ import hashlib
 import json
 import math
 import os
-import random
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from moderation.datasets import DatasetSpec
+from moderation.decision_log import ID_SALT_ENV, decision_files, hash_id, iter_log_rows, parse_time
+from moderation.dumps import iter_rows
+from moderation.policy import ACTIONS
 from moderation.schema import normalize_category
 
 FORMAT_VERSION = 1
@@ -51,7 +55,6 @@ DATA_FILE = "data.jsonl"
 IMAGES_DIR = "images"
 APPEALS: tuple[str, ...] = ("upheld", "overturned")
 KINDS: tuple[str, ...] = ("verdict", "appeal")
-DECISION_ACTIONS: tuple[str, ...] = ("allow", "review", "block")
 ORIGINS: tuple[str, ...] = ("model", "report")
 DEFAULT_SPLITS: dict[str, float] = {"train": 0.6, "val": 0.2, "test": 0.2}
 _YES = {"1", "true", "yes", "y", "harmful"}
@@ -62,7 +65,8 @@ class FeedbackError(ValueError):
     """A feedback store or a verdict is invalid."""
 
 
-def _now() -> str:
+def now_iso() -> str:
+    """Now, UTC, as the store writes times: ISO 8601 to the second with a "Z"."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -90,7 +94,6 @@ def split_of(post_id: str, splits: Mapping[str, float] = DEFAULT_SPLITS) -> str:
 @dataclass
 class AddSummary:
     """What an `add` did: verdicts stored, duplicates skipped, rejected (with reasons), content found."""
-
     added: int = 0
     duplicates: int = 0
     rejected: list[str] = field(default_factory=list)
@@ -106,7 +109,6 @@ class AddSummary:
 
 class FeedbackStore:
     """A folder of verdicts and the dataset built from them (see the module docstring)."""
-
     def __init__(self, path: str | os.PathLike, meta: dict[str, Any]) -> None:
         self.path = Path(path)
         self.meta = meta
@@ -133,7 +135,7 @@ class FeedbackStore:
                 not math.isclose(sum(splits.values()), 1.0, abs_tol=1e-6) or splits["train"] <= 0:
             raise FeedbackError(f"splits must give train (> 0), val and test shares summing to 1, got {dict(splits)}")
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"format_version": FORMAT_VERSION, "categories": cats, "splits": dict(splits), "created": _now()}
+        meta = {"format_version": FORMAT_VERSION, "categories": cats, "splits": dict(splits), "created": now_iso()}
         (path / STORE_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         (path / VERDICTS_FILE).touch()
         store = cls(path, meta)
@@ -169,8 +171,6 @@ class FeedbackStore:
 
     def spec(self, name: str = "feedback"):
         """The store's dataset as a moderation.datasets.DatasetSpec (label column = category name)."""
-        from moderation.datasets import DatasetSpec
-
         return DatasetSpec(path=self.path / DATA_FILE, labels={c: c for c in self.categories}, name=name)
 
     def fingerprint(self) -> str:
@@ -201,8 +201,7 @@ class FeedbackStore:
         origin = raw.get("origin") or None
         if origin is not None and origin not in ORIGINS:
             raise FeedbackError(f"origin must be one of {ORIGINS} or empty, got {origin!r}")
-        when = raw.get("time") or _now()
-        from moderation.decision_log import parse_time
+        when = raw.get("time") or now_iso()
         try:
             parse_time(when)
         except (ValueError, TypeError):
@@ -213,8 +212,8 @@ class FeedbackStore:
         if kind not in KINDS:
             raise FeedbackError(f"kind must be one of {KINDS}, got {kind!r}")
         decided = raw.get("action") or None
-        if decided is not None and decided not in DECISION_ACTIONS:
-            raise FeedbackError(f"action (the decision appealed) must be one of {DECISION_ACTIONS}, got {decided!r}")
+        if decided is not None and decided not in ACTIONS:
+            raise FeedbackError(f"action (the decision appealed) must be one of {ACTIONS}, got {decided!r}")
         if kind == "appeal" and appeal is None:
             raise FeedbackError(f"appeal on {pid!r} has no outcome: 'appeal' must be one of {APPEALS}")
         # an appeal takes the appealed decision's judgement (known once joined with the decision log, in add)
@@ -337,7 +336,6 @@ class FeedbackStore:
 
 
 def _sortable(when: str) -> float:
-    from moderation.decision_log import parse_time
     try:
         return parse_time(when).timestamp()
     except (ValueError, TypeError):
@@ -363,8 +361,6 @@ class DecisionIndex:
         self.salt = salt
 
     def lookup(self, post_id: str) -> dict[str, Any] | None:
-        from moderation.decision_log import hash_id
-
         row = self.rows.get(str(post_id))
         if row is None and self.salt is not None:
             row = self.rows.get("#" + hash_id(post_id, self.salt))
@@ -377,7 +373,6 @@ class DecisionIndex:
 def load_decision_index(inputs: Sequence[str | os.PathLike], post_ids: Iterable[str] | None = None) -> DecisionIndex:
     """Index the decisions of `post_ids` (all when None) found in decision logs / batch outputs (files, folders,
     globs). Raises FileNotFoundError when an input matches nothing."""
-    from moderation.decision_log import ID_SALT_ENV, decision_files, hash_id, iter_log_rows
 
     salt = os.environ.get(ID_SALT_ENV, "")
     wanted: set[str] | None = None
@@ -412,8 +407,6 @@ def load_decision_index(inputs: Sequence[str | os.PathLike], post_ids: Iterable[
 
 
 def _content_from_input(src: Path, wanted_rows: dict[int, str], rows: dict[str, dict[str, Any]]) -> None:
-    from moderation.dumps import iter_rows
-
     last = max(wanted_rows)
     for number, raw in iter_rows(src):
         if number > last:
@@ -426,71 +419,3 @@ def _content_from_input(src: Path, wanted_rows: dict[int, str], rows: dict[str, 
         rows[key]["text"] = text if isinstance(text, str) and text.strip() else None
         if isinstance(image, str) and image and "://" not in image and not image.startswith("data:"):
             rows[key]["image"] = str(src.parent / image) if not Path(image).is_absolute() else image
-
-
-# --- simulated reviewers ---------------------------------------------------------------------------------
-
-def simulate_verdicts(decisions: Sequence[str | os.PathLike], spec: Any, *, split: str | set[str], categories: Sequence[str],
-                      review_min_score: float | None = 0.5, budget: int | None = None, report_rate: float = 0.0,
-                      seed: int = 0, reviewer: str = "simulated") -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """A SIMULATION of reviewers, for tests and demonstrations: verdicts taken from a labelled dataset's labels.
-
-    decisions: batch outputs (or logs) of the current model over the dataset's posts (ids as in the dataset).
-    A post goes to "review" for a category when its `<c>_action` is "review" (the policy's review band), or, when no
-    row has a review action (no policy, or one without a review band), when its score is at least
-    `review_min_score` and it was not flagged (a flag is an automatic block). budget: at most
-    this many reviewed posts, highest scores first. report_rate: the share of the other (allowed) posts that a
-    user "reports" (drawn at random). Each such post gets one verdict per category the dataset labels, with the
-    dataset's label as the verdict, `reviewer` as the reviewer and the decision's time (or now); the verdict on the
-    category a post was sent to review for says so (`model_action` "review"). Returns (verdicts, counts).
-    """
-    from moderation.datasets import load_labelled
-
-    data = load_labelled([spec], list(categories), split)
-    prefix = f"{spec.name}/"
-    labels = {p["id"][len(prefix):]: data.labels[i] for i, p in enumerate(data.posts)}
-    index = load_decision_index(decisions, labels.keys())
-    rng = random.Random(seed)
-    review: list[tuple[float, str, str]] = []
-    reported: list[str] = []
-    band = any(row.get(f"{c}_action") == "review" for row in index.rows.values() for c in categories)
-    for pid in labels:
-        row = index.lookup(pid)
-        if row is None or not row.get("ok", True):
-            continue
-        sent = []
-        for c in categories:
-            score = row.get(f"{c}_score")
-            if band:
-                to_review = row.get(f"{c}_action") == "review"
-            else:
-                to_review = (review_min_score is not None and score is not None and score >= review_min_score
-                             and not row.get(f"{c}_flagged"))
-            if to_review:
-                sent.append((score or 0.0, c))
-        if sent:
-            best = max(sent)
-            review.append((best[0], pid, best[1]))
-        elif not row.get("flagged") and rng.random() < report_rate:
-            reported.append(pid)
-    review.sort(reverse=True)
-    if budget is not None:
-        review = review[:budget]
-    sent_for = {pid: c for _, pid, c in review}
-    verdicts = []
-    for origin, pids in (("model", [pid for _, pid, _ in review]), ("report", reported)):
-        for pid in pids:
-            row = index.lookup(pid) or {}
-            for j, c in enumerate(data.categories):
-                y = labels[pid][j]
-                if y != y:  # NaN: the dataset says nothing about this category
-                    continue
-                v = {"post_id": pid, "category": c, "harmful": bool(y), "reviewer": reviewer,
-                     "time": row.get("time") or _now(), "origin": origin, "note": f"simulated from {spec.name} labels"}
-                if origin == "model" and c == sent_for[pid]:
-                    v["model_action"] = "review"  # the simulated review band, which the decisions may not encode
-                verdicts.append(v)
-    counts = {"posts_in_split": len(labels), "decisions_found": len(index), "sent_to_review": len(review),
-              "review_by": "policy review action" if band else f"score >= {review_min_score} and not blocked",
-              "reported": len(reported), "verdicts": len(verdicts)}
-    return verdicts, counts

@@ -237,7 +237,7 @@ def overturn_lines(by_action: dict[str, dict[str, Any]]) -> list[str]:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from moderation.datasets import parse_dataset_arg
-    from operations.feedback import simulate_verdicts
+    from operations.simulate import simulate_verdicts
 
     if not 0.0 <= args.report_rate <= 1.0:
         raise ValueError(f"--report-rate must be in [0, 1], got {args.report_rate}")

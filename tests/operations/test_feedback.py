@@ -11,7 +11,8 @@ import pytest
 
 from operations.online_metrics import online_metrics
 from tests.conftest import png_bytes
-from operations.feedback import FeedbackError, FeedbackStore, load_decision_index, simulate_verdicts, split_of
+from operations.feedback import FeedbackError, FeedbackStore, load_decision_index, split_of
+from operations.simulate import simulate_verdicts
 
 CATS = ["hate", "offensive"]
 

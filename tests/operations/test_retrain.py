@@ -70,7 +70,8 @@ def test_retrain_from_simulated_reviewers_compares_and_decides(tmp_path, champio
     from moderation.model_dir import read_model_info
     from moderation.scorer import Scorer
     from moderation.datasets import DatasetSpec
-    from operations.feedback import FeedbackStore, load_decision_index, simulate_verdicts
+    from operations.feedback import FeedbackStore, load_decision_index
+    from operations.simulate import simulate_verdicts
     from operations.retrain import RetrainConfig, retrain
 
     # Production traffic, scored by the champion as a batch job (its output carries the posts' text).
