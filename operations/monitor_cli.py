@@ -61,6 +61,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--feedback", default=None, metavar="STORE",
                    help="feedback store (`moderation feedback`): add the appeal overturn rate per category and per "
                         "decision appealed (block / review / allow) to the summary")
+    p.add_argument("--groups", action="store_true",
+                   help="the current rows' not-allowed share per identity group (moderation.identity's term list, "
+                        "on the text the rows kept) overall and per --window, beside posts that mention no group")
     p.add_argument("--no-report", action="store_true", help="write summary.json only")
     p.add_argument("--quiet", action="store_true", help="print the alerts only")
     p.set_defaults(func=_cmd_monitor)
@@ -93,7 +96,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     cur = load_decisions(args.current, categories=categories, time_column=args.time_column,
                          since=bounds["since"], until=bounds["until"])
     summary = compare(ref, cur, thresholds, window_s=window)
-    appeal_lines: list[str] = []
+    extra_lines: list[str] = []
     if args.feedback:
         from operations.feedback import FeedbackStore
         from operations.feedback_cli import format_share, overturn_lines
@@ -102,15 +105,21 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
         figures = online_metrics(FeedbackStore.open(args.feedback).verdicts())
         summary["appeals"] = {"store": str(args.feedback), "overturn_rate": figures["appeal_overturn_rate"],
                               "by_action": figures["appeal_overturn_by_action"]}
-        appeal_lines = [f"appeals (all): overturned {format_share(figures['appeal_overturn_rate']['all'])}",
+        extra_lines = [f"appeals (all): overturned {format_share(figures['appeal_overturn_rate']['all'])}",
                         *overturn_lines(figures["appeal_overturn_by_action"])]
+    if args.groups:
+        from operations.group_rates import group_lines, group_rates
+
+        summary["groups"] = group_rates(args.current, time_column=args.time_column, since=bounds["since"],
+                                        until=bounds["until"], window_s=window)
+        extra_lines += group_lines(summary["groups"])
     out = Path(args.out)
     summary_path = write_summary(out, summary)
     report = None
     if not args.no_report:
         from operations.monitor_report import write_monitor_report
         report = write_monitor_report(out, summary, ref, cur)
-    lines = summary_lines(summary) + appeal_lines
+    lines = summary_lines(summary) + extra_lines
     for line in lines:  # alerts on stdout (what cron mails), the rest on stderr
         if line.startswith("ALERT"):
             print(line)
