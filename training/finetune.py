@@ -7,6 +7,7 @@ LoRA on the top layers only: the outputs of the frozen lower layers are computed
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,26 +27,30 @@ from training.selection import average_precisions, stop_score
 
 def _trainable_encoder_params(model: ModerationModel) -> list[nn.Parameter]:
     params = []
+    frozen_keys = model.config.frozen_encoder_keys
     for modality, encoder in model.encoders.items():
         mode = model.config.finetune.get(modality, "frozen")
         for name, p in encoder.named_parameters():
-            p.requires_grad = mode == "full" or (mode == "lora" and "lora_" in name)
+            p.requires_grad = ((mode == "full" and not any(k in name for k in frozen_keys))
+                               or (mode == "lora" and "lora_" in name))
             if p.requires_grad:
                 params.append(p)
     return params
 
 
-def _text_forward(model: ModerationModel, texts: Sequence[str | None], rows: torch.Tensor, size: int) -> torch.Tensor:
-    """Text embeddings (size, D) for the rows that have text (others zero), through the live encoder."""
+def _text_forward(model: ModerationModel, texts: Sequence[str | None], rows: torch.Tensor, size: int,
+                  device: torch.device | None = None) -> torch.Tensor:
+    """Text embeddings (size, D) for the rows that have text (others zero), through the live encoder, on `device`."""
     encoder = model.encoders["text"]
-    out = torch.zeros(size, encoder.output_dim)
+    device = device or torch.device("cpu")
+    out = torch.zeros(size, encoder.output_dim, device=device)
     idx = [i for i in rows.tolist() if texts[i] is not None]
     if not idx:
         return out
     tokens = encoder.tokenize([texts[i] for i in idx])
     tokens.pop("truncated")
-    feats = encoder(**tokens).float()
-    return out.index_copy(0, torch.tensor(idx), feats) if len(idx) else out
+    feats = encoder(**{k: v.to(device) for k, v in tokens.items()}).float()
+    return out.index_copy(0, torch.tensor(idx, device=device), feats)
 
 
 class _Passthrough(nn.Module):
@@ -138,11 +143,37 @@ def _top_forward(encoder: nn.Module, states: Sequence[torch.Tensor | None], rows
     return out.index_copy(0, torch.tensor(idx), feats.float())
 
 
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a training checkpoint atomically (a crash mid-write leaves the previous one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _trained_state(model: ModerationModel) -> dict[str, torch.Tensor]:
+    """The tensors training changes: the head and the fine-tuned encoder tensors (CPU copies)."""
+    keep = {f"encoders.{k}" for k in model.trainable_state_dict()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            if k.startswith("head.") or k in keep}
+
+
 def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: EmbeddedSet, stop_set: LabelledSet,
                     stop_emb: EmbeddedSet, pw: torch.Tensor, config: TrainConfig, log_path: Path,
                     progress: bool) -> tuple[list[dict], dict]:
+    """Fine-tune the text encoder (LoRA or all weights) with the head; early stopping on `stop_set`.
+
+    One optimiser step per `config.grad_accum` batches of `config.batch_size` posts. With `config.checkpoint_every`
+    > 0, a checkpoint (trained tensors, optimiser, schedule, random state, position in the epoch, best state so
+    far) is written to `log_path`'s folder every that many optimiser steps and at every evaluation; with
+    `config.resume`, training continues from it (the same batches, in the same order, as without the stop).
+    Runs on `config.device` ("cpu", "cuda", "cuda:1", ...); frozen modalities' embeddings come from the cache.
+    """
     from tqdm.auto import tqdm
 
+    device = torch.device(config.device)
     mods = model.modalities
     ti = mods.index("text")
     train_ok = np.nonzero(train_emb.ok)[0]
@@ -156,6 +187,10 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
     st["present"][:, ti] = torch.tensor([t is not None for t in st_texts])
     n = len(tr_texts)
     start = lora_prefix_start(model)
+    if start and device.type != "cpu":
+        raise ValueError("LoRA with a cached frozen prefix runs on the CPU only; use --device cpu or adapt every layer")
+    model.to(device)
+    pw = pw.to(device)
     if start:
         # Layers below `start` are frozen: compute their outputs once, then train through the top layers only.
         encoder = model.encoders["text"]
@@ -170,20 +205,22 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
             return _top_forward(encoder, [st_states[i] for i in rows_all.tolist()], torch.arange(size), size, start)
     else:
         def text_train(rows_all: torch.Tensor, rows: torch.Tensor, size: int) -> torch.Tensor:
-            return _text_forward(model, [tr_texts[i] for i in rows_all.tolist()], rows, size)
+            return _text_forward(model, [tr_texts[i] for i in rows_all.tolist()], rows, size, device)
 
         def text_stop(rows_all: torch.Tensor, size: int) -> torch.Tensor:
-            return _text_forward(model, [st_texts[i] for i in rows_all.tolist()], torch.arange(size), size)
+            return _text_forward(model, [st_texts[i] for i in rows_all.tolist()], torch.arange(size), size, device)
     enc_params = _trainable_encoder_params(model)
     opt = torch.optim.AdamW([{"params": model.head.parameters(), "lr": config.lr},
                              {"params": enc_params, "lr": config.encoder_lr}], weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(n / config.batch_size)
+    accum = max(1, int(config.grad_accum))
+    batches_per_epoch = math.ceil(n / config.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / accum)
     total_steps = steps_per_epoch * config.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, config.warmup))
     gen = torch.Generator().manual_seed(config.seed)
     eval_every = config.eval_every or steps_per_epoch
-    autocast = (torch.autocast(device_type="cpu", dtype=torch.bfloat16) if config.precision == "bf16"
-                else torch.autocast(device_type="cpu", enabled=False))
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if config.precision == "bf16"
+                else torch.autocast(device_type=device.type, enabled=False))
     lengths = np.array([len(t or "") for t in tr_texts])
 
     def batches() -> list[torch.Tensor]:
@@ -205,13 +242,13 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
         with torch.inference_mode(), autocast:
             for s in range(0, len(st_texts), config.embed_batch_size):
                 idx = torch.from_numpy(order[s:s + config.embed_batch_size].copy())
-                emb = {m: st[f"emb_{m}"][idx] for m in mods if m != "text"}
+                emb = {m: st[f"emb_{m}"][idx].to(device) for m in mods if m != "text"}
                 emb["text"] = text_stop(idx, len(idx))
-                logits.append((idx, model.head(emb, st["present"][idx]).float()))
+                logits.append((idx, model.head(emb, st["present"][idx].to(device)).float().cpu()))
         full = torch.zeros(len(st_texts), len(model.categories))
         for idx, lg in logits:
             full[idx] = lg
-        loss = float(masked_bce(full, st["labels"], pw))
+        loss = float(masked_bce(full, st["labels"], pw.cpu()))
         probs, y = torch.sigmoid(full).numpy(), st["labels"].numpy()
         aps = average_precisions(probs, y, model.categories)
         score, per = stop_score(config.stop_metric, probs, y, model.categories, stop_sources)
@@ -222,36 +259,75 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
     history: list[dict] = []
     best: dict[str, Any] = {"score": -1.0}
     best_state = None
-    bad_evals, step, start_time = 0, 0, time.time()
+    bad_evals, step, first_epoch, skip_batches = 0, 0, 1, 0
     running, running_n = 0.0, 0
+    ckpt_path = log_path.parent / CHECKPOINT_FILE
+    epoch_gen_state = gen.get_state()
+    if config.resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ck.get("n_train") != n or ck.get("total_steps") != total_steps:
+            raise ValueError(f"--resume: {ckpt_path} was written for {ck.get('n_train')} posts and {ck.get('total_steps')} "
+                             f"steps, this run has {n} and {total_steps}: same data and settings are needed")
+        model.load_state_dict(ck["trained"], strict=False)
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        step, first_epoch, skip_batches = ck["step"], ck["epoch"], ck["batch_in_epoch"]
+        epoch_gen_state = ck["epoch_gen_state"]
+        history, best, best_state, bad_evals = ck["history"], ck["best"], ck["best_state"], ck["bad_evals"]
+        best.pop("stopped", None)  # the stop that ended the interrupted run is not this run's
+        torch.set_rng_state(ck["torch_rng"])
+    start_time = time.time() - (history[-1]["seconds"] if history else 0.0)
+
+    def checkpoint(epoch: int, batch_in_epoch: int) -> None:
+        save_checkpoint(ckpt_path, {
+            "n_train": n, "total_steps": total_steps, "trained": _trained_state(model), "opt": opt.state_dict(),
+            "sched": sched.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+            "epoch_gen_state": epoch_gen_state, "history": history, "best": best, "best_state": best_state,
+            "bad_evals": bad_evals, "torch_rng": torch.get_rng_state()})
+
     stop = False
-    bar = tqdm(total=total_steps, desc=f"fine-tuning ({config.mode})", unit="step", disable=not progress)
-    for epoch in range(1, config.epochs + 1):
-        for idx in batches():
+    params = [p for g in opt.param_groups for p in g["params"]]
+    bar = tqdm(total=total_steps, initial=step, desc=f"fine-tuning ({config.mode})", unit="step", disable=not progress)
+    for epoch in range(first_epoch, config.epochs + 1):
+        gen.set_state(epoch_gen_state)
+        epoch_batches = batches()
+        next_epoch_gen_state = gen.get_state()
+        opt.zero_grad(set_to_none=True)
+        for b, idx in enumerate(epoch_batches):
+            if b < skip_batches:
+                continue
             model.train()
             # Late fusion trains each modality's classifier alone (no dropout needed); other heads see dropout.
             present = tr["present"][idx] if late else modality_dropout(tr["present"][idx], config.modality_dropout, gen)
+            present = present.to(device)
+            labels, weights = tr["labels"][idx].to(device), tr["weights"][idx].to(device)
             with autocast:
-                emb = {m: tr[f"emb_{m}"][idx] for m in mods if m != "text"}
+                emb = {m: tr[f"emb_{m}"][idx].to(device) for m in mods if m != "text"}
                 # Rows whose text is hidden by modality dropout need no encoder pass.
-                rows = present[:, ti].nonzero(as_tuple=True)[0]
+                rows = present[:, ti].nonzero(as_tuple=True)[0].cpu()
                 emb["text"] = text_train(idx, rows, len(idx))
                 if late:
-                    loss = unimodal_loss(model.head, emb, present, tr["labels"][idx], pw, tr["weights"][idx]).float()
+                    loss = unimodal_loss(model.head, emb, present, labels, pw, weights).float()
                 else:
-                    loss = masked_bce(model.head(emb, present).float(), tr["labels"][idx], pw, tr["weights"][idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
-            opt.step()
-            sched.step()
-            step += 1
+                    loss = masked_bce(model.head(emb, present).float(), labels, pw, weights)
+            (loss / accum).backward()
             running += float(loss.detach()) * len(idx)
             running_n += len(idx)
+            if (b + 1) % accum and b + 1 < len(epoch_batches):
+                continue  # accumulate gradients over `accum` batches
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
             bar.update(1)
             out_of_time = config.time_budget_s > 0 and time.time() - start_time > config.time_budget_s
+            evaluated = False
             if step % eval_every == 0 or out_of_time:
                 aps, mean_ap, stop_loss, score, per = evaluate()
+                evaluated = True
                 entry = {"epoch": epoch, "step": step, "train_loss": running / max(running_n, 1), "stop_loss": stop_loss,
                          "ap": aps, "mean_ap": mean_ap, "stop_figures": per, "score": score,
                          "lr": sched.get_last_lr()[0], "seconds": round(time.time() - start_time, 1)}
@@ -262,13 +338,13 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
                 if score > best["score"]:
                     best = {"epoch": epoch, "step": step, "score": score, "stop_metric": config.stop_metric,
                             "mean_ap": mean_ap, "ap": aps, "stop_figures": per, "stop_loss": stop_loss}
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()
-                                  if k.startswith("head.") or any(k.startswith(f"encoders.{m}.") and
-                                  (model.config.finetune.get(m) == "full" or "lora_" in k) for m in mods)}
+                    best_state = _trained_state(model)
                     bad_evals = 0
                 else:
                     bad_evals += 1
                     stop = bad_evals >= config.patience
+            if config.checkpoint_every and (evaluated or step % config.checkpoint_every == 0):
+                checkpoint(epoch, b + 1)
             if out_of_time:
                 best["stopped"] = f"time budget of {config.time_budget_s:.0f} s reached at step {step}"
                 stop = True
@@ -276,9 +352,12 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
                 break
         if stop:
             break
+        skip_batches = 0
+        epoch_gen_state = next_epoch_gen_state
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
+    model.to("cpu")
     for p in model.parameters():
         p.requires_grad = False
     model.eval()

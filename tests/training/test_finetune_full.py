@@ -1,0 +1,83 @@
+"""Full fine-tuning: frozen word embeddings, fp16 storage, gradient accumulation, checkpoints and --resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training.finetune import CHECKPOINT_FILE
+from training.train import TrainConfig, train
+
+
+def _full_config(tiny_model_config, **kw):
+    from moderation.model import ModelConfig
+    return ModelConfig.from_dict({**tiny_model_config.to_dict(), **kw})
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(mode="full", epochs=2, batch_size=4, lr=3e-3, encoder_lr=1e-3, early_stopping="val",
+                cache_dir=str(tmp_path / "cache"), eval_every=1, patience=100)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_frozen_word_embeddings_are_neither_trained_nor_saved(tiny_specs, tiny_model_config, tmp_path):
+    from moderation.encoders import create_text_encoder
+    from moderation.model_dir import load_model
+
+    mc = _full_config(tiny_model_config, frozen_encoder_keys=["word_embeddings"])
+    result = train(tiny_specs, tmp_path / "m", mc, _cfg(tmp_path, epochs=1), progress=False, log=lambda _: None)
+    stored = load_file(str(tmp_path / "m" / "encoders.safetensors"))
+    assert stored and not any("word_embeddings" in k for k in stored)
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    fresh = create_text_encoder(**tiny_model_config.text_encoder).state_dict()
+    trained = result.model.encoders["text"].state_dict()
+    key = next(k for k in trained if "word_embeddings" in k)
+    assert torch.equal(trained[key], fresh[key])  # frozen at the pretrained values
+    assert any(not torch.equal(trained[k], fresh[k]) for k in trained if "word_embeddings" not in k)
+    model, _ = load_model(tmp_path / "m")
+    torch.testing.assert_close(model.encoders["text"].state_dict()[key], fresh[key])
+
+
+def test_gradient_accumulation_takes_one_step_per_window(tiny_specs, tiny_model_config, tmp_path):
+    result = train(tiny_specs, tmp_path / "m", _full_config(tiny_model_config), _cfg(tmp_path, epochs=1, grad_accum=2),
+                   progress=False, log=lambda _: None)
+    assert [h["step"] for h in result.history] == [1, 2, 3, 4]  # 8 batches of 4, two per step
+
+
+def test_resume_after_a_stop_ends_where_an_uninterrupted_run_ends(tiny_specs, tiny_model_config, tmp_path):
+    mc = _full_config(tiny_model_config)
+    whole = train(tiny_specs, tmp_path / "whole", mc, _cfg(tmp_path, checkpoint_every=1), progress=False, log=lambda _: None)
+    # A run stopped after its first step (a time budget that is over at once) leaves a checkpoint ...
+    cut = train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, checkpoint_every=1, time_budget_s=1e-9),
+                progress=False, log=lambda _: None)
+    assert len(cut.history) == 1 and "stopped" in cut.best
+    assert (tmp_path / "cut" / CHECKPOINT_FILE).is_file()
+    # ... from which --resume runs the remaining steps, on the same batches: the same weights at the end.
+    resumed = train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, checkpoint_every=1, resume=True),
+                    progress=False, log=lambda _: None)
+    assert [h["step"] for h in resumed.history] == [h["step"] for h in whole.history]
+    assert "stopped" not in resumed.best
+    for key, value in whole.model.head.state_dict().items():
+        torch.testing.assert_close(resumed.model.head.state_dict()[key], value)
+    log = [json.loads(line) for line in (tmp_path / "cut" / "training_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [h["step"] for h in whole.history]  # the log is continued, not restarted
+
+
+def test_resume_refuses_a_missing_or_foreign_checkpoint(tiny_specs, tiny_model_config, tmp_path):
+    mc = _full_config(tiny_model_config)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(tiny_specs, tmp_path / "none", mc, _cfg(tmp_path, resume=True), progress=False, log=lambda _: None)
+    train(tiny_specs, tmp_path / "m", mc, _cfg(tmp_path, epochs=1, checkpoint_every=1), progress=False, log=lambda _: None)
+    with pytest.raises(ValueError, match="same data and settings"):
+        train(tiny_specs, tmp_path / "m", mc, _cfg(tmp_path, epochs=1, batch_size=8, resume=True),
+              progress=False, log=lambda _: None)
+
+
+def test_cuda_device_is_refused_clearly_without_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        TrainConfig(mode="full", device="cuda")
