@@ -28,14 +28,18 @@ at 512 px, in the image threads, only when lists are in use.)
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
+import gc
+import functools
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -57,11 +61,28 @@ HASH_MAX_SIDE = 512
 _ORIENTATIONS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_90,
                  Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270, Image.Transpose.TRANSPOSE,
                  Image.Transpose.TRANSVERSE)
-_HEX = frozenset("0123456789abcdef")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class HashListError(ValueError):
     """A hash list file or entry is invalid (says which and why)."""
+
+
+@contextlib.contextmanager
+def _bulk() -> Iterator[None]:
+    """No cyclic garbage collection while a million small objects are made (they hold no cycles; the collector's
+    passes over the growing heap doubled the time of loading a list)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+# A list names few categories: fold each name once, not once per entry.
+_category = functools.lru_cache(maxsize=256)(normalize_category)
 
 
 # --- hashing ---------------------------------------------------------------------------------------------
@@ -109,7 +130,7 @@ def pdq_dihedral(image: Image.Image) -> tuple[np.ndarray, int]:
 def check_hex(value: str) -> str:
     """Normalise a PDQ hash given as hex (64 digits, case-insensitive). Raises HashListError."""
     h = str(value).strip().lower()
-    if len(h) != 64 or not set(h) <= _HEX:
+    if not _HEX64.fullmatch(h):
         raise HashListError(f"a PDQ hash is 64 hex digits; got {str(value)[:80]!r}")
     return h
 
@@ -161,10 +182,29 @@ class HashList:
     entries: list[HashEntry] = field(default_factory=list)
     threshold: int = PDQ_MATCH_THRESHOLD
     path: Path | None = None
+    # (hash, category) pairs and ids of `entries`, kept up to date by add(): loading is linear, not quadratic.
+    _pairs: set[tuple[str, str]] = field(default_factory=set, init=False, repr=False, compare=False)
+    _ids: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    _indexed: tuple[int, int] = field(default=(0, 0), init=False, repr=False, compare=False)
+    _version: tuple[Any, str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _index(self) -> tuple[set[tuple[str, str]], set[str]]:
+        """The pairs and ids of the entries, rebuilt only when `entries` was replaced or changed size elsewhere."""
+        if self._indexed != (id(self.entries), len(self.entries)):
+            self._pairs = {(e.hash, e.category) for e in self.entries}
+            self._ids = {e.id for e in self.entries}
+            self._indexed = (id(self.entries), len(self.entries))
+        return self._pairs, self._ids
 
     @property
     def version(self) -> str:
         """Derived from the content (threshold and entries): changes whenever the list does."""
+        key = (self._index() and self._indexed, self.threshold)
+        if self._version is None or self._version[0] != key:
+            self._version = (key, self._compute_version())
+        return self._version[1]
+
+    def _compute_version(self) -> str:
         content = json.dumps({"hash_type": HASH_TYPE, "threshold": self.threshold,
                               "entries": [[e.id, e.hash, e.category] for e in self.entries]}, sort_keys=True)
         return f"{HASH_TYPE}-{hashlib.sha256(content.encode('utf-8')).hexdigest()[:16]}"
@@ -210,11 +250,12 @@ class HashList:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise FileNotFoundError(f"hash list not found: {path}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise HashListError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(data, path)
+        with _bulk():
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise HashListError(f"{path}: not valid JSON ({exc})") from None
+            return cls.from_dict(data, path)
 
     @classmethod
     def load_or_new(cls, path: str | os.PathLike, name: str | None = None) -> "HashList":
@@ -244,12 +285,12 @@ class HashList:
         """
         h = check_hex(hash_hex)
         try:
-            cat = normalize_category(category)
+            cat = _category(category) if isinstance(category, str) else normalize_category(category)
         except ValueError:
             raise HashListError("the category is empty") from None
-        if any(e.hash == h and e.category == cat for e in self.entries):
+        pairs, ids = self._index()
+        if (h, cat) in pairs:
             return None
-        ids = {e.id for e in self.entries}
         if id is None or str(id).strip() == "":
             id = h[:16] if h[:16] not in ids else f"{h[:16]}-{cat}"
         id = str(id).strip()
@@ -260,6 +301,9 @@ class HashList:
         entry = HashEntry(id=id, hash=h, category=cat, quality=quality, source=source,
                           added=added or _dt.date.today().isoformat())
         self.entries.append(entry)
+        pairs.add((h, cat))
+        ids.add(id)
+        self._indexed = (self._indexed[0], len(self.entries))
         return entry
 
     def remove(self, keys: Iterable[str]) -> list[HashEntry]:
@@ -267,6 +311,7 @@ class HashList:
         wanted = {str(k).strip().lower() for k in keys}
         removed = [e for e in self.entries if e.id.lower() in wanted or e.hash in wanted]
         self.entries = [e for e in self.entries if e not in removed]
+        self._indexed = (0, 0)
         return removed
 
     def import_csv(self, path: str | os.PathLike) -> tuple[list[HashEntry], int]:
@@ -316,10 +361,12 @@ class HashMatcher:
         names = [hl.name for hl in self.lists]
         if len(set(names)) != len(names):
             raise HashListError(f"two hash lists have the same name ({', '.join(sorted(names))}); rename one")
-        self._entries: list[tuple[HashList, HashEntry]] = [(hl, e) for hl in self.lists for e in hl.entries]
-        self._words = hex_to_words([e.hash for _, e in self._entries])
-        self._thresholds = np.array([hl.threshold for hl, _ in self._entries], dtype=np.int64)
-        self._versions = {hl.name: hl.version for hl in self.lists}
+        with _bulk():
+            self._entries: list[tuple[HashList, HashEntry]] = [(hl, e) for hl in self.lists for e in hl.entries]
+            self._words = hex_to_words([e.hash for _, e in self._entries])
+            self._versions = {hl.name: hl.version for hl in self.lists}
+        self._thresholds = np.concatenate([np.full(len(hl.entries), hl.threshold, dtype=np.int64)
+                                           for hl in self.lists] or [np.zeros(0, dtype=np.int64)])
 
     @classmethod
     def from_files(cls, paths: Sequence[str | os.PathLike]) -> "HashMatcher":
@@ -338,11 +385,19 @@ class HashMatcher:
         """List name -> version."""
         return dict(self._versions)
 
+    def _distances(self, query: np.ndarray) -> np.ndarray:
+        """(N,) the smallest distance from any of the (Q, 4) query hashes to each listed hash. One query row at a
+        time: the temporary is (N, 4) words, not (Q, N, 4) (256 MB per image against a million hashes)."""
+        dist = hamming(query[:1], self._words)[0]
+        for row in query[1:]:
+            np.minimum(dist, hamming(row[None, :], self._words)[0], out=dist)
+        return dist
+
     def match_words(self, query: np.ndarray) -> list[HashMatch]:
         """Entries within their list's threshold of any of the query hashes ((Q, 4) uint64), nearest first."""
         if not self._entries:
             return []
-        dist = hamming(np.asarray(query, dtype=np.uint64).reshape(-1, 4), self._words).min(axis=0)
+        dist = self._distances(np.asarray(query, dtype=np.uint64).reshape(-1, 4))
         hits = np.nonzero(dist <= self._thresholds)[0]
         out = []
         for i in hits[np.argsort(dist[hits], kind="stable")]:
@@ -363,6 +418,6 @@ class HashMatcher:
         if not self._entries:
             return 257, None
         words, _ = pdq_dihedral(image)
-        dist = hamming(words, self._words).min(axis=0)
+        dist = self._distances(words)
         i = int(np.argmin(dist))
         return int(dist[i]), self._entries[i][1]

@@ -149,3 +149,24 @@ def test_hashes_cli_add_list_import_remove_match(tmp_path, capsys):
     assert "copy.jpg: MATCH known/" in out and "other.png: no match" in out
     assert main(["hashes", "remove", "--list", lst, "ab" * 32, "nonexistent"]) == 1
     assert len(HashList.load(lst).entries) == 1
+
+
+def test_loading_a_big_list_is_linear(tmp_path):
+    """Issue 22 H2: add() scanned every entry and rebuilt the id set per entry: 20k entries took 9.8 s, 100k ~7.5
+    min. Now 20k load in well under a second (benchmarks/hash_lists.py: 1M in ~7 s of CPU)."""
+    import time
+
+    from benchmarks.hash_lists import _write
+
+    path = tmp_path / "big.json"
+    _write(path, 20_000)
+    started = time.process_time()
+    hl = HashList.load(path)
+    assert time.process_time() - started < 3.0 and len(hl.entries) == 20_000
+    # the index stays right through removals and re-adds
+    first = hl.entries[0]
+    assert hl.add(first.hash, first.category) is None
+    hl.remove([first.id])
+    assert hl.add(first.hash, first.category, id=first.id) is not None
+    with pytest.raises(HashListError, match="already in the list"):
+        hl.add("f" * 64, "hate", id=first.id)
