@@ -34,9 +34,11 @@ import datetime as _dt
 import gc
 import functools
 import hashlib
+import io
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -66,6 +68,37 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 class HashListError(ValueError):
     """A hash list file or entry is invalid (says which and why)."""
+
+
+#: A hash list file larger than this is refused (about 3 million entries; 1M entries are 174 MB).
+MAX_LIST_BYTES = 512 * 1024 * 1024
+
+
+def read_list_file(path: Path, max_bytes: int, what: str) -> bytes:
+    """The bytes of a list file: a regular file of at most `max_bytes`. Raises FileNotFoundError, or
+    HashListError for a directory, a device (/dev/zero would be read until memory ran out), a FIFO (would
+    hang), an unreadable or an oversized file. Opened non-blocking and checked on the open descriptor, so a
+    file swapped for a FIFO after a check cannot hang the read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise HashListError(f"{path}: is a directory; give the {what} file") from None
+    except OSError as exc:
+        raise HashListError(f"{path}: cannot open the {what} ({exc.strerror})") from None
+    info = os.fstat(fd)
+    problem = ("is a directory" if stat.S_ISDIR(info.st_mode) else
+               "not a regular file (a device, FIFO or socket)" if not stat.S_ISREG(info.st_mode) else
+               f"{info.st_size} bytes, over the {what} limit of {max_bytes}" if info.st_size > max_bytes else None)
+    if problem is not None:
+        os.close(fd)
+        raise HashListError(f"{path}: {problem}; give the {what} file")
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise HashListError(f"{path}: over the {what} limit of {max_bytes} bytes")
+    return data
 
 
 @contextlib.contextmanager
@@ -246,10 +279,11 @@ class HashList:
     def load(cls, path: str | os.PathLike) -> "HashList":
         """Read a list file. Raises FileNotFoundError, or HashListError for anything else wrong with it."""
         path = Path(path)
+        raw = read_list_file(path, MAX_LIST_BYTES, "hash list")
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"hash list not found: {path}") from None
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise HashListError(f"{path}: not UTF-8 text ({exc})") from None
         with _bulk():
             try:
                 data = json.loads(text)
@@ -321,7 +355,12 @@ class HashList:
         nothing added. Returns (entries added, rows already listed).
         """
         path = Path(path)
-        with open(path, newline="", encoding="utf-8") as fh:
+        raw = read_list_file(path, MAX_LIST_BYTES, "CSV of hashes")
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise HashListError(f"{path}: not UTF-8 text ({exc})") from None
+        with io.StringIO(text, newline="") as fh:
             reader = csv.DictReader(fh)
             fields = [f.strip().lower() for f in (reader.fieldnames or [])]
             if "hash" not in fields or "category" not in fields:

@@ -170,3 +170,28 @@ def test_loading_a_big_list_is_linear(tmp_path):
     assert hl.add(first.hash, first.category, id=first.id) is not None
     with pytest.raises(HashListError, match="already in the list"):
         hl.add("f" * 64, "hate", id=first.id)
+
+
+@pytest.mark.parametrize("kind", ["dev_zero", "fifo", "directory", "oversized"])
+def test_a_list_path_that_is_no_regular_file_is_refused(tmp_path, monkeypatch, kind):
+    """Issue 22 H3: /dev/zero was read until memory ran out, a FIFO hung, a directory gave a traceback."""
+    import os
+
+    import moderation.hashes as hashes
+
+    if kind == "dev_zero":
+        path, match = "/dev/zero", "not a regular file"
+    elif kind == "fifo":
+        path, match = tmp_path / "pipe", "not a regular file"
+        os.mkfifo(path)
+    elif kind == "directory":
+        path, match = tmp_path, "is a directory"
+    else:
+        path, match = tmp_path / "big.json", "over the hash list limit"
+        path.write_text(json.dumps({"format": "moderation-hash-list", "format_version": 1, "entries": []}))
+        monkeypatch.setattr(hashes, "MAX_LIST_BYTES", 10)
+    with pytest.raises(HashListError, match=match):
+        HashList.load(path)
+    if kind != "oversized":
+        with pytest.raises(HashListError, match=match):
+            HashList(name="x").import_csv(path)
