@@ -219,7 +219,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
         run.save(Path(args.out) / "run")
         if other is not None:
             other.save(Path(args.out) / "run-compare")
-    paths = report_run(run, args.out, title=args.title, compare=other)
+    fairness = None
+    if args.fairness == "measure":
+        if args.from_eval:
+            raise ValueError("--fairness alone measures with --model; with --from-eval give the fairness.json of "
+                             "`moderation fairness --out DIR`")
+        from eval.fairness import measure
+        from moderation.datasets import data_root
+        fairness = measure(scorer, data_root(args.data_root), "test", bootstrap=min(args.bootstrap, 200))
+    elif args.fairness:
+        import json
+        fairness = json.loads(Path(args.fairness).read_text(encoding="utf-8"))
+    paths = report_run(run, args.out, title=args.title, compare=other, fairness=fairness)
     _print_summary(run.evaluation)
     for kind, p in paths.items():
         print(f"{kind}: {p.resolve()}")
@@ -325,4 +336,8 @@ def register(subparsers: Any) -> None:
     rep.add_argument("--compare-eval", metavar="DIR2", default=None, help="with --from-eval: a second saved run to compare")
     rep.add_argument("--out", required=True, metavar="DIR", help="output folder")
     rep.add_argument("--title", default=None, help="report title")
+    rep.add_argument("--fairness", nargs="?", const="measure", default=None, metavar="FAIRNESS_JSON",
+                     help="add the fairness section (per identity group; eval/fairness.py): alone, measured now on "
+                          "the test splits of the datasets that name targets; or the fairness.json of `moderation "
+                          "fairness --out DIR`")
     rep.set_defaults(func=_cmd_report)

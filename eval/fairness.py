@@ -193,6 +193,19 @@ def fairness(labels: np.ndarray, scores: np.ndarray, not_allowed: np.ndarray, gr
             "confidence": confidence, "min_posts": min_posts, "identity_terms": IDENTITY_TERMS_VERSION}
 
 
+def measure(scorer: Any, root: str | Path, split: str = "test", *, bootstrap: int = 200, min_posts: int = MIN_POSTS
+            ) -> dict[str, Any]:
+    """Load the identity posts of `root`'s datasets, score them with `scorer` and compute `fairness`, naming the
+    model, policy, split and datasets. Raises FileNotFoundError for a missing dataset."""
+    posts = load_identity_posts(root, split)
+    scores, not_allowed = score_posts(scorer, posts)
+    result = fairness([p["label"] for p in posts], scores, not_allowed, [p["groups"] for p in posts],
+                      bootstrap=bootstrap, min_posts=min_posts)
+    result.update({"model_version": scorer.model_version, "policy_version": scorer.policy.version, "split": split,
+                   "datasets": sorted({p["dataset"] for p in posts})})
+    return result
+
+
 # --- rendering --------------------------------------------------------------------------------------------
 
 HEADERS = ("group", "posts (hateful / benign)", "benign not allowed", "subgroup AUC", "BPSN AUC", "BNSP AUC")

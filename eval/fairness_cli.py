@@ -39,16 +39,11 @@ def _cmd_fairness(args: argparse.Namespace) -> int:
     from moderation.cli import build_scorer
     from moderation.datasets import data_root
 
-    from eval.fairness import fairness, html_section, load_identity_posts, markdown_section, score_posts
+    from eval.fairness import html_section, markdown_section, measure
 
-    posts = load_identity_posts(data_root(args.data_root), args.split)
     scorer = build_scorer(args)
-    print(f"scoring {len(posts)} posts with {scorer.model_version} (policy {scorer.policy.version})", file=sys.stderr)
-    scores, not_allowed = score_posts(scorer, posts)
-    result = fairness([p["label"] for p in posts], scores, not_allowed, [p["groups"] for p in posts],
-                      bootstrap=args.bootstrap, min_posts=args.min_posts)
-    result.update({"model_version": scorer.model_version, "policy_version": scorer.policy.version,
-                   "split": args.split, "datasets": sorted({p["dataset"] for p in posts})})
+    print(f"scoring the identity posts with {scorer.model_version} (policy {scorer.policy.version})", file=sys.stderr)
+    result = measure(scorer, data_root(args.data_root), args.split, bootstrap=args.bootstrap, min_posts=args.min_posts)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fairness.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

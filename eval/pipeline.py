@@ -115,8 +115,10 @@ def evaluate_scorer(scorer: Any, data: Any, *, bootstrap: int = 1000, seed: int 
 
 
 def report_run(run: EvaluationRun, out_dir: str | os.PathLike, *, title: str | None = None, name: str | None = None,
-               compare: EvaluationRun | None = None, compare_name: str | None = None) -> dict[str, Path]:
-    """write_report for an EvaluationRun (and optionally a second one on the same posts)."""
+               compare: EvaluationRun | None = None, compare_name: str | None = None,
+               fairness: dict[str, Any] | None = None) -> dict[str, Path]:
+    """write_report for an EvaluationRun (and optionally a second one on the same posts, and the fairness figures
+    of eval.fairness)."""
     from eval.report import write_report
 
     ev = run.evaluation
@@ -134,4 +136,4 @@ def report_run(run: EvaluationRun, out_dir: str | os.PathLike, *, title: str | N
     return write_report(out_dir, ev, title=title or f"Calibration report: {name}", raw_probs=run.raw_probs,
                         calibrated_probs=run.calibrated_probs, labels=run.predictions.labels, model=model, data=data,
                         calibration=ev.get("calibration"), thresholds=ev.get("thresholds_file"), name=name,
-                        compare_with=compare_with, policy=ev.get("policy"))
+                        compare_with=compare_with, policy=ev.get("policy"), fairness=fairness)

@@ -22,6 +22,7 @@ import numpy as np
 from eval.formatting import CSS, esc, fmt, html_table, md_table, pct, png, status_badge
 from eval.metrics import PRECISION_LEVELS, RECALL_LEVELS, to_jsonable
 from eval.plots import category_figure, valid_pairs
+from eval.fairness import html_section as fairness_html, markdown_section as fairness_markdown
 from eval.policy_report import ALTERNATIVE_HEADERS, POLICY_HEADERS, policy_section
 from eval.thresholds import DEFAULT_MIN_POSITIVES, select_threshold
 
@@ -180,6 +181,8 @@ class Report:
     info_rows: list[list[str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     json: dict[str, Any] = field(default_factory=dict)
+    #: the fairness figures per identity group (eval.fairness.fairness), when measured
+    fairness: dict[str, Any] | None = None
 
     @property
     def categories(self) -> list[str]:
@@ -192,7 +195,8 @@ def write_report(out_dir: str | Path, evaluation: dict[str, Any], *, title: str,
                  data: dict[str, Any] | None = None, calibration: dict[str, Any] | None = None,
                  thresholds: dict[str, Any] | None = None, name: str = "model",
                  compare_with: dict[str, Any] | None = None, target_precisions: Sequence[float] = DEFAULT_TARGETS,
-                 min_positives: int | None = None, policy: dict[str, Any] | None = None) -> dict[str, Path]:
+                 min_positives: int | None = None, policy: dict[str, Any] | None = None,
+                 fairness: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write report.html (self-contained: CSS inline, plots as data:image/png;base64), report.json, report.md.
 
     The arguments are build_report's. Returns {"html": path, "json": path, "md": path}. Raises ValueError for
@@ -201,7 +205,7 @@ def write_report(out_dir: str | Path, evaluation: dict[str, Any], *, title: str,
     report = build_report(evaluation, title=title, raw_probs=raw_probs, calibrated_probs=calibrated_probs,
                           labels=labels, model=model, data=data, calibration=calibration, thresholds=thresholds,
                           name=name, compare_with=compare_with, target_precisions=target_precisions,
-                          min_positives=min_positives, policy=policy)
+                          min_positives=min_positives, policy=policy, fairness=fairness)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"html": out / "report.html", "json": out / "report.json", "md": out / "report.md"}
@@ -217,7 +221,8 @@ def build_report(evaluation: dict[str, Any], *, title: str,
                  data: dict[str, Any] | None = None, calibration: dict[str, Any] | None = None,
                  thresholds: dict[str, Any] | None = None, name: str = "model",
                  compare_with: dict[str, Any] | None = None, target_precisions: Sequence[float] = DEFAULT_TARGETS,
-                 min_positives: int | None = None, policy: dict[str, Any] | None = None) -> Report:
+                 min_positives: int | None = None, policy: dict[str, Any] | None = None,
+                 fairness: dict[str, Any] | None = None) -> Report:
     """Compute everything the report shows: threshold tables, plots, comparison, policy section, warnings.
 
     evaluation: the dict from eval.metrics.evaluate (required; gives categories, thresholds, all tables).
@@ -231,7 +236,8 @@ def build_report(evaluation: dict[str, Any], *, title: str,
         {"name": str, "evaluation": dict, "calibrated_probs": (N, C) | None, "labels": (N, C) | None,
          "model": dict | None}; adds a side-by-side table and overlays its PR and ROC curves.
     target_precisions: rows of the threshold table. min_positives: passed to the threshold rule
-        (default: thresholds.json's, else eval.thresholds.DEFAULT_MIN_POSITIVES).
+        (default: thresholds.json's, else eval.thresholds.DEFAULT_MIN_POSITIVES). fairness: eval.fairness.fairness's
+        figures per identity group (adds the fairness section).
     Raises ValueError for arrays of the wrong shape.
     """
     cats: list[str] = list(evaluation["categories"])
@@ -251,7 +257,7 @@ def build_report(evaluation: dict[str, Any], *, title: str,
                     target=thr_json.get("target_precision"), min_positives=min_positives, thresholds=thr_json,
                     calibration=calibration, policy=policy, policy_section=None,
                     other_name=(compare_with or {}).get("name", "other model"), compare_with=compare_with,
-                    comparison=comparison(evaluation, other_eval) if other_eval else None)
+                    comparison=comparison(evaluation, other_eval) if other_eval else None, fairness=fairness)
     if have_plots:
         _add_plots(report, raw_probs, calibrated_probs, labels, target_precisions)
         if policy:
@@ -267,6 +273,7 @@ def build_report(evaluation: dict[str, Any], *, title: str,
         "calibration": calibration, "thresholds": thresholds, "policy": pol["json"] if pol else None,
         "comparison": {"with": report.other_name, "model": (compare_with or {}).get("model"), "figures": comp,
                        "evaluation": other_eval} if comp is not None else None,
+        "fairness": fairness,
     })
     return report
 
@@ -382,6 +389,8 @@ def render_html(report: Report) -> str:
         h.append(html_table(*_comparison_table(r.comparison, r.name, r.other_name)))
     if r.policy_section is not None:
         h += _policy_html(report)
+    if r.fairness is not None:
+        h.append(fairness_html(r.fairness, r.fairness.get("model_version")))
     for c in r.categories:
         h += _category_html(report, c)
     h.append(HOW_TO_READ)
@@ -459,6 +468,8 @@ def render_markdown(report: Report) -> str:
         for c, rows in r.policy_section["alternatives"].items():
             md += [f"Alternatives for {c} (fitted on the calibration split, measured here):", "",
                    md_table(ALTERNATIVE_HEADERS, rows), ""]
+    if r.fairness is not None:
+        md += [fairness_markdown(r.fairness, r.fairness.get("model_version"))]
     if r.comparison is not None:
         md += [f"## Comparison: {r.name} (A) vs {r.other_name} (B)", ""]
         md += [md_table(*_comparison_table(r.comparison, "A", "B")), ""]

@@ -89,3 +89,21 @@ def test_posts_get_groups_from_labels_and_text(tmp_path):
     assert posts["harmeme_text:7"]["labelled_groups"] == []
     with pytest.raises(FileNotFoundError, match="dataset not found"):
         load_identity_posts(tmp_path / "nowhere")
+
+
+def test_the_calibration_report_carries_the_fairness_section(tmp_path):
+    from eval.metrics import evaluate
+    from eval.report import write_report
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, (200, 1)).astype(float)
+    p = np.clip(y[:, 0] * 0.5 + rng.random(200) * 0.5, 0, 1)[:, None]
+    ev = evaluate(p, y, ["hate"], {"hate": 0.7}, np.array(["text"] * 200, dtype=object), bootstrap=0)
+    groups = [("muslims",) if i % 2 else () for i in range(200)]
+    fair = fairness(y[:, 0], p[:, 0], p[:, 0] > 0.5, groups, bootstrap=20)
+    fair["model_version"] = "toy-1"
+    paths = write_report(tmp_path, ev, title="toy", calibrated_probs=p, labels=y, fairness=fair)
+    html, md = paths["html"].read_text(), paths["md"].read_text()
+    assert "Fairness: identity groups" in html and "muslims" in html and "BPSN AUC" in html
+    assert "## Fairness: identity groups" in md and "generalized mean (p = -5" in md
+    assert json.loads(paths["json"].read_text())["fairness"]["groups"]["muslims"]["posts"] == 100
