@@ -2,7 +2,10 @@
 
     serving.schemas   pydantic models: the app builder's typed arguments, the request and response bodies
     serving.parsing   request body -> posts with per-item errors (no Ray, no FastAPI: unit-testable)
-    serving.app       the model deployment (@serve.batch), the FastAPI ingress, and `build_app(args)`
+    serving.model_core  the model side: one Scorer, posts batched with @serve.batch (`ModelCore`)
+    serving.ingress   the HTTP front as a plain class (`ModerationIngress`): auth, limits, parsing, the answer
+    serving.app       the two deployments, the ingress's routes (`make_ingress`) and `build_app(args)`
+    serving.batch_engine  the `ray` engine of `moderation score` (serving.batch_ray: Ray Data)
     serving.cli       `moderation serve`
     serving.loadtest  a light asyncio + httpx load generator (closed and open loop), loopback only
 

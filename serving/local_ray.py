@@ -71,7 +71,7 @@ def bind_replica_grpc_to_loopback() -> None:
 
     Ray Serve (2.60) binds that server to `[::]:0`, every interface, whatever the node's address; the routers
     reach it at the node's address, which here is 127.0.0.1. Called where replicas import this project's
-    deployments (serving.app), before a replica finishes initialising; a node with a routable address is
+    deployments (serving.model_core), before a replica finishes initialising; a node with a routable address is
     left as Ray made it.
     """
     try:

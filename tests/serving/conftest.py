@@ -52,3 +52,32 @@ def port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(1.0)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def validated(status: int, body: dict) -> tuple[int, dict]:
+    """Check an answer of POST /v1/moderations against the response models it is declared with
+    (serving.schemas: ModerationResponse, ErrorResponse) and return it unchanged.
+
+    Stricter than pydantic's default: a field sent but not declared fails too, so the schema that is sent cannot
+    drift from the one in the OpenAPI document.
+    """
+    from serving.schemas import ErrorResponse, ModerationResponse, ModerationResult
+
+    if "error" in body:
+        assert status >= 400, f"an error body with status {status}"
+        ErrorResponse.model_validate(body)
+        assert set(body) == {"error"} and set(body["error"]) <= {"code", "message", "details"}, body
+    else:
+        assert status in (200, 422, 500), f"a moderation body with status {status}"
+        ModerationResponse.model_validate(body)
+        assert set(body) <= set(ModerationResponse.model_fields), set(body) - set(ModerationResponse.model_fields)
+        for result in body["results"]:
+            assert set(result) <= set(ModerationResult.model_fields), set(result) - set(ModerationResult.model_fields)
+    return status, body
+
+
+def validate_http_response(response) -> None:
+    """httpx response hook: every answer of POST /v1/moderations goes through `validated`."""
+    if response.request.method == "POST" and response.request.url.path == "/v1/moderations":
+        response.read()
+        validated(response.status_code, response.json())

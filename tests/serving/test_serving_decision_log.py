@@ -10,10 +10,11 @@ import json
 import pytest
 
 from tests.conftest import png_bytes
+from tests.serving.conftest import validated
 
 
 async def _call(api, body: dict):
-    return await api.moderate.remote(json.dumps(body).encode(), None)
+    return validated(*await api.moderate.remote(json.dumps(body).encode(), None))
 
 
 def _app(model_dir, log_dir, name, **log):

@@ -18,6 +18,7 @@ from serving.fetch import UrlAllowList, fetch_image
 from serving.parsing import parse_request, request_items
 from serving.schemas import RequestLimits, ServeArgs
 from tests.conftest import png_bytes
+from tests.serving.conftest import validated
 
 PNG = png_bytes((32, 24), (10, 200, 40))
 LIMIT = 4096
@@ -153,7 +154,7 @@ def test_endpoint_scores_allowlisted_images_and_fails_bad_fetches_per_item(tiny_
                       {"id": "slow", "image": f"{image_server}/media/slow.png"},
                       {"id": "outside", "image": f"{image_server}/private/x.png"},
                       {"id": "text", "text": "just words"}]}
-    status, answer = handle.moderate.remote(json.dumps(body).encode(), None).result()
+    status, answer = validated(*handle.moderate.remote(json.dumps(body).encode(), None).result())
     by_id = {r["id"]: r for r in answer["results"]}
     assert status == 200 and answer["errors"] == 3
     assert by_id["ok"]["error_code"] is None

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.serving.conftest import free_port, port_open
+from tests.serving.conftest import free_port, port_open, validate_http_response, validated
 
 pytestmark = pytest.mark.ray
 
@@ -56,7 +56,8 @@ def server(request, ray_local, tiny_serving_model_dir):
 def client(server):
     import httpx
 
-    with httpx.Client(base_url=server[0], timeout=30.0, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+    with httpx.Client(base_url=server[0], timeout=30.0, headers={"Authorization": f"Bearer {TOKEN}"},
+                      event_hooks={"response": [validate_http_response]}) as c:
         yield c
 
 
@@ -85,6 +86,7 @@ def test_auth_over_http(client, server):
         r = httpx.post(f"{base}/v1/moderations", json={"input": "hi"}, headers=headers, timeout=10)
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
         assert r.headers["www-authenticate"] == "Bearer"
+        validated(r.status_code, r.json())
     assert httpx.get(f"{base}/v1/model", timeout=10).status_code == 401
 
 
@@ -133,6 +135,7 @@ def test_overload_answers_503_quickly(server):
     assert 200 in codes and 503 in codes, codes
     assert set(codes) <= {200, 503}
     for r, elapsed in answers:
+        validated(r.status_code, r.json())
         if r.status_code == 503:
             assert r.json()["error"]["code"] == "overloaded" and r.headers["retry-after"] == "1"
             assert elapsed < WAIT_S  # shed at once, not after waiting behind the slow batch

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from moderation.hashes import HashList, pdq_hash
 from tests.imagegen import encode, photo
+from tests.serving.conftest import validated
 
 
 def test_serve_args_take_ocr_and_hash_lists():
@@ -47,7 +48,7 @@ def test_answers_carry_hash_match_and_ocr_text(tiny_serving_model_dir, local_bat
     body = {"posts": [{"id": "copy", "image": b64(listed.resize((240, 180)))}, {"id": "other", "image": b64(photo(12))},
                       {"id": "text", "text": "hello"}]}
     async def call():
-        return await api.moderate.remote(json.dumps(body).encode(), None)
+        return validated(*await api.moderate.remote(json.dumps(body).encode(), None))
 
     status, payload = asyncio.run(call())
     assert status == 200

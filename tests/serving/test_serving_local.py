@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.conftest import png_bytes
+from tests.serving.conftest import validated
 
 PNG_B64 = base64.b64encode(png_bytes()).decode()
 
@@ -46,7 +47,7 @@ def direct_scorer(tiny_serving_model_dir):
 
 async def _moderate(api, body: dict | bytes, authorization: str | None = None):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return await api.moderate.remote(raw, authorization)
+    return validated(*await api.moderate.remote(raw, authorization))
 
 
 def test_openai_shapes_answer_openai_fields(api):
@@ -112,12 +113,12 @@ def test_elongated_image_is_an_item_error_decided_from_its_header(api):
 
 def test_model_description_holds_no_server_paths():
     """Issue 13.6: /v1/model returned the filesystem path of the model (and would of local encoders, hash lists)."""
-    from serving.app import _public
+    from serving.model_core import public_description
 
     info = {"path": "/srv/models/mine", "model_version": "v1", "categories": ["hate"],
             "text_encoder": {"name": "/srv/hf/minilm", "pooling": "mean"}, "image_encoder": {"name": "efficientnet_lite0"},
             "hash_lists": [{"name": "known", "path": "/srv/lists/known.json", "version": "h1"}]}
-    assert _public(info) == {"model_version": "v1", "categories": ["hate"],
+    assert public_description(info) == {"model_version": "v1", "categories": ["hate"],
                              "text_encoder": {"name": "minilm", "pooling": "mean"},
                              "image_encoder": {"name": "efficientnet_lite0"},
                              "hash_lists": [{"name": "known", "version": "h1"}]}
