@@ -54,6 +54,33 @@ class PolicyError(ValueError):
     """A policy file or argument is invalid."""
 
 
+# The policy file's schema: what decides actions, and the diagnostics the fitting code writes beside it. Any other
+# key is refused (a typo such as "blok" would otherwise be kept as a diagnostic and the category never block).
+_TOP_KEYS = ("format_version", "version", "categories", "languages", "not_judged", "term_lists")
+_TOP_DIAGNOSTICS = ("fitted", "fitted_on", "note")
+_CATEGORY_KEYS = ("block", "review")
+_CATEGORY_DIAGNOSTICS = ("block_fit", "review_fit", "alternatives", "from")
+_LANGUAGE_KEYS = ("trained", "action", "min_confidence", "min_chars")
+
+
+def _unknown_keys(found: Any, allowed: Sequence[str], where: str) -> None:
+    """Raise PolicyError naming the keys of `found` not in `allowed` (with the nearest allowed one)."""
+    import difflib
+
+    for key in found:
+        if key not in allowed:
+            near = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise PolicyError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(allowed)}")
+
+
+def _number(value: Any, where: str, *, integer: bool = False) -> None:
+    """Raise PolicyError unless `value` is a JSON number (an integer when asked), not a string or a boolean."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise PolicyError(f"{where} must be {'an integer' if integer else 'a number'}, got {value!r}")
+
+
 def strongest(actions: Sequence[str]) -> str:
     """The strongest of `actions` ("allow" for none)."""
     return max(actions, key=ACTIONS.index, default="allow")
@@ -71,7 +98,7 @@ class CategoryPolicy:
     def __post_init__(self) -> None:
         for name in ("block", "review"):
             v = getattr(self, name)
-            if v is not None and not (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0):
+            if v is not None and (isinstance(v, bool) or not (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0)):
                 raise PolicyError(f"{name} threshold must be a probability in [0, 1] or null, got {v!r}")
         if self.block is not None and self.review is not None and self.review > self.block:
             raise PolicyError(f"the review threshold ({self.review}) must not exceed the block threshold ({self.block})")
@@ -104,9 +131,16 @@ class LanguageRule:
     def __post_init__(self) -> None:
         if self.action not in LANGUAGE_ACTIONS:
             raise PolicyError(f"languages.action must be one of {LANGUAGE_ACTIONS}, got {self.action!r}")
+        _number(self.min_confidence, "languages.min_confidence")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise PolicyError(f"languages.min_confidence must be in [0, 1], got {self.min_confidence}")
-        self.trained = [str(c).lower() for c in self.trained]
+        _number(self.min_chars, "languages.min_chars", integer=True)
+        if self.min_chars < 0:
+            raise PolicyError(f"languages.min_chars must be >= 0, got {self.min_chars}")
+        # a string would be read letter by letter ("en" as the languages e and n)
+        if not isinstance(self.trained, (list, tuple)) or not all(isinstance(c, str) and c.strip() for c in self.trained):
+            raise PolicyError(f"languages.trained must be a list of language codes such as [\"en\"], got {self.trained!r}")
+        self.trained = [c.strip().lower() for c in self.trained]
 
     def applies(self, language: str | None, confidence: float | None, letters: int) -> bool:
         """True when the text has enough letters and its most likely language (sure or not) is not trained."""
@@ -203,6 +237,18 @@ class Policy:
         reasons.sort(key=lambda r: -ACTIONS.index(r["action"]))
         return Decision(action=strongest([r["action"] for r in reasons]), categories=cats, reasons=reasons)
 
+    def check_categories(self, categories: Sequence[str], source: str | None = None) -> "Policy":
+        """Return self when the policy names exactly the model's `categories`; raise PolicyError naming the missing
+        and unknown ones otherwise (a missing category is never actioned: its harm would always be allowed)."""
+        missing = [c for c in categories if c not in self.categories]
+        unknown = sorted(set(self.categories) - set(categories))
+        if missing or unknown:
+            parts = ([f"lacks {missing} (give each {{\"block\": ..., \"review\": ...}}, null for never)"] if missing else []) + \
+                    ([f"has {unknown}, which the model does not score"] if unknown else [])
+            raise PolicyError(f"{source or 'the policy'} ({self.version}) {' and '.join(parts)}; the model scores "
+                              f"{list(categories)}")
+        return self
+
     # --- storage --------------------------------------------------------------------------------------
 
     def rules(self, base: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -229,10 +275,20 @@ class Policy:
             raise PolicyError(f"{source}: a policy is a JSON object with 'version' and 'categories'")
         if data.get("format_version") != FORMAT_VERSION:
             raise PolicyError(f"{source} has format_version {data.get('format_version')!r}; this code reads {FORMAT_VERSION}")
+        _unknown_keys(data, _TOP_KEYS + _TOP_DIAGNOSTICS, source)
+        if not isinstance(data["version"], str) or not data["version"].strip():
+            raise PolicyError(f"{source}: 'version' must be a non-empty string, got {data['version']!r}")
+        if not data["categories"]:
+            raise PolicyError(f"{source}: 'categories' is empty: give each category the model scores, with "
+                              "\"block\" and \"review\" (null: never that action)")
         cats = {}
         for name, entry in data["categories"].items():
             if not isinstance(entry, dict):
                 raise PolicyError(f"{source}: category {name!r} must be an object with 'block' and 'review'")
+            _unknown_keys(entry, _CATEGORY_KEYS + _CATEGORY_DIAGNOSTICS, f"{source}: category {name!r}")
+            if not any(k in entry for k in _CATEGORY_KEYS):
+                raise PolicyError(f"{source}: category {name!r} has neither 'block' nor 'review' (null: never that "
+                                  "action)")
             meta = {k: v for k, v in entry.items() if k not in ("block", "review")}
             try:
                 cats[str(name)] = CategoryPolicy(block=entry.get("block"), review=entry.get("review"), meta=meta)
@@ -241,9 +297,7 @@ class Policy:
         lang = data.get("languages") or {}
         if not isinstance(lang, dict):
             raise PolicyError(f"{source}: 'languages' must be an object")
-        unknown = set(lang) - {"trained", "action", "min_confidence", "min_chars"}
-        if unknown:
-            raise PolicyError(f"{source}: unknown 'languages' fields {sorted(unknown)}")
+        _unknown_keys(lang, _LANGUAGE_KEYS, f"{source}: languages")
         try:
             rule = LanguageRule(**lang)
         except (TypeError, PolicyError) as exc:

@@ -28,8 +28,8 @@ from moderation.hashes import HashList, HashMatcher
 from moderation.inputs import DEFAULT_LIMITS, InputLimits, check_text, load_image
 from moderation.model import ModelConfig, ModerationModel, PreparedPost, collate, merge_lora
 from moderation.language import detect_language
-from moderation.model_dir import ModelInfo, default_model_dir, load_model
-from moderation.policy import Policy, PolicyError, from_thresholds
+from moderation.model_dir import ModelInfo, default_model_dir, load_model, read_model_info
+from moderation.policy import POLICY_FILE, Policy, from_thresholds
 from moderation.ocr import OcrEngine, OcrUnavailableError, check_ocr_mode, model_dir as ocr_model_dir, shared_engine
 from moderation.textnorm import normalize_text
 from moderation.schema import (
@@ -132,6 +132,14 @@ class Scorer:
         LoRA adapters are merged into their base weights (the scorer owns this copy and only infers with it):
         same scores, one matmul less per adapted layer (+8-13% posts/s on 2 CPU threads, docs/benchmarks-serving.md).
         """
+        policy = kwargs.get("policy")
+        if policy is not None and not isinstance(policy, Policy):
+            policy = kwargs["policy"] = Policy.load(policy)
+        # The policy in use is checked against the model's categories from its config, before any weight loads.
+        config_only = read_model_info(path)
+        chosen, source = (policy, "the policy given") if policy is not None else (config_only.policy, f"{path}/{POLICY_FILE}")
+        if chosen is not None:
+            chosen.check_categories(config_only.config.categories, source)
         model, info = load_model(path)
         merge_lora(model)
         return cls(model, info, **kwargs)
@@ -158,7 +166,8 @@ class Scorer:
         """The policy in use: the one given (object or file), else the model directory's policy.json, else a
         block-only policy from its thresholds.json, else (an untrained model) one that never actions.
 
-        Raises PolicyError for an unreadable file or a policy naming categories this model does not score."""
+        Raises PolicyError for an unreadable file, or a policy that lacks a category this model scores or names
+        one it does not."""
         if isinstance(policy, Policy):
             chosen = policy
         elif policy is not None:
@@ -167,13 +176,9 @@ class Scorer:
             chosen = self.info.policy
         elif self.info.thresholds is not None:
             chosen = from_thresholds(self.info.thresholds)
-        else:
-            chosen = Policy(version="none", categories={}, meta={"note": "no thresholds: nothing is actioned"})
-        unknown = sorted(set(chosen.categories) - set(self.categories))
-        if unknown:
-            raise PolicyError(f"the policy {chosen.version} has categories {unknown} this model does not score "
-                              f"({self.categories})")
-        return chosen
+        else:  # an untrained model: nothing is actioned, on purpose
+            return Policy(version="none", categories={}, meta={"note": "no thresholds: nothing is actioned"})
+        return chosen.check_categories(self.categories)
 
     # --- what it is ---------------------------------------------------------------------------------
 

@@ -98,14 +98,26 @@ def test_categories_no_input_can_judge_follow_the_not_judged_rule(tmp_path):
     assert Policy.from_json(old).not_judged == "allow"
 
 
+_OK = {"hate": {"block": 0.9, "review": 0.5}}
+
+
 @pytest.mark.parametrize("data, message", [
-    ({"version": "x", "categories": {}}, "format_version"),
-    ({"format_version": 1, "categories": {}}, "'version' and 'categories'"),
+    ({"version": "x", "categories": _OK}, "format_version"),
+    ({"format_version": 1, "categories": _OK}, "'version' and 'categories'"),
     ({"format_version": 1, "version": "x", "categories": {"hate": {"block": 1.5}}}, "probability"),
     ({"format_version": 1, "version": "x", "categories": {"hate": {"block": 0.5, "review": 0.8}}}, "must not exceed"),
-    ({"format_version": 1, "version": "x", "categories": {}, "languages": {"action": "allowish"}}, "languages.action"),
-    ({"format_version": 1, "version": "x", "categories": {}, "languages": {"colour": 1}}, "unknown 'languages'"),
-    ({"format_version": 1, "version": "x", "categories": {}, "not_judged": "block"}, "not_judged must be one of"),
+    ({"format_version": 1, "version": "x", "categories": _OK, "languages": {"action": "allowish"}}, "languages.action"),
+    ({"format_version": 1, "version": "x", "categories": _OK, "languages": {"colour": 1}}, "unknown key 'colour'"),
+    ({"format_version": 1, "version": "x", "categories": _OK, "not_judged": "block"}, "not_judged must be one of"),
+    # issue 22: accepted before, then wrong at scoring time or silently never actioned
+    ({"format_version": 1, "version": "x", "categories": _OK, "languages": {"min_chars": "12"}},
+     "min_chars must be an integer, got '12'"),
+    ({"format_version": 1, "version": "x", "categories": _OK, "languages": {"trained": "en"}},
+     "trained must be a list of language codes"),
+    ({"format_version": 1, "version": "x", "categories": {}}, "'categories' is empty"),
+    ({"format_version": 1, "version": "x", "categories": {"hate": {"blok": 0.9}}}, "unknown key 'blok' \\(did you mean 'block'"),
+    ({"format_version": 1, "version": "x", "categories": {"hate": {"block": True}}}, "probability"),
+    ({"format_version": 1, "version": "x", "categories": _OK, "langauges": {}}, "unknown key 'langauges' \\(did you mean 'languages'"),
 ])
 def test_invalid_policies_are_refused_with_the_reason(tmp_path, data, message):
     path = tmp_path / "p.json"
@@ -128,3 +140,17 @@ def test_block_only_policy_from_old_thresholds():
     assert p.categories["offensive"].block == 0.9 and p.categories["offensive"].review is None
     assert p.decide({"hate": 0.99, "offensive": 0.95}).action == "block"
     assert p.decide({"hate": 0.99, "offensive": 0.5}).action == "allow"  # hate never blocks: no threshold
+
+
+def test_a_policy_must_name_exactly_the_models_categories(tiny_model_dir, tmp_path):
+    """Issue 22: a policy missing a category was accepted and the hate sentence allowed; checked against the
+    model's config before any weight loads."""
+    from unittest import mock
+
+    from moderation.scorer import Scorer
+
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"format_version": 1, "version": "x", "categories": _OK}))
+    with mock.patch("moderation.scorer.load_model", side_effect=AssertionError("weights loaded first")):
+        with pytest.raises(PolicyError, match=r"lacks \['offensive'"):
+            Scorer.from_dir(tiny_model_dir, policy=path)
