@@ -35,6 +35,7 @@ import gc
 import functools
 import hashlib
 import io
+import tempfile
 import json
 import os
 import re
@@ -46,6 +47,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from moderation.filelock import file_lock, holder
 from moderation.schema import HashMatch, normalize_category
 
 FORMAT = "moderation-hash-list"
@@ -166,6 +168,20 @@ def check_hex(value: str) -> str:
     if not _HEX64.fullmatch(h):
         raise HashListError(f"a PDQ hash is 64 hex digits; got {str(value)[:80]!r}")
     return h
+
+
+def _popcount(hash_hex: str) -> int:
+    return int(check_hex(hash_hex), 16).bit_count()
+
+
+def degenerate(hash_hex: str) -> bool:
+    """Whether a PDQ hash says nothing about its image: PDQ sets the bits above the median of 256 coefficients,
+    so an image with structure has about 128 bits set; a flat image's hash is all (or nearly all) zeros.
+    Malformed hashes are left to check_hex."""
+    try:
+        return not 64 <= _popcount(hash_hex) <= 192
+    except HashListError:
+        return False
 
 
 def hex_to_words(hexes: Sequence[str]) -> np.ndarray:
@@ -304,11 +320,36 @@ class HashList:
         target = Path(path) if path is not None else self.path
         if target is None:
             raise ValueError("this hash list has no path; give one")
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, target)
+        # A temporary name of its own: two writers never share (and truncate) one.
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         self.path = target
         return target
+
+    @classmethod
+    @contextlib.contextmanager
+    def edit(cls, path: str | os.PathLike, wait_s: float = 60.0) -> Iterator["HashList"]:
+        """Load (or start) the list at `path` under an exclusive lock (`<path>.lock`) and save it when the block
+        ends without an error: concurrent `hashes add / import / remove` on one list each see the other's entries
+        (two imports of 300 kept 300 before, not 600). Raises HashListError when the lock is held past `wait_s`."""
+        path = Path(path)
+
+        def busy(lock: Path) -> Exception:
+            return HashListError(f"{path} is being changed by another process{holder(lock)} (it holds {lock}); "
+                                 "try again when it has finished")
+
+        with file_lock(path.with_name(path.name + ".lock"), wait_s=wait_s, busy=busy):
+            hl = cls.load_or_new(path)
+            yield hl
+            hl.save()
 
     def add(self, hash_hex: str, category: str, *, id: str | None = None, quality: int | None = None,
             source: str | None = None, added: str | None = None) -> HashEntry | None:
@@ -348,11 +389,13 @@ class HashList:
         self._indexed = (0, 0)
         return removed
 
-    def import_csv(self, path: str | os.PathLike) -> tuple[list[HashEntry], int]:
+    def import_csv(self, path: str | os.PathLike, min_quality: int = PDQ_MIN_QUALITY) -> tuple[list[HashEntry], int]:
         """Add the rows of a CSV with a header naming `hash` and `category` (optional: `id`, `source`, `quality`).
 
         All or nothing: every row is checked first and any bad row raises HashListError naming its line, with
-        nothing added. Returns (entries added, rows already listed).
+        nothing added. A row whose `quality` is below `min_quality`, or whose hash is degenerate (see
+        `degenerate`: an all-zero hash matched every black image), is a bad row unless `min_quality` is 0.
+        Returns (entries added, rows already listed).
         """
         path = Path(path)
         raw = read_list_file(path, MAX_LIST_BYTES, "CSV of hashes")
@@ -373,6 +416,13 @@ class HashList:
         for lineno, row in enumerate(rows, start=2):
             try:
                 quality = int(row["quality"]) if row.get("quality") else None
+                if min_quality > 0:
+                    if quality is not None and quality < min_quality:
+                        raise HashListError(f"PDQ quality {quality} is below {min_quality} (a flat or featureless "
+                                            "image's hash matches unrelated images)")
+                    if degenerate(row.get("hash", "")):
+                        raise HashListError(f"the hash {row.get('hash', '')[:16]}... has {_popcount(row['hash'])} of "
+                                            "256 bits set: the hash of a flat image, which would match every flat image")
                 entry = trial.add(row.get("hash", ""), row.get("category", ""), id=row.get("id") or None,
                                   quality=quality, source=row.get("source") or path.name)
             except (HashListError, ValueError) as exc:
@@ -446,10 +496,14 @@ class HashMatcher:
         return out
 
     def match_image(self, image: Image.Image) -> list[HashMatch]:
-        """Hash the image in its 8 orientations and return the listed entries it matches, nearest first."""
+        """Hash the image in its 8 orientations and return the listed entries it matches, nearest first. An image
+        whose PDQ quality is below PDQ_MIN_QUALITY matches nothing (a flat black picture would otherwise match
+        any flat entry a list holds)."""
         if not self._entries:
             return []
-        words, _ = pdq_dihedral(image)
+        words, quality = pdq_dihedral(image)
+        if quality < PDQ_MIN_QUALITY:
+            return []
         return self.match_words(words)
 
     def nearest(self, image: Image.Image) -> tuple[int, HashEntry | None]:

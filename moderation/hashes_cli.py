@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -38,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     imp = sub.add_parser("import", help="add the hashes of a CSV (header: hash, category; optional id, source, quality)")
     imp.add_argument("--list", required=True, metavar="FILE", dest="list_path", help="hash list (JSON)")
+    imp.add_argument("--min-quality", type=int, default=None,
+                     help="refuse a row whose quality column is below this, or whose hash is degenerate (a flat "
+                          "image's: all or nearly all bits zero) (default: 50; 0 imports them anyway)")
     imp.add_argument("csv", metavar="CSV", help="CSV file of hex PDQ hashes")
     imp.set_defaults(func=_cmd_import)
 
@@ -76,7 +80,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
         print("error: --id names one entry; give one image with it", file=sys.stderr)
         return 2
     min_quality = PDQ_MIN_QUALITY if args.min_quality is None else args.min_quality
-    hl = HashList.load_or_new(args.list_path)
+    images = []  # hashed before the list is locked (the slow part)
     failed = 0
     for path in args.images:
         try:
@@ -90,22 +94,24 @@ def _cmd_add(args: argparse.Namespace) -> int:
                   "hashes poorly and would match unrelated images; --min-quality 0 adds it anyway)", file=sys.stderr)
             failed += 1
             continue
-        entry = hl.add(hash_hex, args.category, id=args.id, quality=quality, source=path)
-        if entry is None:
-            print(f"{path}: already listed ({hash_hex}) for {args.category}")
-        else:
-            print(f"{path}: added {entry.id} {entry.hash} {entry.category} (quality {quality})")
-    hl.save()
+        images.append((path, hash_hex, quality))
+    with HashList.edit(args.list_path) as hl:
+        for path, hash_hex, quality in images:
+            entry = hl.add(hash_hex, args.category, id=args.id, quality=quality, source=path)
+            if entry is None:
+                print(f"{path}: already listed ({hash_hex}) for {args.category}")
+            else:
+                print(f"{path}: added {entry.id} {entry.hash} {entry.category} (quality {quality})")
     print(f"{hl.path}: {len(hl.entries)} entries, version {hl.version}")
     return 1 if failed else 0
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from moderation.hashes import HashList
+    from moderation.hashes import PDQ_MIN_QUALITY, HashList
 
-    hl = HashList.load_or_new(args.list_path)
-    added, already = hl.import_csv(args.csv)
-    hl.save()
+    min_quality = PDQ_MIN_QUALITY if args.min_quality is None else args.min_quality
+    with HashList.edit(args.list_path) as hl:
+        added, already = hl.import_csv(args.csv, min_quality=min_quality)
     print(f"{args.csv}: {len(added)} added, {already} already listed -> {hl.path}: {len(hl.entries)} entries, "
           f"version {hl.version}")
     return 0
@@ -127,15 +133,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_remove(args: argparse.Namespace) -> int:
     from moderation.hashes import HashList
 
-    hl = HashList.load(args.list_path)
-    removed = hl.remove(args.keys)
+    if not os.path.exists(args.list_path):
+        raise FileNotFoundError(f"hash list not found: {args.list_path}")
+    with HashList.edit(args.list_path) as hl:
+        removed = hl.remove(args.keys)
     found = {e.id.lower() for e in removed} | {e.hash for e in removed}
     missing = [k for k in args.keys if k.strip().lower() not in found]
     for e in removed:
         print(f"removed {e.id} {e.hash} {e.category}")
     for k in missing:
         print(f"not in the list: {k}", file=sys.stderr)
-    hl.save()
     print(f"{hl.path}: {len(hl.entries)} entries, version {hl.version}")
     return 1 if missing else 0
 

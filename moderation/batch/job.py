@@ -8,13 +8,12 @@ job holds OUT's lock + OUT not already there without --overwrite. `job_lock` is 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from moderation.dumps import expand_inputs
+from moderation.filelock import file_lock, holder
 
 OUTPUT_FORMATS = ("jsonl", "parquet")
 #: In the work folder: the job's fingerprint, and the summary of a finished job (its cleanup may be cut short).
@@ -116,50 +115,14 @@ def resolve_job(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: st
     return out, files, roots
 
 
-@contextlib.contextmanager
-def job_lock(out: str | os.PathLike) -> Iterator[Path]:
+def job_lock(out: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
     """Hold OUT's lock for the block: an exclusive `flock` on `OUT.lock`, released by the kernel if the process
     dies (a `kill -9` leaves no stale lock). Raises JobLockedError at once when another job holds it."""
-    path = lock_path_for(out)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            raise JobLockedError(f"another batch job{_holder(path)} is writing --out {out} (it holds {path}); wait "
-                                 "for it to finish, or choose another --out") from None
-        # The holder before us may have removed the file between our open and our lock: lock the file that is there.
-        if _same_file(fd, path):
-            break
-        os.close(fd)
-    try:
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        except OSError:
-            pass  # the pid only makes the message of a refused job clearer
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            path.unlink()  # while still locked: a job waiting on this file will find it gone and retry
-        os.close(fd)
+    def busy(path: Path) -> Exception:
+        return JobLockedError(f"another batch job{holder(path)} is writing --out {out} (it holds {path}); wait "
+                              "for it to finish, or choose another --out")
 
-
-def _same_file(fd: int, path: Path) -> bool:
-    st = _stat(path)
-    fst = os.fstat(fd)
-    return st is not None and (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
-
-
-def _holder(path: Path) -> str:
-    try:
-        pid = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
-    return f" (pid {pid})" if pid.isdigit() else ""
+    return file_lock(lock_path_for(out), busy=busy)
 
 
 def check_job(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike,

@@ -195,3 +195,54 @@ def test_a_list_path_that_is_no_regular_file_is_refused(tmp_path, monkeypatch, k
     if kind != "oversized":
         with pytest.raises(HashListError, match=match):
             HashList(name="x").import_csv(path)
+
+
+def _import_rounds(list_path: str, csvs: list[str], barrier) -> None:
+    barrier.wait()
+    for csv_path in csvs:
+        with HashList.edit(list_path) as hl:
+            hl.import_csv(csv_path)
+
+
+def test_concurrent_imports_into_one_list_keep_every_entry(tmp_path):
+    """Issue 22 D4: two `hashes import` at once kept 300 of 600 entries (no lock, one shared .tmp name)."""
+    import multiprocessing
+
+    rng = np.random.default_rng(0)
+    csvs: dict[int, list[str]] = {0: [], 1: []}
+    for worker in (0, 1):
+        for round_ in range(8):
+            path = tmp_path / f"w{worker}-{round_}.csv"
+            rows = ["hash,category"]
+            while len(rows) < 31:
+                h = rng.integers(0, 256, size=32, dtype=np.uint8).tobytes().hex()
+                if 64 <= bin(int(h, 16)).count("1") <= 192:
+                    rows.append(f"{h},hate")
+            path.write_text("\n".join(rows) + "\n")
+            csvs[worker].append(str(path))
+    list_path = str(tmp_path / "list.json")
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_import_rounds, args=(list_path, csvs[w], barrier)) for w in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(HashList.load(list_path).entries) == 2 * 8 * 30
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob("*.lock"))
+
+
+def test_a_degenerate_hash_is_not_imported_and_a_flat_image_matches_nothing(tmp_path):
+    """Issue 22: an all-zero hash (quality 0) was imported and then blocked every black image."""
+    path = tmp_path / "zero.csv"
+    path.write_text("hash,category\n" + "0" * 64 + ",hate\n")
+    with pytest.raises(HashListError, match="line 2: the hash 0000000000000000... has 0 of 256 bits set"):
+        HashList(name="x").import_csv(path)
+    path.write_text("hash,category,quality\n" + "5a" * 32 + ",hate,10\n")
+    with pytest.raises(HashListError, match="PDQ quality 10 is below 50"):
+        HashList(name="x").import_csv(path)
+    forced = HashList(name="x")
+    forced.import_csv(tmp_path / "zero.csv", min_quality=0)  # asked for explicitly
+    black = Image.new("RGB", (64, 64), (0, 0, 0))
+    assert HashMatcher([forced]).match_image(black) == []
