@@ -74,10 +74,36 @@ def load_identity_posts(root: str | Path, split: str = "test", datasets: Sequenc
     return out
 
 
-def score_posts(scorer: Any, posts: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+def sample_posts(posts: Sequence[dict[str, Any]], per_group: int, background: int, seed: int = 0
+                 ) -> list[dict[str, Any]]:
+    """A smaller set for a quick measure: up to `per_group` posts of each group (taken in a seeded random order, so
+    a post counts for every group it belongs to) and up to `background` posts that mention no group."""
+    rng = np.random.default_rng(seed)
+    order = [posts[i] for i in rng.permutation(len(posts))]
+    taken: dict[str, int] = {}
+    out, bg = [], 0
+    for p in order:
+        if not p["groups"]:
+            if bg < background:
+                out.append(p)
+                bg += 1
+        elif any(taken.get(g, 0) < per_group for g in p["groups"]):
+            out.append(p)
+            for g in p["groups"]:
+                taken[g] = taken.get(g, 0) + 1
+    return out
+
+
+def score_posts(scorer: Any, posts: Sequence[dict[str, Any]], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(scores, not_allowed) of `posts` through the scorer: the score of the post's dataset's category and
     whether its action is review or block. Posts that fail to score get NaN and False."""
-    results = scorer.score([{"id": p["id"], "text": p["text"]} for p in posts])
+    import sys
+
+    results = []
+    for start in range(0, len(posts), 256):
+        results += scorer.score([{"id": p["id"], "text": p["text"]} for p in posts[start:start + 256]])
+        if progress:
+            print(f"  scored {len(results)} / {len(posts)}", file=sys.stderr, flush=True)
     scores = np.full(len(posts), np.nan)
     not_allowed = np.zeros(len(posts), dtype=bool)
     for i, (p, r) in enumerate(zip(posts, results)):
@@ -193,16 +219,22 @@ def fairness(labels: np.ndarray, scores: np.ndarray, not_allowed: np.ndarray, gr
             "confidence": confidence, "min_posts": min_posts, "identity_terms": IDENTITY_TERMS_VERSION}
 
 
-def measure(scorer: Any, root: str | Path, split: str = "test", *, bootstrap: int = 200, min_posts: int = MIN_POSTS
-            ) -> dict[str, Any]:
+def measure(scorer: Any, root: str | Path, split: str = "test", *, bootstrap: int = 200, min_posts: int = MIN_POSTS,
+            per_group: int | None = None, background: int = 500, progress: bool = False) -> dict[str, Any]:
     """Load the identity posts of `root`'s datasets, score them with `scorer` and compute `fairness`, naming the
-    model, policy, split and datasets. Raises FileNotFoundError for a missing dataset."""
+    model, policy, split and datasets; per_group: measure on `sample_posts(per_group, background)` instead of
+    all. Raises FileNotFoundError for a missing dataset."""
     posts = load_identity_posts(root, split)
-    scores, not_allowed = score_posts(scorer, posts)
+    total = len(posts)
+    if per_group is not None:
+        posts = sample_posts(posts, per_group, background)
+    scores, not_allowed = score_posts(scorer, posts, progress)
     result = fairness([p["label"] for p in posts], scores, not_allowed, [p["groups"] for p in posts],
                       bootstrap=bootstrap, min_posts=min_posts)
     result.update({"model_version": scorer.model_version, "policy_version": scorer.policy.version, "split": split,
-                   "datasets": sorted({p["dataset"] for p in posts})})
+                   "datasets": sorted({p["dataset"] for p in posts}),
+                   "sample": None if per_group is None else {"per_group": per_group, "background": background,
+                                                             "of_posts": total}})
     return result
 
 
@@ -245,7 +277,10 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
 
 def note(result: dict[str, Any], model: str | None = None) -> str:
     """The paragraph that says what the table is."""
-    return (f"{result['posts']} posts ({result['positives']} hateful){f' scored by {model}' if model else ''}; "
+    sample = result.get("sample")
+    drawn = (f" (a seeded sample of the {sample['of_posts']}: up to {sample['per_group']} per group and "
+             f"{sample['background']} that mention none)") if sample else ""
+    return (f"{result['posts']} posts{drawn} ({result['positives']} hateful){f' scored by {model}' if model else ''}; "
             f"overall ROC-AUC {result['overall_auc']:.3f}. Groups from the datasets' target labels and the identity "
             f"term list {result['identity_terms']}; groups with fewer than {result['min_posts']} posts are counted only. "
             f"Brackets: {result['confidence']:.0%} intervals (bootstrap of {result['bootstrap']} resamples for the AUCs "

@@ -31,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="split (default: test)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="N", help="bootstrap resamples (default: 200)")
     p.add_argument("--min-posts", type=int, default=30, help="groups with fewer posts are counted only (default 30)")
+    p.add_argument("--per-group", type=int, default=None, metavar="N",
+                   help="a quicker measure on a seeded sample: up to N posts per group and --background posts that "
+                        "mention no group (default: every post)")
+    p.add_argument("--background", type=int, default=500, metavar="N", help="with --per-group (default: 500)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=_cmd_fairness)
 
@@ -43,7 +47,8 @@ def _cmd_fairness(args: argparse.Namespace) -> int:
 
     scorer = build_scorer(args)
     print(f"scoring the identity posts with {scorer.model_version} (policy {scorer.policy.version})", file=sys.stderr)
-    result = measure(scorer, data_root(args.data_root), args.split, bootstrap=args.bootstrap, min_posts=args.min_posts)
+    result = measure(scorer, data_root(args.data_root), args.split, bootstrap=args.bootstrap, min_posts=args.min_posts,
+                     per_group=args.per_group, background=args.background, progress=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fairness.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

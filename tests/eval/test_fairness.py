@@ -107,3 +107,14 @@ def test_the_calibration_report_carries_the_fairness_section(tmp_path):
     assert "Fairness: identity groups" in html and "muslims" in html and "BPSN AUC" in html
     assert "## Fairness: identity groups" in md and "generalized mean (p = -5" in md
     assert json.loads(paths["json"].read_text())["fairness"]["groups"]["muslims"]["posts"] == 100
+
+
+def test_a_quick_sample_caps_each_group_and_the_background():
+    from eval.fairness import sample_posts
+
+    posts = [{"id": str(i), "groups": ["a"] if i < 50 else ["a", "b"] if i < 60 else []} for i in range(100)]
+    got = sample_posts(posts, per_group=20, background=5, seed=3)
+    assert sum(not p["groups"] for p in got) == 5
+    assert sum("a" in p["groups"] for p in got) <= 20 + sum("b" in p["groups"] for p in got)
+    assert 1 <= sum("b" in p["groups"] for p in got) <= 10
+    assert sample_posts(posts, 20, 5, seed=3) == got
