@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from moderation.dumps import expand_inputs
 from moderation.filelock import file_lock, holder
@@ -55,8 +55,9 @@ def lock_path_for(out: str | os.PathLike) -> Path:
 def _owned_by(out: Path) -> Callable[[Path], bool]:
     """A test of whether a path is one of the files the job on OUT writes (OUT, errors file, lock, work folder)."""
     out = out.resolve()
-    names = {out, errors_path_for(out), lock_path_for(out), out.with_name(out.name + ".tmp"),
-             errors_path_for(out).with_name(errors_path_for(out).name + ".tmp")}
+    errors = errors_path_for(out)
+    names = {out, errors, lock_path_for(out), out.with_name(out.name + ".tmp"),
+             errors.with_name(errors.name + ".tmp"), errors.with_name(errors.name + ".lock")}
     work = work_dir_for(out)
     stats = {(st.st_dev, st.st_ino) for st in (_stat(p) for p in names) if st is not None}
 
@@ -115,14 +116,32 @@ def resolve_job(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: st
     return out, files, roots
 
 
-def job_lock(out: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
+@contextlib.contextmanager
+def job_lock(out: str | os.PathLike) -> Iterator[Path]:
     """Hold OUT's lock for the block: an exclusive `flock` on `OUT.lock`, released by the kernel if the process
-    dies (a `kill -9` leaves no stale lock). Raises JobLockedError at once when another job holds it."""
+    dies (a `kill -9` leaves no stale lock), and one on its errors file's lock, which `--out res.jsonl` and
+    `--out res.parquet` share (`res.errors.jsonl`). Raises JobLockedError at once when another job holds either."""
     def busy(path: Path) -> Exception:
-        return JobLockedError(f"another batch job{holder(path)} is writing --out {out} (it holds {path}); wait "
-                              "for it to finish, or choose another --out")
+        return JobLockedError(f"another batch job{holder(path)} is writing --out {out} or its errors file "
+                              f"{errors_path_for(out).name} (it holds {path}); wait for it to finish, or choose "
+                              "another --out")
 
-    return file_lock(lock_path_for(out), busy=busy)
+    errors = errors_path_for(out)
+    with file_lock(lock_path_for(out), busy=busy) as path, file_lock(errors.with_name(errors.name + ".lock"), busy=busy):
+        yield path
+
+
+def refuse_existing(out: Path, overwrite: bool) -> None:
+    """Raise ValueError when OUT, or the errors file it would write, is already there (and overwrite is off)."""
+    if overwrite:
+        return
+    if out.exists():
+        raise ValueError(f"{out} already exists. Pass --overwrite to score again into it, or choose another --out.")
+    errors = errors_path_for(out)
+    if errors.exists():
+        raise ValueError(f"{errors} already exists but {out.name} does not: it is the errors file of another job (an "
+                         f"--out named {out.stem} in another format) or a leftover. Pass --overwrite to replace it, "
+                         "or choose another --out.")
 
 
 def check_job(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike,
@@ -137,6 +156,6 @@ def check_job(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str 
         pass
     work = work_dir_for(out)
     resumable = not restart and ((work / JOB_FILE).is_file() or (work / DONE_FILE).is_file())
-    if out.exists() and not overwrite and not resumable:
-        raise ValueError(f"{out} already exists. Pass --overwrite to score again into it, or choose another --out.")
+    if not resumable:
+        refuse_existing(out, overwrite)
     return resolved

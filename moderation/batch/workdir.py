@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from moderation.batch.job import DONE_FILE, JOB_FILE, output_format, work_dir_for
+from moderation.batch.job import DONE_FILE, JOB_FILE, output_format, refuse_existing, work_dir_for
 from moderation.batch.summary import BatchSummary
 
 PART_PREFIX = "part-"
@@ -162,8 +162,7 @@ def open_work_dir(out: Path, fingerprint: dict[str, Any], *, restart: bool, over
                              f"{', '.join(differs) or 'unreadable job file'}). Rerun with the same arguments to "
                              f"resume it, or pass --restart to discard it.")
         return work, False
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out} already exists. Pass --overwrite to score again into it, or choose another --out.")
+    refuse_existing(out, overwrite)
     if work.exists():
         shutil.rmtree(work)  # an empty leftover of a cleanup that was cut short
     with writing(work):

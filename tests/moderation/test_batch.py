@@ -471,3 +471,24 @@ def test_ctrl_c_stops_a_job_started_in_the_background_of_a_script(tiny_model_dir
     assert proc.returncode == 130, proc.stderr.read().decode()[-2000:]
     assert "run the same command again to resume" in proc.stderr.read().decode()
     assert not out.exists() and any(work.glob("part-*.jsonl"))
+
+
+def test_outs_of_one_stem_in_two_formats_do_not_share_an_errors_file_silently(tiny_scorer, tmp_path):
+    """Issue 22 D3: --out res.jsonl and --out res.parquet both write res.errors.jsonl; the second job overwrote
+    the first's without --overwrite."""
+    from moderation.batch.job import job_lock
+    from moderation.batch import JobLockedError
+
+    dump = tmp_path / "in.jsonl"
+    dump.write_text('{"id": "a", "text": "hi"}\n{"id": "b"}\n')
+    score_dump([dump], tmp_path / "res.jsonl", scorer=tiny_scorer, progress=False)
+    first = errors_path_for(tmp_path / "res.jsonl").read_text()
+    with pytest.raises(ValueError, match=r"res.errors.jsonl already exists but res.parquet does not"):
+        score_dump([dump], tmp_path / "res.parquet", scorer=tiny_scorer, progress=False)
+    assert errors_path_for(tmp_path / "res.parquet").read_text() == first
+    # two jobs at once on the two formats: the errors file's lock refuses the second
+    with job_lock(tmp_path / "other.jsonl"):
+        with pytest.raises(JobLockedError, match="other.errors.jsonl"):
+            with job_lock(tmp_path / "other.parquet"):
+                pass
+    score_dump([dump], tmp_path / "res.parquet", scorer=tiny_scorer, progress=False, overwrite=True)
