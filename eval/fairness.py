@@ -121,13 +121,12 @@ def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return math.nan
+    s = np.asarray(s, dtype=np.float64)
     order = np.argsort(s, kind="mergesort")
+    _, inverse, counts = np.unique(s[order], return_inverse=True, return_counts=True)
+    average = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based rank of each distinct value, ties averaged
     ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = np.asarray(s)[order]
-    # average ranks of ties
-    edges = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1, len(s)]
-    for a, b in zip(edges[:-1], edges[1:]):
-        ranks[order[a:b]] = (a + b + 1) / 2.0
+    ranks[order] = average[inverse]
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
