@@ -276,13 +276,14 @@ class DecisionLog:
     def _write_jsonl(self, rows: list[Mapping[str, Any]]) -> None:
         if self._fh is None:
             self._path = self._new_path()
-            self._fh = open(self._path, "a", encoding="utf-8")
+            # backslashreplace: a lone surrogate in a field is written escaped; the row is never lost to it
+            self._fh = open(self._path, "a", encoding="utf-8", errors="backslashreplace")
             self._opened = _time.monotonic()
             self._bytes = 0
         text = "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in rows)
         self._fh.write(text)
         self._fh.flush()
-        self._bytes += len(text.encode("utf-8"))
+        self._bytes += len(text.encode("utf-8", "backslashreplace"))
 
     def _write_parquet(self, rows: list[Mapping[str, Any]]) -> None:
         if self._path is None:

@@ -121,7 +121,16 @@ def request_items(request: ModerationRequest, limits: RequestLimits, allow: UrlA
         items = []
         seen: set[str] = set()
         for post in request.posts:
-            item = _check(Item(id=str(post.id)), post.text, post.image, limits, False, allow)
+            post_id = str(post.id)
+            shown = post_id.encode("utf-8", "backslashreplace").decode("utf-8")
+            if shown != post_id:
+                # A lone surrogate ("\udc00") cannot be written to the response or the decision log: the item gets
+                # an error under its escaped id, and the request's other posts are scored and logged as usual.
+                items.append(Item(id=shown).fail(InputError(ErrorCode.TEXT_NOT_UTF8, "the id is not valid UTF-8 (it "
+                                                            "holds a lone surrogate); it is shown escaped")))
+                seen.add(shown)
+                continue
+            item = _check(Item(id=post_id), post.text, post.image, limits, False, allow)
             if item.id in seen:
                 item = item.fail(InputError(ErrorCode.DUPLICATE_ID, f"id {item.id!r} appears more than once in this request"))
             seen.add(item.id)
@@ -186,7 +195,16 @@ def _image_bytes(image: str, limits: RequestLimits, image_is_url: bool, have_all
     if approx > limits.max_image_bytes + 3:
         raise InputError(ErrorCode.IMAGE_TOO_LARGE,
                          f"image is about {approx} bytes, over the limit of {limits.max_image_bytes}")
-    data = decode_data_url(image) if head.startswith("data:") else decode_base64(image)
+    try:
+        data = decode_data_url(image) if head.startswith("data:") else decode_base64(image)
+    except InputError:
+        # "memes/cat.jpg": a file path (base64 has no "." or "~"), which batch scoring reads but the endpoint does not
+        if not head.startswith("data:") and ("." in image or image.startswith("~")):
+            raise InputError(ErrorCode.IMAGE_PATH_REFUSED,
+                             f"image paths are not read by the endpoint ({image[:60]!r}); send the image's bytes as "
+                             "base64 or a data URL (data:image/png;base64,...), or score files with `moderation score`"
+                             ) from None
+        raise
     if len(data) > limits.max_image_bytes:
         raise InputError(ErrorCode.IMAGE_TOO_LARGE, f"image is {len(data)} bytes, over the limit of {limits.max_image_bytes}")
     if not data:

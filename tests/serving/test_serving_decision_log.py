@@ -84,3 +84,19 @@ def test_serve_cli_decision_log_option(tmp_path):
     assert (log.path, log.format, log.content, log.hash_ids) == ("logs/", "parquet", True, False)
     with pytest.raises(ValueError, match="format"):
         ServeArgs.model_validate({"decision_log": {"path": "x", "format": "csv"}})
+
+
+def test_a_lone_surrogate_keeps_no_request_out_of_the_log(tiny_serving_model_dir, local_batching, tmp_path):
+    """Issue 22 D2: a post id (or logged text) holding a lone surrogate made the whole request vanish from the log."""
+    from moderation.decision_log import iter_log_rows
+
+    api = _app(tiny_serving_model_dir, tmp_path / "logs", "decision-log-surrogate", content=True)
+    body = b'{"posts": [{"id": "\\udc00", "text": "hi"}, {"id": "t", "text": "bad \\ud800 text"}, {"id": "h", "text": "you are all idiots"}]}'
+    async def call():
+        return validated(*await api.moderate.remote(body, None))
+
+    status, answer = asyncio.run(call())
+    assert status == 200 and [r["id"] for r in answer["results"]] == ["\\udc00", "t", "h"]
+    json.dumps(answer).encode("utf-8")
+    rows = list(iter_log_rows(next((tmp_path / "logs").glob("*.jsonl"))))
+    assert [r["id"] for r in rows] == ["\\udc00", "t", "h"] and rows[2]["ok"]

@@ -333,3 +333,12 @@ def test_format_results_carries_the_policy_decision_in_openai_names():
     assert a["category_review_thresholds"] == {"hate": 0.4, "harassment": 0.5, "violence": 0.3}
     assert b["action"] is None and b["flagged"] is None and b["policy_version"] == "pol-1"
     assert set(b["category_actions"].values()) == {None}
+
+
+def test_an_id_with_a_lone_surrogate_is_an_item_error_under_its_escaped_id():
+    """Issue 22 D2: "\\udc00" as an id gave a plain-text 500 and kept the whole request out of the decision log."""
+    body = b'{"posts": [{"id": "\\udc00", "text": "hi"}, {"id": "ok", "text": "you are all idiots"}]}'
+    first, second = request_items(parse_request(body, LIMITS), LIMITS)
+    assert first.id == "\\udc00" and first.error_code == "text_not_utf8" and "lone surrogate" in first.error
+    first.id.encode("utf-8")  # writable to the response and the log
+    assert second.ok and second.id == "ok"
