@@ -93,7 +93,14 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from moderation.batch.workdir import OutputWriteError
 
     _take_back_ctrl_c()
-    check_job(args.inputs, args.out, args.image_root, overwrite=args.overwrite, restart=args.restart)
+    try:
+        check_job(args.inputs, args.out, args.image_root, overwrite=args.overwrite, restart=args.restart)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # OUT's folder cannot be written (its lock file is the first thing made there)
+        print(f"error: cannot write --out {args.out}: {exc.strerror or exc} ({exc.filename or args.out})",
+              file=sys.stderr)
+        return EXIT_WRITE_FAILED
     try:
         return _score(args)
     except OutputWriteError as exc:

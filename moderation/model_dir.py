@@ -128,13 +128,15 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelDirError(f"{cfg_path} has an invalid model config: {exc}") from None
     calibration = thresholds = None
+    current = path / CALIBRATION_FILE  # named in the error: "Expecting value: line 1" alone says not which file
     try:
-        if (path / CALIBRATION_FILE).is_file():
-            calibration = Calibration.from_json(read_json(path / CALIBRATION_FILE))
-        if (path / THRESHOLDS_FILE).is_file():
-            thresholds = Thresholds.from_json(read_json(path / THRESHOLDS_FILE))
+        if current.is_file():
+            calibration = Calibration.from_json(read_json(current))
+        current = path / THRESHOLDS_FILE
+        if current.is_file():
+            thresholds = Thresholds.from_json(read_json(current))
     except (ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise ModelDirError(f"{path}: {exc}") from None
+        raise ModelDirError(f"{current}: {exc}") from None
     policy = None
     if (path / POLICY_FILE).is_file():
         try:

@@ -78,3 +78,38 @@ def test_action_text_names_the_rule_behind_the_action():
     assert action_text(result("review", ("review", "offensive", "review_threshold"), ("review", "hate", "not_judged"))) \
         == "REVIEW: offensive, not judged (hate)"
     assert action_text(result("review"), trained=False) == "(untrained)"
+
+
+def test_an_unwritable_out_folder_is_one_line_and_exit_3(tmp_path, capsys, monkeypatch):
+    """Issue 22: an --out folder that cannot be written gave a traceback and exit 1 (documented: one line, 3).
+    (The tests run as root, which a read-only folder does not stop: the lock file's creation is refused here.)"""
+    import moderation.batch.job as job
+
+    def refused(path, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(job, "file_lock", refused)
+    dump = tmp_path / "in.jsonl"
+    dump.write_text('{"id": "a", "text": "hi"}\n')
+    assert main(["score", str(dump), "--out", str(tmp_path / "res.jsonl")]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write --out") and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_endpoint_errors_say_what_to_do(tmp_path):
+    """Issue 22: an image path sent to the endpoint was refused as "bad_base64"; a malformed thresholds.json did
+    not name the file."""
+    from moderation.model_dir import ModelDirError, read_model_info
+    from moderation.schema import InputError
+    from serving.parsing import _image_bytes
+    from serving.schemas import RequestLimits
+
+    with pytest.raises(InputError, match="image paths are not read by the endpoint") as info:
+        _image_bytes("memes/cat.jpg", RequestLimits(), image_is_url=False)
+    assert info.value.code.value == "image_path_refused"
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"format_version": 1, "model": {}}))
+    (model / "thresholds.json").write_text("{not json")
+    with pytest.raises(ModelDirError, match="thresholds.json"):
+        read_model_info(model)
