@@ -28,6 +28,8 @@ from typing import Any, Collection, Mapping, Sequence
 import numpy as np
 
 from moderation.calibration import Calibration, Thresholds, apply_method, sigmoid
+from moderation.model_dir import read_model_info, write_calibration, write_thresholds
+from moderation.policy import LanguageRule, from_thresholds, with_not_judged
 
 from eval.metrics import to_jsonable
 from eval.policy import DEFAULT_REVIEW, ReviewTarget, fit_policy
@@ -289,10 +291,6 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
     `data` holds rows of a "test" split.
     Raises ValueError when no post could be scored.
     """
-    from moderation.model_dir import read_model_info, write_calibration, write_thresholds
-    from moderation.policy import LanguageRule
-
-
     model_dir = Path(model_dir)
     info = read_model_info(model_dir)
     overlap = training_overlap(info.meta, list(getattr(data, "sources", []) or []), list(getattr(data, "splits", []) or []))
@@ -306,7 +304,7 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
                       "on that split will be optimistic. Calibrate on a held-out split (e.g. --split val).",
                       CalibrationSplitWarning, stacklevel=2)
     if scorer is None:  # it predicts (unless predictions are given) and says what each score is computed from
-        from moderation.scorer import Scorer
+        from moderation.scorer import Scorer  # deferred: the scorer (torch) loads only when none is given
         scorer = Scorer.from_dir(model_dir)
     if predictions is None:
         predictions = predict_logits(scorer, data, progress=progress)
@@ -345,10 +343,8 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
         policy = fit_policy(probs, predictions.labels[ok], cats, block_precision=target_precision, review=review_target,
                             confidence=confidence, languages=languages, min_positives=min_positives)
     else:
-        from moderation.policy import from_thresholds
         policy = from_thresholds(thresholds, languages)
     if not_judged is not None:
-        from moderation.policy import with_not_judged
         policy = with_not_judged(policy, not_judged)
     policy.meta["fitted_on"] = {**fitted_on, "calibration_version": calibration.version}
     write_calibration(model_dir, calibration)

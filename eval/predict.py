@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from moderation.calibration import Calibration, sigmoid
+from moderation.model import PreparedPost
 
 
 @dataclass
@@ -141,8 +143,6 @@ def predict_logits(scorer: Any, data: Any, *, progress: bool = True, chunk: int 
     Uses scorer.prepare_many + scorer.logits, the serving code path. Labels are aligned to the scorer's
     categories. Posts that fail to prepare (or whose batch fails) get NaN logits and count in `errors`.
     """
-    from moderation.model import PreparedPost
-
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     posts = list(data.posts)
@@ -156,7 +156,6 @@ def predict_logits(scorer: Any, data: Any, *, progress: bool = True, chunk: int 
     slices = _slices_of(data)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
         bar = tqdm(total=n, desc="scoring", unit="post")
     for start in range(0, n, chunk):
         items = scorer.prepare_many(posts[start : start + chunk], root)

@@ -20,7 +20,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from eval.metrics import roc_auc
+from eval.metrics import clopper_pearson_interval, roc_auc
+from eval.predict import predict_logits
+from moderation.datasets import load_labelled
 
 ANY = "any"
 
@@ -112,7 +114,6 @@ def anchor_metrics(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray, s_t
 
 def precision_at(y: np.ndarray, flagged: np.ndarray, confidence: float = 0.95) -> dict[str, Any]:
     """Realised precision (Clopper-Pearson interval) and recall of 0/1 flags against labels y."""
-    from eval.metrics import clopper_pearson_interval
     y = np.asarray(y, dtype=np.float64)
     flagged = np.asarray(flagged, dtype=bool)
     n_pos = int(y.sum())
@@ -226,9 +227,6 @@ def multioff_ablation(scorer: Any, specs: Sequence[Any], progress: bool = True) 
     Image only is measured with the scorer's OCR switched off (what the image branch itself gives); OCR is
     measured by benchmarks.images.
     """
-    from eval.predict import predict_logits
-    from moderation.datasets import load_labelled
-
     spec = [s for s in specs if s.name == "multioff"]
     if not spec or "offensive" not in scorer.categories:
         return {}

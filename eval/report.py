@@ -189,23 +189,13 @@ class Report:
         return list(self.evaluation["categories"])
 
 
-def write_report(out_dir: str | Path, evaluation: dict[str, Any], *, title: str,
-                 raw_probs: np.ndarray | None = None, calibrated_probs: np.ndarray | None = None,
-                 labels: np.ndarray | None = None, model: dict[str, Any] | None = None,
-                 data: dict[str, Any] | None = None, calibration: dict[str, Any] | None = None,
-                 thresholds: dict[str, Any] | None = None, name: str = "model",
-                 compare_with: dict[str, Any] | None = None, target_precisions: Sequence[float] = DEFAULT_TARGETS,
-                 min_positives: int | None = None, policy: dict[str, Any] | None = None,
-                 fairness: dict[str, Any] | None = None) -> dict[str, Path]:
+def write_report(out_dir: str | Path, evaluation: dict[str, Any], *, title: str, **options: Any) -> dict[str, Path]:
     """Write report.html (self-contained: CSS inline, plots as data:image/png;base64), report.json, report.md.
 
-    The arguments are build_report's. Returns {"html": path, "json": path, "md": path}. Raises ValueError for
-    arrays of the wrong shape.
+    `title` and `options` are build_report's keyword arguments. Returns {"html": path, "json": path, "md": path}.
+    Raises ValueError for arrays of the wrong shape.
     """
-    report = build_report(evaluation, title=title, raw_probs=raw_probs, calibrated_probs=calibrated_probs,
-                          labels=labels, model=model, data=data, calibration=calibration, thresholds=thresholds,
-                          name=name, compare_with=compare_with, target_precisions=target_precisions,
-                          min_positives=min_positives, policy=policy, fairness=fairness)
+    report = build_report(evaluation, title=title, **options)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"html": out / "report.html", "json": out / "report.json", "md": out / "report.md"}
