@@ -25,6 +25,7 @@ words.
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -69,6 +70,14 @@ class Explanation:
 
     def highlighted(self, category: str, mark: tuple[str, str] = ("[", "]")) -> str:
         """The text with the category's words marked ("these people are [vermin]")."""
+        return self._marked(category, lambda text, w: f"{mark[0]}{text}{mark[1]}", lambda text: text)
+
+    def highlighted_html(self, category: str) -> str:
+        """The text as HTML (escaped) with the category's words in <mark>, their weight in the title."""
+        return self._marked(category, lambda text, w: f"<mark title='{w.weight:+.3f}'>{html.escape(text)}</mark>",
+                            html.escape)
+
+    def _marked(self, category: str, mark: Any, plain: Any) -> str:
         if not self.text:
             return ""
         out, pos = [], 0
@@ -76,9 +85,9 @@ class Explanation:
             s, e = w.span
             if s < pos:
                 continue
-            out += [self.text[pos:s], mark[0], self.text[s:e], mark[1]]
+            out += [plain(self.text[pos:s]), mark(self.text[s:e], w)]
             pos = e
-        out.append(self.text[pos:])
+        out.append(plain(self.text[pos:]))
         return "".join(out)
 
     def to_dict(self) -> dict[str, Any]:
@@ -244,3 +253,25 @@ def _pool_masked(scorer: Any, item: Any, ks: list[int], owners: list[tuple[int, 
     probs = scorer.probabilities([item] * len(ks), logits.float().cpu().numpy().astype(np.float64))
     for row, k in enumerate(ks):
         out[k] = probs[row]
+
+
+def explanations_html(explanations: Sequence[Explanation], title: str = "Explanations") -> str:
+    """A self-contained HTML page: one row per explained (post, category), the words that drove the score marked."""
+    rows = []
+    for e in explanations:
+        r = e.result
+        extra = []
+        if r.hash_match is not None:
+            extra.append(f"hash list {r.hash_match.list} ({r.hash_match.list_version}) entry {r.hash_match.id}")
+        extra += [f"{m.action} list {m.list} ({m.list_version}): {m.rule!r}" for m in r.term_matches]
+        for c, words in e.categories.items():
+            top = ", ".join(f"{w.word} {w.weight:+.3f}" for w in words)
+            rows.append(f"<tr><td>{html.escape(str(e.id))}</td><td>{html.escape(str(r.action))}</td>"
+                        f"<td>{html.escape(c)} {r.categories[c].score:.3f}</td><td>{e.highlighted_html(c)}</td>"
+                        f"<td>{html.escape(top)}</td><td>{html.escape('; '.join(extra))}</td></tr>")
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+             "padding:4px 8px;vertical-align:top}mark{background:#ffd54f}")
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><table><tr><th>id</th><th>action</th>"
+            "<th>category, score</th><th>text (words that raised the score marked)</th><th>weights</th>"
+            "<th>lists</th></tr>" + "".join(rows) + "</table></body></html>\n")

@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="words shown per category (default: 5)")
     p.add_argument("--all", action="store_true", help="explain allowed posts too (their top category)")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the explanations as JSONL")
+    p.add_argument("--html", default=None, metavar="FILE",
+                   help="also write an HTML table with the words that drove each score highlighted")
     add_model_args(p)
     add_image_args(p)
     p.set_defaults(func=_cmd_explain)
@@ -68,6 +70,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             for e in explanations:
                 fh.write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
         print(f"explanations: {Path(args.out).resolve()}")
+    if args.html:
+        from moderation.explain import explanations_html
+        Path(args.html).write_text(explanations_html(explanations), encoding="utf-8")
+        print(f"html: {Path(args.html).resolve()}")
     return 0
 
 

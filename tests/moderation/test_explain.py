@@ -62,6 +62,10 @@ def test_highlighted_marks_the_words(scorer):
     [e, _] = explain(scorer, POSTS, top_k=2, categories=["hate"])
     marked = e.highlighted("hate")
     assert marked.count("[") == len(e.categories["hate"]) and marked.replace("[", "").replace("]", "") == e.text
+    assert e.highlighted_html("hate").count("<mark title='+") == len(e.categories["hate"])
+    from moderation.explain import explanations_html
+    page = explanations_html([e], "t <1>")
+    assert "<mark" in page and "t &lt;1&gt;" in page and e.result.action in page
     d = e.to_dict()
     assert d["words"]["hate"][0]["word"] == e.categories["hate"][0].word and d["action"] == "review"
 
