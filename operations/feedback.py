@@ -36,7 +36,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,11 +45,14 @@ from moderation.datasets import DatasetSpec
 from moderation.decision_log import ID_SALT_ENV, decision_files, hash_id, iter_log_rows, parse_time
 from moderation.dumps import iter_rows
 from moderation.policy import ACTIONS
-from moderation.schema import normalize_category
+from moderation.filelock import file_lock, holder
+from moderation.inputs import decode_image, read_image_bytes, resolve_image_path
+from moderation.schema import InputError, normalize_category
 
 FORMAT_VERSION = 1
 STORE_FILE = "store.json"
 VERDICTS_FILE = "verdicts.jsonl"
+LOCK_FILE = "store.lock"
 DATA_FILE = "data.jsonl"
 IMAGES_DIR = "images"
 APPEALS: tuple[str, ...] = ("upheld", "overturned")
@@ -161,13 +163,34 @@ class FeedbackStore:
     # --- reading --------------------------------------------------------------------------------------
 
     def verdicts(self) -> list[dict[str, Any]]:
-        """Every stored verdict, in the order added."""
+        """Every stored verdict, in the order added. A last line without its newline is a write cut short (a
+        `kill -9` during `feedback add`) and is left out, as the decision-log reader does; `add` repairs it.
+        Raises FeedbackError naming the file and line for any other line that is not a JSON verdict."""
+        path = self.path / VERDICTS_FILE
+        lines = (path.read_bytes() if path.exists() else b"").split(b"\n")
         out = []
-        with open(self.path / VERDICTS_FILE, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    out.append(json.loads(line))
+        for n, line in enumerate(lines[:-1], 1):
+            if not line.strip():
+                continue
+            try:
+                v = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                v = exc
+            if not isinstance(v, dict):
+                raise FeedbackError(f"{path}:{n}: not a JSON verdict ({v if isinstance(v, Exception) else type(v).__name__}); "
+                                    "the store is damaged: fix or remove that line")
+            out.append(v)
         return out
+
+    def _repair_torn_tail(self) -> None:
+        """Cut a last line left without its newline by a write cut short (see verdicts)."""
+        path = self.path / VERDICTS_FILE
+        if not path.exists():
+            return
+        raw = path.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            with open(path, "r+b") as fh:
+                fh.truncate(raw.rfind(b"\n") + 1)
 
     def spec(self, name: str = "feedback"):
         """The store's dataset as a moderation.datasets.DatasetSpec (label column = category name)."""
@@ -233,16 +256,29 @@ class FeedbackStore:
         relative image paths of the verdicts resolve under (default: the current folder). A bad verdict is
         rejected with its reason and the others are stored; an exact repeat of a stored verdict is skipped.
         """
+        def busy(lock: Path) -> Exception:
+            return FeedbackError(f"{self.path} is being changed by another `feedback add`{holder(lock)} (it holds "
+                                 f"{lock}); try again when it has finished")
+
+        # One add at a time: two at once stored every verdict twice, or made one fail although it had saved.
+        with file_lock(self.path / LOCK_FILE, wait_s=120, busy=busy):
+            self._repair_torn_tail()
+            return self._add(verdicts, decisions, image_root)
+
+    def _add(self, verdicts: Iterable[Mapping[str, Any]], decisions: "DecisionIndex | None",
+             image_root: str | os.PathLike | None) -> AddSummary:
         summary = AddSummary()
         seen = {_verdict_key(v) for v in self.verdicts()}
         new: list[dict[str, Any]] = []
         for n, raw in enumerate(verdicts, 1):
+            from_log = False
             try:
                 v = self.check(raw)
                 joined = decisions.lookup(v["post_id"]) if decisions is not None else None
                 if joined is not None:
                     if v["text"] is None and v["image"] is None and (joined.get("text") or joined.get("image")):
                         v["text"], v["image"] = joined.get("text"), joined.get("image")
+                        from_log = True
                         summary.content_from_log += 1
                     cat = v["category"]
                     v["model_action"] = v["model_action"] or joined.get(f"{cat}_action")
@@ -260,7 +296,9 @@ class FeedbackStore:
                 if v["origin"] is None and v["model_action"] is not None:
                     v["origin"] = "model" if v["model_action"] in ("review", "block") else "report"
                 if v["image"] is not None:
-                    v["image"] = self._keep_image(v["image"], image_root)
+                    # an image from the decision log was confined to its input's folder when it was joined
+                    root = Path(v["image"]).parent if from_log else image_root
+                    v["image"] = self._keep_image(v["image"], root)
             except FeedbackError as exc:
                 summary.rejected.append(f"verdict {n}: {exc}")
                 continue
@@ -282,21 +320,26 @@ class FeedbackStore:
         return summary
 
     def _keep_image(self, image: str, image_root: str | os.PathLike | None) -> str:
-        """Copy a post's image into the store (named by its content hash); returns the path relative to it."""
+        """Copy a post's image into the store (named by its content hash); returns the path relative to it.
+
+        The path is confined to `image_root` (default: the current folder) as the batch reader confines it, and
+        the file must decode as an image within the input limits: `/etc/passwd` named as a verdict's image was
+        copied into the store and listed as a training image."""
         if image.startswith(IMAGES_DIR + "/") and (self.path / image).is_file():
             return image
         if "://" in image or image.startswith("data:"):
             raise FeedbackError("images are given as file paths (URLs and data URLs are not fetched)")
-        src = Path(image) if Path(image).is_absolute() else Path(image_root or ".") / image
-        if not src.is_file():
-            raise FeedbackError(f"image not found: {src}")
-        data = src.read_bytes()
-        name = hashlib.sha256(data).hexdigest()[:24] + src.suffix.lower()
+        try:
+            data = read_image_bytes(image, image_root)
+            decode_image(data)
+        except InputError as exc:
+            raise FeedbackError(f"image {image!r}: {exc.message}") from None
+        name = hashlib.sha256(data).hexdigest()[:24] + Path(image).suffix.lower()[:8]
         dest = self.path / IMAGES_DIR / name
         if not dest.exists():
             dest.parent.mkdir(exist_ok=True)
             tmp = dest.with_name(dest.name + ".tmp")
-            shutil.copyfile(src, tmp)
+            tmp.write_bytes(data)
             tmp.replace(dest)
         return f"{IMAGES_DIR}/{name}"
 
@@ -418,4 +461,7 @@ def _content_from_input(src: Path, wanted_rows: dict[int, str], rows: dict[str, 
         image = raw.get("image")
         rows[key]["text"] = text if isinstance(text, str) and text.strip() else None
         if isinstance(image, str) and image and "://" not in image and not image.startswith("data:"):
-            rows[key]["image"] = str(src.parent / image) if not Path(image).is_absolute() else image
+            try:  # confined to the input's folder, as the batch reader resolved it
+                rows[key]["image"] = str(resolve_image_path(image, src.parent))
+            except InputError:
+                rows[key]["image"] = None

@@ -204,6 +204,7 @@ def retrain(model_dir: str | os.PathLike, feedback: str | os.PathLike, out_dir: 
     info = read_model_info(model_dir)
     categories = list(info.config.categories)
     store = FeedbackStore.open(feedback)
+    store.verdicts()  # refuse a store that cannot be read (a damaged line) rather than train on its stale data
     unknown = [c for c in store.categories if c not in categories]
     if unknown:
         raise ValueError(f"the feedback store labels {unknown}, which the current model does not score ({categories})")

@@ -84,7 +84,7 @@ def test_latest_verdict_wins_and_images_are_copied(tmp_path):
     assert row["image"].startswith("images/") and (tmp_path / "fb" / row["image"]).read_bytes() == png_bytes()
     bad = store.add([{"post_id": "m2", "category": "hate", "harmful": True, "reviewer": "a", "image": "gone.png"}],
                     image_root=tmp_path)
-    assert bad.added == 0 and "image not found" in bad.rejected[0]
+    assert bad.added == 0 and "image file not found" in bad.rejected[0]
 
 
 def test_hashed_ids_join_and_store_errors(tmp_path, monkeypatch):
@@ -189,3 +189,57 @@ def test_simulated_reviewers_follow_the_policy_review_band(tmp_path):
     verdicts, counts = simulate_verdicts([results], DatasetSpec(data, {"label": "hate"}, "ds"), split="train",
                                          categories=CATS, review_min_score=0.0)
     assert [v["post_id"] for v in verdicts] == ["x1", "x3"] and counts["review_by"] == "policy review action"
+
+
+def test_a_verdict_image_must_be_an_image_under_the_root(tmp_path):
+    """Issue 22 S2: `/etc/passwd` named as a verdict's image was copied into the store byte for byte."""
+    store = FeedbackStore.create(tmp_path / "fb", CATS)
+    (tmp_path / "notes.png").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    out = store.add([{"post_id": "a", "category": "hate", "harmful": True, "reviewer": "r", "image": "/etc/passwd"},
+                     {"post_id": "b", "category": "hate", "harmful": True, "reviewer": "r", "image": "../../etc/passwd"},
+                     {"post_id": "c", "category": "hate", "harmful": True, "reviewer": "r", "image": "notes.png"}],
+                    image_root=tmp_path)
+    assert out.added == 0 and len(out.rejected) == 3
+    assert "escapes the image root" in out.rejected[0] and "escapes the image root" in out.rejected[1]
+    assert "not in a recognised image format" in out.rejected[2]
+    assert not (tmp_path / "fb" / "images").exists() or not any((tmp_path / "fb" / "images").iterdir())
+
+
+def test_a_torn_last_line_is_repaired_and_a_damaged_store_is_refused(tmp_path):
+    """Issue 22 D1: a kill -9 during `feedback add` left half a line; every later add / stats failed with a JSON
+    error naming no file, and retrain trained on the stale store."""
+    store = FeedbackStore.create(tmp_path / "fb", CATS)
+    store.add([{"post_id": "a", "category": "hate", "harmful": True, "reviewer": "r", "text": "x"}])
+    verdicts = tmp_path / "fb" / "verdicts.jsonl"
+    with open(verdicts, "a") as fh:
+        fh.write('{"post_id": "b", "categ')  # cut short
+    assert [v["post_id"] for v in store.verdicts()] == ["a"]
+    out = store.add([{"post_id": "c", "category": "hate", "harmful": False, "reviewer": "r", "text": "y"}])
+    assert out.added == 1 and [v["post_id"] for v in store.verdicts()] == ["a", "c"]
+    assert verdicts.read_text().endswith("\n")
+    verdicts.write_text(verdicts.read_text().replace('"post_id": "a"', 'post_id: a', 1))
+    with pytest.raises(FeedbackError, match=r"verdicts.jsonl:1: not a JSON verdict"):
+        store.verdicts()
+
+
+def test_two_adds_at_once_store_each_verdict_once(tmp_path):
+    """Issue 22 D5: the same verdicts file imported twice at once stored every verdict twice."""
+    import multiprocessing
+
+    FeedbackStore.create(tmp_path / "fb", CATS)
+    verdicts = [{"post_id": f"p{i}", "category": "hate", "harmful": i % 2 == 0, "reviewer": "r", "text": f"t{i}",
+                 "time": "2026-11-27T10:00Z"} for i in range(40)]
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_add_after, args=(str(tmp_path / "fb"), verdicts, barrier)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(FeedbackStore.open(tmp_path / "fb").verdicts()) == 40
+
+
+def _add_after(path: str, verdicts: list, barrier) -> None:
+    barrier.wait()
+    FeedbackStore.open(path).add(verdicts)
