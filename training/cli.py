@@ -86,6 +86,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="fine-tuning: stop after this long, keeping the best state (default: no limit)")
     tr.add_argument("--cache-dir", default=None, help="embedding cache (default: $MODERATION_CACHE_DIR or .cache/embeddings)")
     tr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    tr.add_argument("--grad-accum", type=int, default=1, help="fine-tuning: batches per optimiser step (default: %(default)s)")
+    tr.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                    help="fine-tuning: write OUT/checkpoint.pt every this many steps and at every evaluation (default: never)")
+    tr.add_argument("--resume", action="store_true", help="fine-tuning: continue from OUT/checkpoint.pt (same data and settings)")
+    tr.add_argument("--device", default="cpu", help="fine-tuning: cpu, cuda or cuda:N (default: %(default)s)")
+    tr.add_argument("--freeze-word-embeddings", action="store_true",
+                    help="--mode full: keep the word embeddings at their pretrained values (not trained, not saved)")
     cal = p.add_argument_group("calibration (needs the eval extra)")
     cal.add_argument("--calibrate", action="store_true",
                      help="after training, fit calibration and thresholds on the datasets' val splits")
@@ -137,7 +144,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.categories:
         categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     else:
-        categories = sorted({c for s in specs for c in s.labels.values()})
+        categories = sorted({c for s in specs for c in s.categories()})
     text = None if args.text_encoder.lower() == "none" else {"name": args.text_encoder, "pooling": "mean",
                                                               "max_length": args.max_length}
     if text is not None and layers:
@@ -149,7 +156,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                fusion_dim=args.fusion_dim, dropout=args.dropout, finetune=finetune, lexical=lexical,
                                image_weight_cap=args.image_weight_cap,
                                text_lora={**DEFAULT_LORA, "r": args.lora_r, "lora_alpha": 2 * args.lora_r}
-                               if args.mode == "lora" else None)
+                               if args.mode == "lora" else None,
+                               frozen_encoder_keys=["word_embeddings"] if args.freeze_word_embeddings else [])
     fine = args.mode != "frozen"
     config = TrainConfig(
         mode=args.mode, epochs=args.epochs or (2 if fine else 60), batch_size=args.batch_size or (32 if fine else 128),
@@ -158,7 +166,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         modality_dropout=args.modality_dropout, class_weight=args.class_weight,
         dataset_weights=dataset_weights, early_stopping=args.early_stopping, stop_metric=args.stop_metric,
         lexical_c=args.lexical_c, seed=args.seed,
-        precision=args.precision, eval_every=args.eval_every, time_budget_s=args.time_budget, cache_dir=args.cache_dir)
+        precision=args.precision, eval_every=args.eval_every, time_budget_s=args.time_budget, cache_dir=args.cache_dir,
+        grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every, resume=args.resume, device=args.device)
     result = train(specs, args.out, model_config, config, name=args.name)
     if args.calibrate:
         try:
