@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from eval.metrics import roc_auc
 from moderation.identity import IDENTITY_TERMS, IDENTITY_TERMS_VERSION, detect_groups, groups_of
 
 #: dataset folder -> the category whose score the AUCs use ("*": the highest category score)
@@ -113,21 +114,6 @@ def score_posts(scorer: Any, posts: Sequence[dict[str, Any]], progress: bool = F
         scores[i] = max(v.score for v in r.categories.values()) if cat == "*" else r.categories[cat].score
         not_allowed[i] = r.action in ("review", "block")
     return scores, not_allowed
-
-
-def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """ROC-AUC (Mann-Whitney, ties counted half); NaN without both classes."""
-    y = np.asarray(y, dtype=bool)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    s = np.asarray(s, dtype=np.float64)
-    order = np.argsort(s, kind="mergesort")
-    _, inverse, counts = np.unique(s[order], return_inverse=True, return_counts=True)
-    average = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based rank of each distinct value, ties averaged
-    ranks = np.empty(len(s), dtype=np.float64)
-    ranks[order] = average[inverse]
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def power_mean(values: Sequence[float], p: float = POWER) -> float:
