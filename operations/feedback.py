@@ -241,7 +241,10 @@ class FeedbackStore:
             raise FeedbackError(f"appeal on {pid!r} has no outcome: 'appeal' must be one of {APPEALS}")
         # an appeal takes the appealed decision's judgement (known once joined with the decision log, in add)
         harmful = None if kind == "appeal" and raw.get("harmful") is None else _as_harmful(raw.get("harmful"))
-        return {"post_id": str(pid), "category": category, "harmful": harmful, "kind": kind,
+        request_id = raw.get("request_id") or None
+        if request_id is not None and not isinstance(request_id, str):
+            raise FeedbackError(f"verdict on {pid!r}: request_id must be a string, got {request_id!r}")
+        return {"post_id": str(pid), "request_id": request_id, "category": category, "harmful": harmful, "kind": kind,
                 "decision_action": decided,
                 "reviewer": reviewer.strip(), "time": str(when), "appeal": appeal, "origin": origin,
                 "text": text, "image": image, "model_action": raw.get("model_action"),
@@ -274,7 +277,7 @@ class FeedbackStore:
             from_log = False
             try:
                 v = self.check(raw)
-                joined = decisions.lookup(v["post_id"]) if decisions is not None else None
+                joined = decisions.lookup(v["post_id"], v["request_id"]) if decisions is not None else None
                 if joined is not None:
                     if v["text"] is None and v["image"] is None and (joined.get("text") or joined.get("image")):
                         v["text"], v["image"] = joined.get("text"), joined.get("image")
@@ -399,15 +402,33 @@ class DecisionIndex:
     that file's folder. Logs with hashed ids are matched through sha256(salt + id) (salt: $MODERATION_LOG_ID_SALT).
     """
 
-    def __init__(self, rows: dict[str, dict[str, Any]], salt: str | None) -> None:
+    def __init__(self, rows: dict[str, dict[str, Any]], salt: str | None,
+                 by_request: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
         self.rows = rows
         self.salt = salt
+        #: (request id, post key) -> row, for the posts of endpoint requests (decision logs)
+        self.by_request = by_request or {}
+        self._requests: dict[str, set[str]] = {}
+        for request_id, key in self.by_request:
+            self._requests.setdefault(key, set()).add(request_id)
 
-    def lookup(self, post_id: str) -> dict[str, Any] | None:
-        row = self.rows.get(str(post_id))
-        if row is None and self.salt is not None:
-            row = self.rows.get("#" + hash_id(post_id, self.salt))
-        return row
+    def lookup(self, post_id: str, request_id: str | None = None) -> dict[str, Any] | None:
+        """The decision on `post_id` (in request `request_id` when given). Raises FeedbackError when no request
+        is given and the id was decided in several requests: OpenAI-shaped requests number their inputs "0",
+        "1", ..., so the post id alone would join a verdict to another post's decision."""
+        keys = [str(post_id)] + (["#" + hash_id(post_id, self.salt)] if self.salt is not None else [])
+        if request_id is not None:
+            return next((self.by_request[(str(request_id), k)] for k in keys if (str(request_id), k) in self.by_request),
+                        None)
+        for key in keys:
+            requests = self._requests.get(key, set())
+            if len(requests) > 1:
+                raise FeedbackError(f"post id {post_id!r} was decided in {len(requests)} requests of the decision log "
+                                    "(OpenAI-shaped requests number their inputs \"0\", \"1\", ...): give the "
+                                    "verdict's request_id (the log's request_id column) to say which")
+            if key in self.rows:
+                return self.rows[key]
+        return None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -423,6 +444,7 @@ def load_decision_index(inputs: Sequence[str | os.PathLike], post_ids: Iterable[
         ids = [str(p) for p in post_ids]
         wanted = set(ids) | {"#" + hash_id(p, salt) for p in ids}
     rows: dict[str, dict[str, Any]] = {}
+    by_request: dict[tuple[str, str], dict[str, Any]] = {}
     sources: dict[Path, dict[int, str]] = {}   # a batch output's input file -> {row number: post key}
     any_hashed = False
     for path in decision_files(inputs):
@@ -437,6 +459,8 @@ def load_decision_index(inputs: Sequence[str | os.PathLike], post_ids: Iterable[
                 continue
             text = row.get("text") if isinstance(row.get("text"), str) else None
             rows[key] = {**row, "text": text, "image": None}
+            if row.get("request_id"):
+                by_request[(str(row["request_id"]), key)] = rows[key]
             source, number = row.get("source_file"), row.get("source_row")
             if text is None and source and isinstance(number, int) and number > 0:
                 src = Path(source)
@@ -446,7 +470,7 @@ def load_decision_index(inputs: Sequence[str | os.PathLike], post_ids: Iterable[
                     sources.setdefault(src, {})[number] = key
     for src, wanted_rows in sources.items():  # content read back from the batch job's inputs, one pass per file
         _content_from_input(src, wanted_rows, rows)
-    return DecisionIndex(rows, salt if any_hashed else None)
+    return DecisionIndex(rows, salt if any_hashed else None, by_request)
 
 
 def _content_from_input(src: Path, wanted_rows: dict[int, str], rows: dict[str, dict[str, Any]]) -> None:

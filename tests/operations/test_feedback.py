@@ -243,3 +243,23 @@ def test_two_adds_at_once_store_each_verdict_once(tmp_path):
 def _add_after(path: str, verdicts: list, barrier) -> None:
     barrier.wait()
     FeedbackStore.open(path).add(verdicts)
+
+
+def test_openai_ids_reused_across_requests_join_by_request(tmp_path):
+    """Issue 22: feedback joined verdicts to decisions by post id only, but OpenAI-shaped requests reuse "0", "1":
+    the join is keyed by request and post, and an ambiguous verdict is refused with what to give."""
+    rows = []
+    for request_id, text, action in (("req-a", "you vermin", "block"), ("req-b", "nice garden", "allow")):
+        rows.append({**log_rows()[0], "id": "0", "request_id": request_id, "text": text, "hate_action": action,
+                     "action": action})
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    index = load_decision_index([tmp_path / "log.jsonl"])
+    assert index.lookup("0", "req-b")["text"] == "nice garden"
+    with pytest.raises(FeedbackError, match="decided in 2 requests.*give the verdict's request_id"):
+        index.lookup("0")
+    store = FeedbackStore.create(tmp_path / "fb", CATS)
+    out = store.add([{"post_id": "0", "category": "hate", "harmful": True, "reviewer": "r"},
+                     {"post_id": "0", "request_id": "req-a", "category": "hate", "harmful": True, "reviewer": "r"}],
+                    decisions=index)
+    assert out.added == 1 and "decided in 2 requests" in out.rejected[0]
+    assert store.verdicts()[0]["text"] == "you vermin" and store.verdicts()[0]["model_action"] == "block"
