@@ -303,7 +303,8 @@ class FeedbackStore:
                     root = Path(v["image"]).parent if from_log else image_root
                     v["image"] = self._keep_image(v["image"], root)
             except FeedbackError as exc:
-                summary.rejected.append(f"verdict {n}: {exc}")
+                where = raw.get("_where") if isinstance(raw, Mapping) else None
+                summary.rejected.append(f"{where or f'verdict {n}'}: {exc}")
                 continue
             key = _verdict_key(v)
             if key in seen:

@@ -109,14 +109,18 @@ def _read_verdict_file(path: str) -> Iterator[dict[str, Any]]:
         raise FileNotFoundError(f"verdict file not found: {p}")
     if p.suffix.lower() == ".csv":
         with open(p, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                yield {k: (v if v != "" else None) for k, v in row.items() if k is not None}
+            reader = csv.DictReader(fh)
+            for row in reader:
+                yield {**{k: (v if v != "" else None) for k, v in row.items() if k is not None},
+                       "_where": f"{p}:{reader.line_num}"}
     elif p.suffix.lower() in (".jsonl", ".ndjson"):
         with open(p, encoding="utf-8") as fh:
             for n, line in enumerate(fh, 1):
                 if line.strip():
                     try:
-                        yield json.loads(line)
+                        verdict = json.loads(line)
+                        # rejections name the file and line (numbering verdicts drifted after a bad line)
+                        yield {**verdict, "_where": f"{p}:{n}"} if isinstance(verdict, dict) else verdict
                     except json.JSONDecodeError as exc:
                         yield {"_error": f"{p}:{n}: not JSON ({exc.msg})"}
     else:

@@ -162,7 +162,14 @@ def test_feedback_cli_add_stats_and_exit_statuses(tmp_path, logs, capsys):
                         "p4,hate,perhaps,bob,\n")
     assert main(["feedback", "add", "--store", str(store), "--decisions", str(logs), "--from", str(csv_file)]) == 1
     out = capsys.readouterr()
-    assert "2 verdicts added" in out.out and "rejected: verdict 3" in out.err
+    assert "2 verdicts added" in out.out and f"rejected: {csv_file}:4:" in out.err  # the file's line, not "verdict 3"
+    # issue 22: after a line that is not JSON, rejections named verdict numbers that no longer matched the lines
+    jsonl = tmp_path / "reviews.jsonl"
+    jsonl.write_text('{"post_id": "p1", "category": "hate", "harmful": true, "reviewer": "c"}\nnot json\n'
+                     '{"post_id": "p2", "category": "hate", "harmful": "perhaps", "reviewer": "c"}\n')
+    assert main(["feedback", "add", "--store", str(store), "--from", str(jsonl)]) == 1
+    err = capsys.readouterr().err
+    assert f"rejected: {jsonl}:2: not JSON" in err and f"rejected: {jsonl}:3:" in err
     assert main(["feedback", "stats", "--store", str(store), "--decisions", str(logs),
                  "--json", str(tmp_path / "m.json")]) == 0
     assert "review precision 0.500 (1/2" in capsys.readouterr().out
