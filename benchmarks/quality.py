@@ -30,7 +30,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from eval.functional.suite import markdown_table as functional_table
 from eval.quality import ANCHORS, ANY, also_table, anchor_metrics, f1_scores, fmt_num, pooled_table
+from training.recipes.default_model import functional_summary
 
 REPO = Path(__file__).resolve().parents[1]
 PROBES = REPO / "eval" / "probes" / "plain_posts.jsonl"
@@ -189,7 +191,8 @@ def measure_model(scorer: Any, specs: Sequence[Any], progress: bool = True) -> d
             "datasets": dataset_figures(val_pred, test_pred, calibration, decide),
             "operating_pooled": pooled_operating(test_pred, calibration, decide),
             "multioff_ablation": multioff_ablation(scorer, specs, progress=progress),
-            "plain_sentences": probe_figures(scorer)}
+            "plain_sentences": probe_figures(scorer),
+            "functional": functional_summary(scorer)}
 
 
 def _pr(op: dict[str, Any] | None) -> str:
@@ -293,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "seconds": round(time.time() - t0, 1)}
     print(f"\nmodel {model['model_version']} (policy {model['policy_version']})\n")
     print(markdown_tables(model, base))
+    print("\nfunctional suite (eval/functional/cases.jsonl, never trained on):\n")
+    print(functional_table(model["functional"]))
     if model["skipped_rows"]:
         print("\nnote: " + "; ".join(model["skipped_rows"]))
     write(result)

@@ -60,6 +60,15 @@ TRAINING: dict[str, dict[str, Any]] = {
     "frozen": {"mode": "frozen", "epochs": 40, "batch_size": 256, "lr": 3e-4, "patience": 5, **_COMMON},
     "lora": {"mode": "lora", "epochs": 1, "batch_size": 32, "lr": 1e-3, "encoder_lr": 5e-4, "patience": 4,
              "eval_every": 300, "precision": "bf16", "max_length": 64, **_COMMON},
+    # Every encoder layer fine-tuned (word embeddings kept frozen), one epoch over all twelve shared datasets
+    # (the large all-benign sets and Gab / Latent Hatred sampled down so that an epoch takes ~1 h on 2 CPU cores)
+    # plus the synthetic threats (training.synthetic). fp32: bf16 autocast was 8x slower in the backward pass on
+    # this CPU. Checkpoints every 200 steps (--resume).
+    "full": {"mode": "full", "epochs": 1, "batch_size": 32, "lr": 1e-3, "encoder_lr": 4e-5, "patience": 3,
+             "eval_every": 750, "checkpoint_every": 200, "precision": "fp32", "max_length": 128,
+             "max_train_rows": {"qian_interventions": 8000, "crisislex_violence_news": 4000,
+                                "gab_hate_corpus": 12000, "implicit_hate": 12000},
+             "datasets": "all", **_COMMON},
 }
 #: LoRA on the top half of MiniLM (layers 3-5): backward stops there, so a CPU step costs about a third less
 #: than adapting all six layers; the adapters stay small (~330k parameters).
@@ -80,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The recipe's options (also used by `moderation train-default`)."""
     p.add_argument("--mode", choices=sorted(TRAINING), default="frozen",
-                   help="frozen (the shipped model) or lora (default: %(default)s)")
+                   help="frozen, lora or full (all encoder layers; the shipped model) (default: %(default)s)")
     p.add_argument("--data-root", default=None, help="shared datasets folder (default: $MODERATION_DATA_ROOT or ../shared/datasets)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where the finished model directory goes (default: the package's default_model/)")
     p.add_argument("--work-dir", default=str(DEFAULT_WORK), help="staging directory (default: runs/default_model)")
@@ -95,6 +104,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-layers", default=None, metavar="I,J,...",
                    help="MiniLM layers that get LoRA adapters in --mode lora (default: 3,4,5)")
     p.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS", help="fine-tuning time limit (default: none)")
+    p.add_argument("--device", default="cpu", help="where fine-tuning runs: cpu, cuda, cuda:N (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="fine-tuning: continue from the work dir's checkpoint.pt")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-install", action="store_true", help="train, calibrate and measure, but do not copy into --out")
     p.add_argument("--skip-train", action="store_true", help="reuse the trained model in --work-dir (recalibrate and re-measure)")
@@ -111,17 +122,23 @@ def run(args: argparse.Namespace) -> int:
 
     from moderation.cli import _quiet_libraries
     from moderation.model import ModelConfig
-    from moderation.datasets import default_dataset_specs
+    from moderation.datasets import ALL_DATASETS, DEFAULT_DATASETS, default_dataset_specs
     from training.config import TrainConfig
     from training.train import train
 
     _quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
-    specs = default_dataset_specs(args.data_root)
     work = Path(args.work_dir)
     model_cfg = dict(MODEL)
     train_cfg = dict(TRAINING[args.mode], seed=args.seed)
+    specs = default_dataset_specs(args.data_root, names=ALL_DATASETS if train_cfg.pop("datasets", "") == "all" else DEFAULT_DATASETS)
+    measured_specs = list(specs)  # calibration, policy and test figures: real data only
+    if args.mode == "full":
+        from moderation.datasets import DatasetSpec
+        from training import synthetic
+        specs.append(DatasetSpec(path=synthetic.write_synthetic(work.parent / f"{synthetic.NAME}.jsonl", args.seed),
+                                 labels=dict(synthetic.LABELS), name=synthetic.NAME))
     max_length = args.max_length or train_cfg.pop("max_length", 128)
     train_cfg.pop("max_length", None)
     model_cfg["text_encoder"] = {**MODEL["text_encoder"], "max_length": max_length}
@@ -135,16 +152,21 @@ def run(args: argparse.Namespace) -> int:
             model_cfg["text_encoder"]["layers"] = parse_layers(args.text_layers, also=", or 'last'")
     if args.mode != "frozen":
         model_cfg["finetune"] = {"text": args.mode, "image": "frozen"}
+        train_cfg["device"] = args.device
+        train_cfg["resume"] = args.resume
+        train_cfg["time_budget_s"] = args.time_budget
+    if args.mode == "full":
+        model_cfg["frozen_encoder_keys"] = ["word_embeddings"]
+    if args.mode == "lora":
         model_cfg["text_lora"] = dict(LORA)
         if args.lora_layers:
             try:
                 model_cfg["text_lora"]["layers_to_transform"] = sorted({int(x) for x in args.lora_layers.split(",")})
             except ValueError:
                 raise ValueError(f"--lora-layers {args.lora_layers!r}: expected comma-separated layer numbers, e.g. 3,4,5") from None
-        train_cfg["time_budget_s"] = args.time_budget
     t0 = time.time()
     if not args.skip_train:
-        if work.exists():
+        if work.exists() and not args.resume:
             shutil.rmtree(work)
         train(specs, work, ModelConfig(**model_cfg), TrainConfig(**train_cfg), name="default")
     train_seconds = time.time() - t0
@@ -155,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     command += f" --lora-layers {args.lora_layers}" if args.lora_layers else ""
     command += f" --text-encoder {args.text_encoder}" if args.text_encoder else ""
     command += f" --text-layers {args.text_layers}" if args.text_layers else ""
-    metrics = calibrate_and_measure(work, specs, Path(args.report_dir), report=not args.no_report, recipe={
+    metrics = calibrate_and_measure(work, measured_specs, Path(args.report_dir), report=not args.no_report, recipe={
         "command": command, "mode": args.mode, "train_seconds": round(train_seconds), "seed": args.seed})
     print_summary(metrics)
     if not args.no_install:
@@ -256,6 +278,9 @@ def calibrate_and_measure(model_dir: Path, specs: list, report_dir: Path, recipe
         "early_stopping": training.get("early_stopping_set"),
         "best_early_stopping": training.get("best"),
     })
+    functional = functional_summary(scorer)
+    if functional:
+        metrics["functional"] = functional
     write_metrics(model_dir, metrics)
     (model_dir / "MODEL_CARD.md").write_text(model_card(info, metrics, training), encoding="utf-8")
     if report:
@@ -348,6 +373,11 @@ def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> 
                   "| input | F1 (offensive) | ROC-AUC |", "| --- | --- | --- |"]
         for label, fig in t["multioff_ablation"].items():
             lines.append(f"| {label} | {fig['f1']:.3f} | {fig['roc_auc']:.3f} |")
+    if metrics.get("functional"):
+        from eval.functional.suite import markdown_table
+        lines += ["", "Functional suite (eval/functional/cases.jsonl: hand-written cases, one behaviour each, never trained "
+                  "on; allow cases pass when allowed, the others when reviewed or blocked):", "",
+                  markdown_table(metrics["functional"]).strip()]
     lines += ["", f"{t['n_rows']} test posts, {t['n_unscored']} could not be scored ({t['errors'] or 'none'}).",
               "", "## Limitations",
               "- English only (the language rule sends other languages to review); Twitter 2016-2019, Gab, Reddit, "
@@ -360,6 +390,16 @@ def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> 
               "- datasets known to the recipe but not trained on: "
               + ", ".join(sorted(set(KNOWN_DATASETS) - {d['name'] for d in training.get('datasets', [])})) + " (test only).", ""]
     return "\n".join(lines)
+
+
+def functional_summary(scorer: Any) -> dict[str, Any] | None:
+    """The functional suite's pass rates per behaviour (eval.functional), without the per-case lists."""
+    from eval.functional.suite import run as run_functional
+
+    summary = run_functional(scorer)["summary"]
+    summary["behaviours"] = {b: {k: v for k, v in e.items() if k != "failed_ids"} for b, e in summary["behaviours"].items()}
+    summary.update(model_version=scorer.model_version, policy_version=getattr(scorer.policy, "version", None))
+    return summary
 
 
 def print_summary(metrics: dict[str, Any]) -> None:
