@@ -41,7 +41,7 @@ def _load_data(args: argparse.Namespace, categories: list[str]) -> Any:
         specs = [parse_dataset_arg(a) for a in args.data]
     else:
         # The default datasets that label at least one of this model's categories.
-        specs = [s for s in default_dataset_specs(args.data_root) if set(s.labels.values()) & set(categories)]
+        specs = [s for s in default_dataset_specs(args.data_root) if s.categories() & set(categories)]
         if not specs:
             raise ValueError(f"none of the default datasets labels this model's categories {categories}; pass --data")
     import warnings

@@ -32,11 +32,14 @@ DATA_ROOT_ENV = "MODERATION_DATA_ROOT"
 DATA_FILE = "data.jsonl"
 SLICES = ("text", "image", "image+text")
 
-#: Label mappings of the shared datasets (folder name -> {field: category}); also the fallback of
+#: Label mappings of the shared datasets (folder name -> {field: categories}); also the fallback of
 #: `parse_dataset_arg` when a known folder is named without a mapping. Every dataset labels harm its own way;
 #: the reasons for each line are in docs/training.md ("Which dataset supervises which category"). A field a
 #: dataset leaves null on a row (e.g. implicit_hate's `threatening` outside its implicit-hate rows) is unknown
-#: there, never a negative. Several fields may map to one category: positive if any is.
+#: there, never a negative. Several fields may map to one category: positive if any is. One field may feed
+#: several categories ("hate+offensive"); a category written "~violence" takes the field's 0s only (a negative
+#: for it) and leaves its 1s unknown: e.g. a counter-narrative (CONAN label 0) is no threat, but a hateful
+#: CONAN post (label 1) is not necessarily one either.
 KNOWN_DATASETS: dict[str, dict[str, str]] = {
     "tweeteval_hate": {"label": "hate"},
     "tweeteval_offensive": {"label": "offensive"},
@@ -50,12 +53,42 @@ KNOWN_DATASETS: dict[str, dict[str, str]] = {
     "reddit_misogyny": {"label": "hate", "threatening": "violence"},
     # violence is annotated on hate comments only.
     "ethos": {"label": "hate", "violence": "violence"},
+    # Hate speech (1) vs the NGO-written counter-narratives answering it (0). Hate speech against a group is
+    # offensive in OLID's sense (offensive, targeted at a group), so the label feeds offensive too; a
+    # counter-narrative is no threat (~violence), a hateful post may or may not be one (unknown).
+    "conan": {"label": "hate+offensive+~violence"},
+    # Counter-speech replies written to intervene in hateful threads, all label 0: civil by design, so neither
+    # hate, nor offensive, nor a threat.
+    "qian_interventions": {"label": "hate+offensive+violence"},
+    # Tweets reporting shootings, bombings and explosions, all label 0: not hate and not a threat; whether a
+    # tweet is offensive (swearing about an attack) is not labelled.
+    "crisislex_violence_news": {"label": "hate+violence"},
+    # label = hatespeech; offensive = hatespeech or offensive (3-class: normal / offensive / hatespeech);
+    # a normal post (offensive 0) is no threat either (~violence).
+    "hatexplain": {"label": "hate", "offensive": "offensive+~violence"},
     # Test split only (101 rows): a smoke test, never trained on.
     "jigsaw_toxic_sample": {"identity_hate": "hate", "toxic": "offensive", "insult": "offensive", "threat": "violence"},
 }
 #: The datasets the default model trains on (train splits), calibrates on (val) and is measured on (test), in this order.
 DEFAULT_DATASETS: tuple[str, ...] = ("tweeteval_hate", "tweeteval_offensive", "multioff", "gab_hate_corpus",
                                      "implicit_hate", "harmeme_text", "reddit_misogyny", "ethos")
+#: The benign-heavy sets added for the fine-tuned model: counter-speech, news about violence, and HateXplain
+#: (hate / offensive / normal). Hard negatives for topic-vs-harm (and CONAN's hate speech as hard positives).
+HARD_NEGATIVE_DATASETS: tuple[str, ...] = ("conan", "qian_interventions", "crisislex_violence_news", "hatexplain")
+ALL_DATASETS: tuple[str, ...] = DEFAULT_DATASETS + HARD_NEGATIVE_DATASETS
+
+
+def _parse_targets(value: str) -> tuple[tuple[str, bool], ...]:
+    """"hate+~violence" -> (("hate", False), ("violence", True)): categories, and whether only 0s count."""
+    out = []
+    for part in str(value).split("+"):
+        part = part.strip()
+        neg_only = part.startswith("~")
+        name = part[1:].strip() if neg_only else part
+        if not name:
+            raise ValueError(f"empty category in label mapping {value!r}")
+        out.append((normalize_category(name), neg_only))
+    return tuple(out)
 
 
 class DatasetWarning(UserWarning):
@@ -67,7 +100,8 @@ class DatasetSpec:
     """One labelled dataset: where it is, which fields label which category, and a short name.
 
     path: a JSONL file (rows: id, text, image path relative to the file, label fields, split).
-    labels: source field -> category, e.g. {"label": "hate"}; categories are normalised.
+    labels: source field -> category, e.g. {"label": "hate"}; categories are normalised. One field may feed
+    several categories joined by "+", and "~CATEGORY" takes the field's 0s only (see KNOWN_DATASETS).
     name: prefixes ids (`name/id`) so they are unique across datasets; also the `sources` entry of a row.
     """
 
@@ -79,9 +113,19 @@ class DatasetSpec:
         if not self.labels:
             raise ValueError(f"dataset {self.name!r} maps no label field to a category")
         object.__setattr__(self, "path", Path(self.path))
-        object.__setattr__(self, "labels", {str(k): normalize_category(v) for k, v in self.labels.items()})
+        object.__setattr__(self, "labels", {str(k): "+".join(("~" if neg else "") + c for c, neg in _parse_targets(v))
+                                            for k, v in self.labels.items()})
         if not self.name or "/" in self.name:
             raise ValueError(f"dataset name must be non-empty and hold no '/', got {self.name!r}")
+
+
+    def targets(self) -> dict[str, tuple[tuple[str, bool], ...]]:
+        """field -> ((category, negatives_only), ...)."""
+        return {f: _parse_targets(v) for f, v in self.labels.items()}
+
+    def categories(self) -> set[str]:
+        """The categories this dataset labels (some perhaps only with negatives)."""
+        return {c for targets in self.targets().values() for c, _ in targets}
 
 
 def _resolve_data_file(path: Path) -> Path:
@@ -273,7 +317,7 @@ def _read_rows(spec: DatasetSpec, categories: list[str], splits: set[str], probl
                ) -> Iterable[tuple[dict, np.ndarray, str]]:
     folder = spec.path.parent.resolve()
     col = {c: j for j, c in enumerate(categories)}
-    used = {f: c for f, c in spec.labels.items() if c in col}
+    used = {f: [(col[c], neg) for c, neg in targets if c in col] for f, targets in spec.targets().items()}
     seen: set[str] = set()
     with open(spec.path, "rb") as fh:
         for raw in fh:
@@ -325,10 +369,13 @@ def _read_rows(spec: DatasetSpec, categories: list[str], splits: set[str], probl
                 continue
             values = np.full(len(categories), np.nan, dtype=np.float32)
             try:
-                for field_name, category in used.items():
+                for field_name, targets in used.items():
                     v = _label_value(row.get(field_name))
-                    if v is not None:
-                        j = col[category]
+                    if v is None:
+                        continue
+                    for j, neg_only in targets:
+                        if neg_only and v == 1.0:
+                            continue  # this field's positives say nothing about this category
                         # Several fields may map to one category: positive if any is, negative if all known are.
                         values[j] = v if np.isnan(values[j]) else max(values[j], v)
             except ValueError:
@@ -359,8 +406,8 @@ def load_labelled(specs: list[DatasetSpec], categories: list[str], splits: str |
     row_splits: list[str] = []
     problems: dict[str, dict[str, int]] = {}
     for spec in specs:
-        if not set(spec.labels.values()) & set(categories):
-            raise ValueError(f"dataset {spec.name!r} labels {sorted(set(spec.labels.values()))}, none of the model's "
+        if not spec.categories() & set(categories):
+            raise ValueError(f"dataset {spec.name!r} labels {sorted(spec.categories())}, none of the model's "
                              f"categories {categories}")
         counter: Counter = Counter()
         for post, values, split in _read_rows(spec, categories, wanted, counter):

@@ -43,6 +43,9 @@ class ModelConfig:
     finetune: dict[str, str] = field(default_factory=lambda: {"text": "frozen", "image": "frozen"})
     #: LoRA settings for the text encoder when finetune["text"] == "lora" (peft LoraConfig arguments).
     text_lora: dict[str, Any] | None = None
+    #: Full fine-tuning: encoder tensors whose name contains one of these strings stay frozen at their pretrained
+    #: values and are not saved (e.g. "word_embeddings": half of MiniLM's weights, barely moved by fine-tuning).
+    frozen_encoder_keys: list[str] = field(default_factory=list)
     #: Whether the model has a lexical channel (n-gram TF-IDF + linear, moderation.lexical) added to its
     #: text logits with a per-category weight. Needs fusion "late"; stored as lexical.json/.safetensors.
     lexical: bool = False
@@ -253,6 +256,8 @@ class ModerationModel(nn.Module):
             if mode == "frozen":
                 continue
             for key, value in encoder.state_dict().items():
+                if mode == "full" and any(k in key for k in self.config.frozen_encoder_keys):
+                    continue
                 if mode == "full" or "lora_" in key:
                     state[f"{modality}.{key}"] = value
         return state

@@ -79,6 +79,10 @@ def save_model(model: ModerationModel, path: str | os.PathLike, *, trained: bool
     path.mkdir(parents=True, exist_ok=True)
     head = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
     encoders = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
+    if any(model.config.finetune.get(m) == "full" for m in model.modalities):
+        # Fully fine-tuned weights are stored in fp16 (half the size; the largest rounding, ~1e-3 relative, moves
+        # no score measurably); they are loaded back into the fp32 encoder.
+        encoders = {k: v.half() if v.is_floating_point() else v for k, v in encoders.items()}
     save_file(head, str(path / HEAD_FILE))
     if encoders:
         save_file(encoders, str(path / ENCODERS_FILE))

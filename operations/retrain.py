@@ -149,7 +149,7 @@ def eval_sets(specs: Sequence[Any], feedback_spec: Any, categories: Sequence[str
     fixed = [] if config.no_dataset_eval else list(specs)
     fixed += [parse_dataset_arg(a) for a in config.eval_data]
     for spec in fixed:
-        if not set(spec.labels.values()) & set(categories):
+        if not spec.categories() & set(categories):
             continue
         data = load_labelled([spec], list(categories), config.eval_split)
         if not len(data):
