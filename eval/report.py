@@ -23,6 +23,7 @@ from eval.formatting import CSS, esc, fmt, html_table, md_table, pct, png, statu
 from eval.metrics import PRECISION_LEVELS, RECALL_LEVELS, to_jsonable
 from eval.plots import category_figure, valid_pairs
 from eval.fairness import html_section as fairness_html, markdown_section as fairness_markdown
+from eval.functional.suite import report_rows as functional_rows
 from eval.policy_report import ALTERNATIVE_HEADERS, POLICY_HEADERS, policy_section
 from eval.thresholds import DEFAULT_MIN_POSITIVES, select_threshold
 
@@ -183,10 +184,16 @@ class Report:
     json: dict[str, Any] = field(default_factory=dict)
     #: the fairness figures per identity group (eval.fairness.fairness), when measured
     fairness: dict[str, Any] | None = None
+    #: the functional suite's summary (eval.functional.suite.summarise), when measured
+    functional: dict[str, Any] | None = None
 
     @property
     def categories(self) -> list[str]:
         return list(self.evaluation["categories"])
+
+
+FUNCTIONAL_NOTE = ("Hand-written cases, one behaviour each (eval/functional/cases.jsonl), never trained on: an allow "
+                   "case passes when the post is allowed, the others when it is reviewed or blocked.")
 
 
 def write_report(out_dir: str | Path, evaluation: dict[str, Any], *, title: str, **options: Any) -> dict[str, Path]:
@@ -212,7 +219,7 @@ def build_report(evaluation: dict[str, Any], *, title: str,
                  thresholds: dict[str, Any] | None = None, name: str = "model",
                  compare_with: dict[str, Any] | None = None, target_precisions: Sequence[float] = DEFAULT_TARGETS,
                  min_positives: int | None = None, policy: dict[str, Any] | None = None,
-                 fairness: dict[str, Any] | None = None) -> Report:
+                 fairness: dict[str, Any] | None = None, functional: dict[str, Any] | None = None) -> Report:
     """Compute everything the report shows: threshold tables, plots, comparison, policy section, warnings.
 
     evaluation: the dict from eval.metrics.evaluate (required; gives categories, thresholds, all tables).
@@ -247,7 +254,8 @@ def build_report(evaluation: dict[str, Any], *, title: str,
                     target=thr_json.get("target_precision"), min_positives=min_positives, thresholds=thr_json,
                     calibration=calibration, policy=policy, policy_section=None,
                     other_name=(compare_with or {}).get("name", "other model"), compare_with=compare_with,
-                    comparison=comparison(evaluation, other_eval) if other_eval else None, fairness=fairness)
+                    comparison=comparison(evaluation, other_eval) if other_eval else None, fairness=fairness,
+                    functional=functional)
     if have_plots:
         _add_plots(report, raw_probs, calibrated_probs, labels, target_precisions)
         if policy:
@@ -264,6 +272,7 @@ def build_report(evaluation: dict[str, Any], *, title: str,
         "comparison": {"with": report.other_name, "model": (compare_with or {}).get("model"), "figures": comp,
                        "evaluation": other_eval} if comp is not None else None,
         "fairness": fairness,
+        "functional": functional,
     })
     return report
 
@@ -381,6 +390,9 @@ def render_html(report: Report) -> str:
         h += _policy_html(report)
     if r.fairness is not None:
         h.append(fairness_html(r.fairness, r.fairness.get("model_version")))
+    if r.functional is not None:
+        h.append(f"<h2>Functional suite</h2><p class='note'>{FUNCTIONAL_NOTE}</p>")
+        h.append(html_table(*functional_rows(r.functional)))
     for c in r.categories:
         h += _category_html(report, c)
     h.append(HOW_TO_READ)
@@ -460,6 +472,8 @@ def render_markdown(report: Report) -> str:
                    md_table(ALTERNATIVE_HEADERS, rows), ""]
     if r.fairness is not None:
         md += [fairness_markdown(r.fairness, r.fairness.get("model_version"))]
+    if r.functional is not None:
+        md += ["## Functional suite", "", FUNCTIONAL_NOTE, "", md_table(*functional_rows(r.functional)), ""]
     if r.comparison is not None:
         md += [f"## Comparison: {r.name} (A) vs {r.other_name} (B)", ""]
         md += [md_table(*_comparison_table(r.comparison, "A", "B")), ""]

@@ -289,6 +289,18 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of the per-behaviour table, for the calibration report's HTML and Markdown."""
+    headers = ["behaviour", "expected", "cases", "pass rate", "allow", "review", "block", "error"]
+    rows = []
+    for b, v in summary["behaviours"].items():
+        a = v["actions"]
+        rows.append([b, "allow" if v["expected"] == "allow" else "review or block", str(v["n"]), _pct(v["pass_rate"]),
+                     str(a.get("allow", 0)), str(a.get("review", 0)), str(a.get("block", 0)), str(a.get("error", 0))])
+    rows.append(["all cases", "", str(summary["n"]), _pct(summary["pass_rate"]), "", "", "", ""])
+    return headers, rows
+
+
 # --- CLI ----------------------------------------------------------------------------------------------
 
 def build_scorer(model: str | None, policy: str | None, device: str = "cpu", batch_size: int = 32) -> Scorer:

@@ -136,3 +136,17 @@ def test_report_policy_section_measures_block_review_and_alternatives(tmp_path, 
     none = operating(yy, pp, None, None)
     assert none["blocked"] == 0 and none["review_share"] == 0.0 and none["block_or_review_recall"] == 0.0
     assert "Moderation policy" in paths["md"].read_text()
+
+
+def test_report_shows_the_functional_suite_per_behaviour(tmp_path, toy):
+    from eval.functional.suite import CaseResult, summarise
+
+    ev = toy[3]
+    results = [CaseResult(id="a", behaviour="negation", expected="allow", action="allow", passed=True),
+               CaseResult(id="b", behaviour="negation", expected="allow", action="review", passed=False),
+               CaseResult(id="c", behaviour="threat_person", expected="flag", action="block", passed=True)]
+    paths = write_report(tmp_path, ev, title="with functional", functional=summarise(results))
+    html, md = paths["html"].read_text(), paths["md"].read_text()
+    assert "Functional suite" in html and "negation" in html and "50.0%" in html
+    assert "| threat_person | review or block | 1 | 100.0% |" in md
+    assert json.loads(paths["json"].read_text())["functional"]["n"] == 3

@@ -289,7 +289,7 @@ def calibrate_and_measure(model_dir: Path, specs: list, report_dir: Path, recipe
                      model=scorer.describe(), data={"datasets": [s.name for s in specs], "split": "test",
                                                     "n_rows": len(test_pred), "errors": test_pred.errors},
                      calibration=calibration.to_json(), thresholds=thresholds.to_json(), name="default",
-                     policy=policy.to_json())
+                     policy=policy.to_json(), functional=metrics.get("functional"))
     scorer.close()
     return metrics
 
