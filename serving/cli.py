@@ -28,23 +28,27 @@ def register(subparsers: Any) -> None:
                     "/v1/model. The app is serving.app:build_app; --config takes a Serve config file (the app's "
                     "`args:` and `http_options`) and the other options override it. Stop with Ctrl-C.")
     add_model_args(p)  # --batch-size here is the largest batch the model replica groups (max_batch_size)
+    for action in p._actions:  # the defaults that run are the shipped config's, not the scoring commands'
+        if action.dest == "batch_size":
+            action.help = "posts per batch of a model replica (default: the config's; 8 in the shipped config)"
     p.add_argument("--config", metavar="YAML", default=None,
                    help="Serve config file (default: the sample serving/config.yaml shipped with the package: fused "
                         "topology, 2 model replicas x 1 CPU, CPU batch settings); 'none': the app builder's defaults")
     p.add_argument("--host", default=None, help=f"address to bind (default: {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=None, help=f"port (default: {DEFAULT_PORT})")
-    p.add_argument("--batch-wait-ms", type=float, default=None, help="ms to wait for a batch to fill (default: 10)")
+    p.add_argument("--batch-wait-ms", type=float, default=None, help="ms to wait for a batch to fill (default: the config's; 0 in the shipped config)")
     p.add_argument("--max-ongoing-requests", type=int, default=None,
-                   help="requests a model replica holds at once (default: 2 x batch size)")
+                   help="requests a model replica holds at once (default: the config's; 64 in the shipped config, "
+                        "else 2 x batch size)")
     p.add_argument("--max-queued-requests", type=int, default=None,
                    help="requests queued beyond that before answering 503 (default: 64)")
-    p.add_argument("--num-replicas", type=int, default=None, help="model replicas (default: 1)")
+    p.add_argument("--num-replicas", type=int, default=None, help="model replicas (default: the config's; 2 in the shipped config)")
     p.add_argument("--num-cpus", type=float, default=None, help="CPUs (= torch threads) per model replica (default: 1)")
     p.add_argument("--topology", choices=("fused", "split"), default=None,
                    help="fused: one deployment is the HTTP ingress and the batched model (default; fastest on CPU); "
                         "split: an ingress deployment in front of a separate model deployment")
     p.add_argument("--ocr", choices=("off", "auto", "ocr", "both"), default=None,
-                   help="OCR of images: auto (image posts without text), ocr, both, off (default: the config's, auto)")
+                   help="OCR of images: auto (every image post; both is the same), ocr, off (default: the config's, auto)")
     p.add_argument("--hash-list", action="append", default=None, metavar="FILE", dest="hash_lists",
                    help="hash list of known violating images (repeatable; replaces the config's hash_lists)")
     p.add_argument("--auth-token-env", metavar="VAR", default=None,
@@ -111,6 +115,21 @@ def _serve_args(args: argparse.Namespace) -> tuple[dict, str, int]:
     return app_args, host, port
 
 
+def check_port(host: str, port: int) -> None:
+    """Raise ValueError, before Ray starts, for a port out of range or one already in use on `host`."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port {port} is not a TCP port (1-65535)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror}): another process holds the port, "
+                             "or the address is not this machine's; choose another --port / --host") from None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -119,6 +138,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     app_args, host, port = _serve_args(args)
     serve_args = ServeArgs.model_validate(app_args)  # a config mistake is reported before Ray starts
+    check_port(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"WARNING: binding {host}: the endpoint is reachable from other machines"
               + ("" if serve_args.auth_token_env else " and has NO authentication (see --auth-token-env)"), file=sys.stderr)

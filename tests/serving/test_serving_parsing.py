@@ -342,3 +342,27 @@ def test_an_id_with_a_lone_surrogate_is_an_item_error_under_its_escaped_id():
     assert first.id == "\\udc00" and first.error_code == "text_not_utf8" and "lone surrogate" in first.error
     first.id.encode("utf-8")  # writable to the response and the log
     assert second.ok and second.id == "ok"
+
+
+def test_serve_checks_its_port_before_ray_and_its_help_shows_what_runs(capsys):
+    """Issue 22: `serve --port 99999` or a port in use gave a traceback after Ray had started; `serve --help` showed
+    defaults (batch 32, 10 ms, 1 replica) that were not what runs (8, 0 ms, 2)."""
+    import socket
+
+    from moderation.cli import build_parser, main
+    from serving.cli import check_port
+
+    with pytest.raises(ValueError, match="99999 is not a TCP port"):
+        check_port("127.0.0.1", 99999)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{port}"):
+            check_port("127.0.0.1", port)
+        assert main(["serve", "--config", "none", "--port", str(port)]) == 2  # one line, before any Ray import
+        assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "8 in the shipped config" in shown and "0 in the shipped config" in shown and "2 in the shipped config" in shown
