@@ -240,6 +240,8 @@ class Policy:
     def check_categories(self, categories: Sequence[str], source: str | None = None) -> "Policy":
         """Return self when the policy names exactly the model's `categories`; raise PolicyError naming the missing
         and unknown ones otherwise (a missing category is never actioned: its harm would always be allowed)."""
+        if not self.categories:  # built in code for a model without thresholds: nothing is actioned, on purpose
+            return self  # (a policy file cannot say this: from_json refuses empty categories)
         missing = [c for c in categories if c not in self.categories]
         unknown = sorted(set(self.categories) - set(categories))
         if missing or unknown:

@@ -47,7 +47,9 @@ def test_output_has_ocr_text_and_hash_match(tiny_model_dir, dump, tmp_path, suff
     assert listed["hash_match"]["id"] == "k1" and listed["hash_match"]["list_version"] == hl.version
     assert listed["ocr_text"] == "printed words" and listed["applied_input_types"] == ["ocr_text"]
     assert by_id["other"]["hash_match"] is None and by_id["other"]["ocr_text"] == "printed words"
-    assert by_id["captioned"]["ocr_text"] is None and by_id["captioned"]["applied_input_types"] == ["image", "text"]
+    # issue 22: a caption no longer stops OCR in the default mode
+    assert by_id["captioned"]["ocr_text"] == "printed words"
+    assert by_id["captioned"]["applied_input_types"] == ["image", "ocr_text", "text"]
     assert by_id["text"]["ocr_text"] is None and by_id["broken"]["ocr_text"] is None
     assert by_id["broken"]["hash_match"] is None and by_id["broken"]["error_code"] == "image_not_found"
     scorer.close()
