@@ -296,7 +296,9 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
         next_epoch_gen_state = gen.get_state()
         opt.zero_grad(set_to_none=True)
         for b, idx in enumerate(epoch_batches):
-            if b < skip_batches:
+            if b < skip_batches:  # done before the checkpoint; draw its modality dropout so later draws match
+                if not late:
+                    modality_dropout(tr["present"][idx], config.modality_dropout, gen)
                 continue
             model.train()
             # Late fusion trains each modality's classifier alone (no dropout needed); other heads see dropout.
