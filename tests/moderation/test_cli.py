@@ -39,9 +39,10 @@ def test_demo_on_tiny_model_scores_every_example(tiny_model_dir, tmp_path, capsy
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     examples = [json.loads(line) for line in (ROOT / "examples" / "posts.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [e["id"] for e in examples]
-    assert all(r["ok"] for r in rows)
+    assert [(r["id"], r["error"]) for r in rows if not r["ok"]] == []
     kinds = {tuple(r["applied_input_types"]) for r in rows}
-    assert kinds == {("text",), ("image",), ("image", "text"), ("ocr_text",)}  # i-meme-insult: its words read by OCR
+    # i-meme-insult: its words read by OCR; the captioned memes' printed words are read too (issue 22)
+    assert kinds == {("text",), ("image",), ("image", "ocr_text", "text"), ("ocr_text",)}
     assert {r["id"]: r["ocr_text"] for r in rows}["i-meme-insult"] == "LOOK AT THIS UGLY RETARD GO KILL YOURSELF"
     printed = capsys.readouterr().out
     assert f"{len(examples)} posts read, {len(examples)} scored, 0 errors" in printed

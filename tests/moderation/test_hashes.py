@@ -106,7 +106,7 @@ def test_csv_import_is_all_or_nothing(tmp_path):
     added, already = hl.import_csv(good)
     assert [e.id for e in added] == ["x1", "cd" * 8] and already == 0
     bad = tmp_path / "bad.csv"
-    bad.write_text(f"hash,category\n{'ef' * 32},hate\nnot-a-hash,hate\n")
+    bad.write_text(f"hash,category\n{'5a' * 32},hate\nnot-a-hash,hate\n")
     with pytest.raises(HashListError, match="nothing imported: line 3"):
         hl.import_csv(bad)
     assert len(hl.entries) == 2
