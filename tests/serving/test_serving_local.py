@@ -239,7 +239,8 @@ def test_reconfigure_changes_batch_size_and_wait(model_replica):
 def test_reconfigure_applies_a_new_policy_without_a_restart(model_replica):
     from moderation.policy import CategoryPolicy, LanguageRule, Policy, PolicyError
 
-    strict = Policy("pol-strict", {"hate": CategoryPolicy(block=0.0, review=0.0)}, LanguageRule(), not_judged="review")
+    strict = Policy("pol-strict", {"hate": CategoryPolicy(block=0.0, review=0.0), "offensive": CategoryPolicy()},
+                    LanguageRule(), not_judged="review")
     stray = Policy("p", {"spam": CategoryPolicy(block=0.5)})
 
     async def scenario():  # one event loop: the replica's batch queue belongs to it
