@@ -160,37 +160,11 @@ def _trained_state(model: ModerationModel) -> dict[str, torch.Tensor]:
             if k.startswith("head.") or k in keep}
 
 
-def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: EmbeddedSet, stop_set: LabelledSet,
-                    stop_emb: EmbeddedSet, pw: torch.Tensor, config: TrainConfig, log_path: Path,
-                    progress: bool) -> tuple[list[dict], dict]:
-    """Fine-tune the text encoder (LoRA or all weights) with the head; early stopping on `stop_set`.
-
-    One optimiser step per `config.grad_accum` batches of `config.batch_size` posts. With `config.checkpoint_every`
-    > 0, a checkpoint (trained tensors, optimiser, schedule, random state, position in the epoch, best state so
-    far) is written to `log_path`'s folder every that many optimiser steps and at every evaluation; with
-    `config.resume`, training continues from it (the same batches, in the same order, as without the stop).
-    Runs on `config.device` ("cpu", "cuda", "cuda:1", ...); frozen modalities' embeddings come from the cache.
-    """
-    from tqdm.auto import tqdm
-
-    device = torch.device(config.device)
-    mods = model.modalities
-    ti = mods.index("text")
-    train_ok = np.nonzero(train_emb.ok)[0]
-    stop_ok = np.nonzero(stop_emb.ok)[0]
-    tr_texts = post_texts([train_set.posts[i] for i in train_ok])
-    st_texts = post_texts([stop_set.posts[i] for i in stop_ok])
-    tr = embedded_tensors(train_emb, train_set.labels,
-                          loss_weights(train_set.labels, train_set.sources, config.class_weight, config.dataset_weights))
-    st = embedded_tensors(stop_emb, stop_set.labels, np.ones(len(stop_set), dtype=np.float32))
-    tr["present"][:, ti] = torch.tensor([t is not None for t in tr_texts])
-    st["present"][:, ti] = torch.tensor([t is not None for t in st_texts])
-    n = len(tr_texts)
-    start = lora_prefix_start(model)
-    if start and device.type != "cpu":
-        raise ValueError("LoRA with a cached frozen prefix runs on the CPU only; use --device cpu or adapt every layer")
-    model.to(device)
-    pw = pw.to(device)
+def _text_functions(model: ModerationModel, tr_texts: Sequence[str | None], st_texts: Sequence[str | None], start: int,
+                    config: TrainConfig, progress: bool, device: torch.device) -> tuple[Any, Any]:
+    """(text_train(rows_all, rows, size), text_stop(rows_all, size)): text embeddings of training / early-stopping
+    rows through the live encoder, or, with LoRA above a frozen prefix (start > 0), through its top layers from
+    cached prefix states."""
     if start:
         # Layers below `start` are frozen: compute their outputs once, then train through the top layers only.
         encoder = model.encoders["text"]
@@ -209,6 +183,121 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
 
         def text_stop(rows_all: torch.Tensor, size: int) -> torch.Tensor:
             return _text_forward(model, [st_texts[i] for i in rows_all.tolist()], torch.arange(size), size, device)
+    return text_train, text_stop
+
+
+def length_bucketed_batches(lengths: np.ndarray, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches of row indices: shuffled pools of 50 batches sorted by length, cut into batches, the
+    batches shuffled (little padding, random order). Draws from `gen` only, so an epoch can be replayed."""
+    n = len(lengths)
+    perm = torch.randperm(n, generator=gen).numpy()
+    pool = 50 * batch_size
+    out = []
+    for s in range(0, n, pool):
+        chunk = perm[s:s + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        out += [torch.from_numpy(chunk[b:b + batch_size].copy()) for b in range(0, len(chunk), batch_size)]
+    order = torch.randperm(len(out), generator=gen).tolist()
+    return [out[i] for i in order]
+
+
+def _tensors_and_texts(data: LabelledSet, emb: EmbeddedSet, ti: int, weights: np.ndarray
+                       ) -> tuple[dict[str, torch.Tensor], list[str | None]]:
+    """The cached-embedding tensors of the posts that could be prepared, with the text presence bit set from
+    each post's readable text, and those texts."""
+    texts = post_texts([data.posts[i] for i in np.nonzero(emb.ok)[0]])
+    tensors = embedded_tensors(emb, data.labels, weights)
+    tensors["present"][:, ti] = torch.tensor([t is not None for t in texts])
+    return tensors, texts
+
+
+def _batch_loss(model: ModerationModel, tr: dict[str, torch.Tensor], idx: torch.Tensor, text_train: Any,
+                pw: torch.Tensor, config: TrainConfig, gen: torch.Generator, autocast: Any,
+                device: torch.device) -> torch.Tensor:
+    """The masked, weighted loss of one training batch (model in train mode), through the live text encoder."""
+    model.train()
+    mods = model.modalities
+    late = isinstance(model.head, LateFusionClassifier)
+    # Late fusion trains each modality's classifier alone (no dropout needed); other heads see dropout.
+    present = tr["present"][idx] if late else modality_dropout(tr["present"][idx], config.modality_dropout, gen)
+    present = present.to(device)
+    labels, weights = tr["labels"][idx].to(device), tr["weights"][idx].to(device)
+    with autocast:
+        emb = {m: tr[f"emb_{m}"][idx].to(device) for m in mods if m != "text"}
+        # Rows whose text is hidden by modality dropout need no encoder pass.
+        rows = present[:, mods.index("text")].nonzero(as_tuple=True)[0].cpu()
+        emb["text"] = text_train(idx, rows, len(idx))
+        if late:
+            return unimodal_loss(model.head, emb, present, labels, pw, weights).float()
+        return masked_bce(model.head(emb, present).float(), labels, pw, weights)
+
+
+def _evaluate(model: ModerationModel, st: dict[str, torch.Tensor], st_texts: Sequence[str | None], text_stop: Any,
+              pw: torch.Tensor, config: TrainConfig, autocast: Any, stop_sources: np.ndarray,
+              device: torch.device) -> tuple[dict[str, float], float, float, float, Any]:
+    """(AP per category, mean AP, loss, early-stopping score, its per-category figures) on the early-stopping set."""
+    model.eval()
+    mods = model.modalities
+    logits = []
+    order = np.argsort([len(t or "") for t in st_texts], kind="stable")
+    with torch.inference_mode(), autocast:
+        for s in range(0, len(st_texts), config.embed_batch_size):
+            idx = torch.from_numpy(order[s:s + config.embed_batch_size].copy())
+            emb = {m: st[f"emb_{m}"][idx].to(device) for m in mods if m != "text"}
+            emb["text"] = text_stop(idx, len(idx))
+            logits.append((idx, model.head(emb, st["present"][idx].to(device)).float().cpu()))
+    full = torch.zeros(len(st_texts), len(model.categories))
+    for idx, lg in logits:
+        full[idx] = lg
+    loss = float(masked_bce(full, st["labels"], pw.cpu()))
+    probs, y = torch.sigmoid(full).numpy(), st["labels"].numpy()
+    aps = average_precisions(probs, y, model.categories)
+    score, per = stop_score(config.stop_metric, probs, y, model.categories, stop_sources)
+    return aps, float(np.nanmean(list(aps.values()))), loss, score, per
+
+
+def load_checkpoint(path: Path, n: int, total_steps: int, model: ModerationModel, optimizer: Any,
+                    scheduler: Any) -> dict[str, Any]:
+    """Restore the trained tensors, optimiser and schedule from a checkpoint written for the same data and
+    settings; returns it (position, history, best state, random states). Raises FileNotFoundError / ValueError."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if ck.get("n_train") != n or ck.get("total_steps") != total_steps:
+        raise ValueError(f"--resume: {path} was written for {ck.get('n_train')} posts and {ck.get('total_steps')} "
+                         f"steps, this run has {n} and {total_steps}: same data and settings are needed")
+    model.load_state_dict(ck["trained"], strict=False)
+    optimizer.load_state_dict(ck["opt"])
+    scheduler.load_state_dict(ck["sched"])
+    return ck
+
+
+def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: EmbeddedSet, stop_set: LabelledSet,
+                    stop_emb: EmbeddedSet, pw: torch.Tensor, config: TrainConfig, log_path: Path,
+                    progress: bool) -> tuple[list[dict], dict]:
+    """Fine-tune the text encoder (LoRA or all weights) with the head; early stopping on `stop_set`.
+
+    One optimiser step per `config.grad_accum` batches of `config.batch_size` posts. With `config.checkpoint_every`
+    > 0, a checkpoint (trained tensors, optimiser, schedule, random state, position in the epoch, best state so
+    far) is written to `log_path`'s folder every that many optimiser steps and at every evaluation; with
+    `config.resume`, training continues from it (the same batches, in the same order, as without the stop).
+    Runs on `config.device` ("cpu", "cuda", "cuda:1", ...); frozen modalities' embeddings come from the cache.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(config.device)
+    mods = model.modalities
+    ti = mods.index("text")
+    tr, tr_texts = _tensors_and_texts(train_set, train_emb, ti, loss_weights(
+        train_set.labels, train_set.sources, config.class_weight, config.dataset_weights))
+    st, st_texts = _tensors_and_texts(stop_set, stop_emb, ti, np.ones(len(stop_set), dtype=np.float32))
+    n = len(tr_texts)
+    start = lora_prefix_start(model)
+    if start and device.type != "cpu":
+        raise ValueError("LoRA with a cached frozen prefix runs on the CPU only; use --device cpu or adapt every layer")
+    model.to(device)
+    pw = pw.to(device)
+    text_train, text_stop = _text_functions(model, tr_texts, st_texts, start, config, progress, device)
     enc_params = _trainable_encoder_params(model)
     opt = torch.optim.AdamW([{"params": model.head.parameters(), "lr": config.lr},
                              {"params": enc_params, "lr": config.encoder_lr}], weight_decay=config.weight_decay)
@@ -222,38 +311,6 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if config.precision == "bf16"
                 else torch.autocast(device_type=device.type, enabled=False))
     lengths = np.array([len(t or "") for t in tr_texts])
-
-    def batches() -> list[torch.Tensor]:
-        # Length-bucketed batches (shuffled buckets of similar length, then shuffled order): less padding.
-        perm = torch.randperm(n, generator=gen).numpy()
-        pool = 50 * config.batch_size
-        out = []
-        for s in range(0, n, pool):
-            chunk = perm[s:s + pool]
-            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-            out += [torch.from_numpy(chunk[b:b + config.batch_size].copy()) for b in range(0, len(chunk), config.batch_size)]
-        order = torch.randperm(len(out), generator=gen).tolist()
-        return [out[i] for i in order]
-
-    def evaluate() -> tuple[dict[str, float], float, float]:
-        model.eval()
-        logits = []
-        order = np.argsort([len(t or "") for t in st_texts], kind="stable")
-        with torch.inference_mode(), autocast:
-            for s in range(0, len(st_texts), config.embed_batch_size):
-                idx = torch.from_numpy(order[s:s + config.embed_batch_size].copy())
-                emb = {m: st[f"emb_{m}"][idx].to(device) for m in mods if m != "text"}
-                emb["text"] = text_stop(idx, len(idx))
-                logits.append((idx, model.head(emb, st["present"][idx].to(device)).float().cpu()))
-        full = torch.zeros(len(st_texts), len(model.categories))
-        for idx, lg in logits:
-            full[idx] = lg
-        loss = float(masked_bce(full, st["labels"], pw.cpu()))
-        probs, y = torch.sigmoid(full).numpy(), st["labels"].numpy()
-        aps = average_precisions(probs, y, model.categories)
-        score, per = stop_score(config.stop_metric, probs, y, model.categories, stop_sources)
-        return aps, float(np.nanmean(list(aps.values()))), loss, score, per
-
     late = isinstance(model.head, LateFusionClassifier)
     stop_sources = np.asarray(stop_set.sources)[stop_emb.ok]
     history: list[dict] = []
@@ -264,15 +321,7 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
     ckpt_path = log_path.parent / CHECKPOINT_FILE
     epoch_gen_state = gen.get_state()
     if config.resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck.get("n_train") != n or ck.get("total_steps") != total_steps:
-            raise ValueError(f"--resume: {ckpt_path} was written for {ck.get('n_train')} posts and {ck.get('total_steps')} "
-                             f"steps, this run has {n} and {total_steps}: same data and settings are needed")
-        model.load_state_dict(ck["trained"], strict=False)
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
+        ck = load_checkpoint(ckpt_path, n, total_steps, model, opt, sched)
         step, first_epoch, skip_batches = ck["step"], ck["epoch"], ck["batch_in_epoch"]
         epoch_gen_state = ck["epoch_gen_state"]
         history, best, best_state, bad_evals = ck["history"], ck["best"], ck["best_state"], ck["bad_evals"]
@@ -292,7 +341,7 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
     bar = tqdm(total=total_steps, initial=step, desc=f"fine-tuning ({config.mode})", unit="step", disable=not progress)
     for epoch in range(first_epoch, config.epochs + 1):
         gen.set_state(epoch_gen_state)
-        epoch_batches = batches()
+        epoch_batches = length_bucketed_batches(lengths, config.batch_size, gen)
         next_epoch_gen_state = gen.get_state()
         opt.zero_grad(set_to_none=True)
         for b, idx in enumerate(epoch_batches):
@@ -300,20 +349,7 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
                 if not late:
                     modality_dropout(tr["present"][idx], config.modality_dropout, gen)
                 continue
-            model.train()
-            # Late fusion trains each modality's classifier alone (no dropout needed); other heads see dropout.
-            present = tr["present"][idx] if late else modality_dropout(tr["present"][idx], config.modality_dropout, gen)
-            present = present.to(device)
-            labels, weights = tr["labels"][idx].to(device), tr["weights"][idx].to(device)
-            with autocast:
-                emb = {m: tr[f"emb_{m}"][idx].to(device) for m in mods if m != "text"}
-                # Rows whose text is hidden by modality dropout need no encoder pass.
-                rows = present[:, ti].nonzero(as_tuple=True)[0].cpu()
-                emb["text"] = text_train(idx, rows, len(idx))
-                if late:
-                    loss = unimodal_loss(model.head, emb, present, labels, pw, weights).float()
-                else:
-                    loss = masked_bce(model.head(emb, present).float(), labels, pw, weights)
+            loss = _batch_loss(model, tr, idx, text_train, pw, config, gen, autocast, device)
             (loss / accum).backward()
             running += float(loss.detach()) * len(idx)
             running_n += len(idx)
@@ -328,7 +364,8 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
             out_of_time = config.time_budget_s > 0 and time.time() - start_time > config.time_budget_s
             evaluated = False
             if step % eval_every == 0 or out_of_time:
-                aps, mean_ap, stop_loss, score, per = evaluate()
+                aps, mean_ap, stop_loss, score, per = _evaluate(model, st, st_texts, text_stop, pw, config, autocast,
+                                                                stop_sources, device)
                 evaluated = True
                 entry = {"epoch": epoch, "step": step, "train_loss": running / max(running_n, 1), "stop_loss": stop_loss,
                          "ap": aps, "mean_ap": mean_ap, "stop_figures": per, "score": score,
