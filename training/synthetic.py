@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 from typing import Iterable
 
+from eval.functional.suite import CASES_PATH, load_cases
+
 NAME = "synthetic_threats"
 #: Label mapping for moderation.datasets.DatasetSpec.
 LABELS = {"violence": "violence", "offensive": "offensive", "hate": "hate"}
@@ -151,11 +153,11 @@ def synthetic_rows(seed: int = 0, exclude: Iterable[str] = ()) -> list[dict]:
 
 
 def functional_texts() -> list[str]:
-    """The functional suite's texts (eval/functional/cases.jsonl), which the templates must not repeat."""
-    path = Path(__file__).resolve().parents[1] / "eval" / "functional" / "cases.jsonl"
-    if not path.is_file():
+    """The functional suite's texts (eval/functional/cases.jsonl, read and checked by its own loader), which the
+    templates must not repeat."""
+    if not CASES_PATH.is_file():
         return []
-    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [case.text for case in load_cases(CASES_PATH)]
 
 
 def write_synthetic(path: str | Path, seed: int = 0) -> Path:
