@@ -107,6 +107,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="where fine-tuning runs: cpu, cuda, cuda:N (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="fine-tuning: continue from the work dir's checkpoint.pt")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-stance", dest="stance", action="store_false",
+                   help="full mode: leave out the synthetic stance posts (CONAN train hate quoted in rejecting, reporting "
+                        "and endorsing frames: training.stance)")
     p.add_argument("--no-install", action="store_true", help="train, calibrate and measure, but do not copy into --out")
     p.add_argument("--skip-train", action="store_true", help="reuse the trained model in --work-dir (recalibrate and re-measure)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report and the MultiOFF ablation")
@@ -139,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
         from training import synthetic
         specs.append(DatasetSpec(path=synthetic.write_synthetic(work.parent / f"{synthetic.NAME}.jsonl", args.seed),
                                  labels=dict(synthetic.LABELS), name=synthetic.NAME))
+        conan = [s for s in specs if s.name == "conan"]
+        if args.stance and conan:
+            from training import stance
+            specs.append(DatasetSpec(path=stance.write_stance(work.parent / f"{stance.NAME}.jsonl", conan[0].path, args.seed),
+                                     labels=dict(stance.LABELS), name=stance.NAME))
     max_length = args.max_length or train_cfg.pop("max_length", 128)
     train_cfg.pop("max_length", None)
     model_cfg["text_encoder"] = {**MODEL["text_encoder"], "max_length": max_length}
