@@ -163,8 +163,12 @@ def probe_figures(scorer: Any, path: Path = PROBES) -> dict[str, Any]:
 
 # --- the command ---------------------------------------------------------------------------------------
 
-def measure_model(scorer: Any, specs: Sequence[Any], progress: bool = True) -> dict[str, Any]:
-    """The model's figures: per dataset and pooled per category (eval.quality), MultiOFF ablation, plain sentences."""
+def measure_model(scorer: Any, specs: Sequence[Any], progress: bool = True,
+                  save_predictions: Path | None = None) -> dict[str, Any]:
+    """The model's figures: per dataset and pooled per category (eval.quality), MultiOFF ablation, plain sentences.
+
+    save_predictions: a folder to keep the raw val and test predictions in (val.npz/.json, test.npz/.json;
+    eval.predict.PredictionSet.load reads them back), e.g. for benchmarks.block_rules."""
     import warnings
 
     from eval.policy import policy_actions
@@ -178,6 +182,10 @@ def measure_model(scorer: Any, specs: Sequence[Any], progress: bool = True) -> d
         val, test = load_labelled(list(specs), cats, "val"), load_labelled(list(specs), cats, "test")
     val_pred = predict_logits(scorer, val, progress=progress)
     test_pred = predict_logits(scorer, test, progress=progress)
+    if save_predictions is not None:
+        Path(save_predictions).mkdir(parents=True, exist_ok=True)
+        val_pred.save(Path(save_predictions) / "val")
+        test_pred.save(Path(save_predictions) / "test")
     calibration = scorer.info.calibration
     policy = scorer.policy
 
@@ -262,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--baselines-only", action="store_true", help="measure the baselines only (no model)")
     p.add_argument("--out", default=None, help="also write the figures as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--save-predictions", metavar="DIR", type=Path, default=None,
+                   help="keep the model's raw val and test predictions in DIR (val.npz, test.npz + .json sidecars)")
     args = p.parse_args(argv)
 
     from eval.metrics import to_jsonable
@@ -287,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "`python -m training.recipes.default_model` or pass --model DIR", file=sys.stderr)
         return 2
     t0 = time.time()
-    model = measure_model(scorer, specs, progress=not args.quiet)
+    model = measure_model(scorer, specs, progress=not args.quiet, save_predictions=args.save_predictions)
     base = None
     if not args.no_baselines:
         print("baselines (fit on the train splits, threshold chosen on val, measured on test):")

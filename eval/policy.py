@@ -25,7 +25,7 @@ import numpy as np
 from moderation.policy import CategoryPolicy, LanguageRule, Policy, policy_version
 
 from eval.metrics import clopper_pearson_lower, to_jsonable
-from eval.thresholds import select_threshold
+from eval.thresholds import select_threshold, threshold_candidates
 
 REVIEW_KINDS: tuple[str, ...] = ("recall", "budget", "precision")
 #: Defaults for a platform: automatic removal at >= 90% precision (95% lower bound), human review sized so
@@ -34,6 +34,12 @@ DEFAULT_BLOCK_PRECISION = 0.90
 DEFAULT_REVIEW = ("recall", 0.90)
 RECALL_GRID: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 BLOCK_GRID: tuple[float, ...] = (0.8, 0.85, 0.9, 0.95)
+#: How the block threshold is fitted: "pooled" (the precision lower bound over all calibration rows) or
+#: "each_dataset" (that, and the precision must also reach the target on every dataset on its own wherever it
+#: blocks at least EACH_DATASET_MIN_FLAGGED posts: a pooled split is dominated by the datasets that are easy to
+#: block, and a platform's traffic looks like one dataset, not the pool).
+BLOCK_RULES: tuple[str, ...] = ("pooled", "each_dataset")
+EACH_DATASET_MIN_FLAGGED = 10
 
 
 @dataclass(frozen=True)
@@ -104,14 +110,72 @@ def select_review(y: np.ndarray, p: np.ndarray, block: float | None, target: Rev
             **_band(y, p, t, block)}
 
 
+def dataset_block_floor(y: np.ndarray, p: np.ndarray, sources: np.ndarray, target: float,
+                        min_positives: int = 20, min_flagged: int = EACH_DATASET_MIN_FLAGGED) -> dict[str, Any]:
+    """The lowest block threshold at which every dataset (with >= min_positives positives) keeps its own precision
+    >= target at every cut from the top down to it, counting only cuts that flag >= min_flagged of its posts.
+
+    Returns {"floor": float (-inf when no dataset constrains), "binding": dataset or None, "per_dataset": {...}}.
+    A dataset whose top `min_flagged` posts already miss the target sets the floor above its highest score.
+    """
+    floor, binding, per = -np.inf, None, {}
+    for d in sorted(set(sources.tolist())):
+        rows = sources == d
+        yd, pd = y[rows], p[rows]
+        if yd.sum() < min_positives:
+            continue
+        c = threshold_candidates(yd, pd)
+        bad = np.nonzero((c["flagged"] >= min_flagged) & (c["precision"] < target))[0]
+        if not len(bad):
+            per[d] = None
+            continue
+        first = int(bad[0])  # the highest cut that misses the target: the floor sits just above it
+        f = float(c["threshold"][first - 1]) if first > 0 else float(np.nextafter(pd.max(), np.inf))
+        per[d] = f
+        if f > floor:
+            floor, binding = f, d
+    return {"floor": floor, "binding": binding, "per_dataset": per}
+
+
+def _block_each_dataset(y: np.ndarray, p: np.ndarray, sources: np.ndarray, target: float, confidence: float,
+                        min_positives: int) -> dict[str, Any]:
+    """select_threshold's pooled rule, raised to dataset_block_floor where a dataset would miss the target."""
+    blk = select_threshold(y, p, target, confidence, min_positives)
+    if blk["threshold"] is None:
+        return blk
+    fl = dataset_block_floor(y, p, sources, target, min_positives)
+    out = {**blk, "rule": "each_dataset", "dataset_floors": fl["per_dataset"]}
+    if fl["floor"] <= blk["threshold"]:
+        return out
+    t = fl["floor"]
+    flagged = p >= t
+    n_pos = int(y.sum())
+    tp = int(y[flagged].sum())
+    if not flagged.any():
+        return {**out, "threshold": None, "status": "unreachable_each_dataset",
+                "reason": f"{fl['binding']} misses block precision {target:g} even at its top "
+                          f"{EACH_DATASET_MIN_FLAGGED} posts: this category flags nothing automatically"}
+    return {**out, "threshold": float(t), "binding_dataset": fl["binding"],
+            "precision": tp / int(flagged.sum()), "precision_lower_bound": float(clopper_pearson_lower(tp, int(flagged.sum()), confidence)),
+            "recall": tp / n_pos if n_pos else 0.0, "tp": tp, "fp": int(flagged.sum()) - tp,
+            "flag_rate": float(flagged.mean())}
+
+
 def fit_policy(probs: np.ndarray, labels: np.ndarray, categories: Sequence[str], *,
                block_precision: float = DEFAULT_BLOCK_PRECISION, review: ReviewTarget = ReviewTarget(*DEFAULT_REVIEW),
                confidence: float = 0.95, languages: LanguageRule | None = None,
-               min_positives: int = 20, alternatives: bool = True) -> Policy:
+               min_positives: int = 20, alternatives: bool = True, block_rule: str = "pooled",
+               sources: Sequence[str] | None = None) -> Policy:
     """A policy fitted on calibrated probabilities and labels (N, C; NaN = unknown) of a calibration split.
 
-    Raises ValueError for targets outside (0, 1) or mismatched shapes.
+    block_rule: "pooled" or "each_dataset" (BLOCK_RULES; the latter needs `sources`, the dataset of each row).
+    Raises ValueError for targets outside (0, 1), an unknown rule or mismatched shapes.
     """
+    if block_rule not in BLOCK_RULES:
+        raise ValueError(f"block_rule must be one of {BLOCK_RULES}, got {block_rule!r}")
+    if block_rule == "each_dataset" and (sources is None or len(sources) != len(probs)):
+        raise ValueError("block_rule 'each_dataset' needs the dataset of every row (sources)")
+    src = np.asarray(sources if sources is not None else [""] * len(probs), dtype=object)
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
     if probs.shape != labels.shape or probs.shape[1] != len(categories):
@@ -122,7 +186,8 @@ def fit_policy(probs: np.ndarray, labels: np.ndarray, categories: Sequence[str],
     for j, cat in enumerate(categories):
         rows = ~np.isnan(labels[:, j]) & ~np.isnan(probs[:, j])
         y, p = labels[rows, j], probs[rows, j]
-        blk = select_threshold(y, p, block_precision, confidence, min_positives)
+        blk = (_block_each_dataset(y, p, src[rows], block_precision, confidence, min_positives)
+               if block_rule == "each_dataset" else select_threshold(y, p, block_precision, confidence, min_positives))
         rev = select_review(y, p, blk["threshold"], review, confidence)
         meta: dict[str, Any] = {"block_fit": {k: v for k, v in blk.items() if k != "threshold"},
                                 "review_fit": {k: v for k, v in rev.items() if k != "review"}}
@@ -130,7 +195,7 @@ def fit_policy(probs: np.ndarray, labels: np.ndarray, categories: Sequence[str],
             meta["alternatives"] = policy_alternatives(y, p, confidence, min_positives)
         cats[cat] = CategoryPolicy(block=blk["threshold"], review=rev["review"], meta=to_jsonable(meta))
     rule = languages or LanguageRule()
-    meta = {"fitted": {"block_precision": block_precision, "confidence": confidence,
+    meta = {"fitted": {"block_precision": block_precision, "block_rule": block_rule, "confidence": confidence,
                        "review_target": {"kind": review.kind, "value": review.value}, "n_rows": int(len(probs))}}
     return Policy(version=policy_version(cats, rule), categories=cats, languages=rule, meta=meta)
 

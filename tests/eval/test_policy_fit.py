@@ -63,3 +63,45 @@ def test_fit_policy_per_category_with_unknown_labels_and_actions():
     actions = policy_actions(policy, np.array([[0.999, 0.0], [policy.categories["hate"].review, 0.0], [0.0, 0.0]]),
                              ["hate", "offensive"])
     assert actions[:, 0].tolist() == ["block", "review", "allow"]
+
+
+def _two_datasets(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An easy dataset (well separated, many positives) and a hard one whose top scores are often wrong."""
+    rng = np.random.default_rng(seed)
+    y_easy = (rng.random(3000) < 0.4).astype(float)
+    p_easy = 1 / (1 + np.exp(-(np.where(y_easy == 1, 3.0, -3.0) + rng.normal(0, 1.0, 3000))))
+    y_hard = (rng.random(600) < 0.3).astype(float)
+    p_hard = 1 / (1 + np.exp(-(np.where(y_hard == 1, 0.5, -0.5) + rng.normal(0, 1.5, 600))))
+    return (np.r_[y_easy, y_hard], np.r_[p_easy, p_hard],
+            np.array(["easy"] * 3000 + ["hard"] * 600, dtype=object))
+
+
+def test_each_dataset_rule_raises_the_block_threshold_until_every_dataset_keeps_the_target():
+    from eval.policy import EACH_DATASET_MIN_FLAGGED, dataset_block_floor
+
+    y, p, src = _two_datasets()
+    pooled = fit_policy(p[:, None], y[:, None], ["hate"], block_precision=0.9)
+    each = fit_policy(p[:, None], y[:, None], ["hate"], block_precision=0.9, block_rule="each_dataset", sources=src)
+    t_pooled, t_each = pooled.categories["hate"].block, each.categories["hate"].block
+    hard = src == "hard"
+    # Under the pooled rule the hard dataset's blocks miss the target; the each-dataset rule fixes that.
+    assert y[hard & (p >= t_pooled)].mean() < 0.9
+    assert t_each > t_pooled
+    blocked = hard & (p >= t_each)
+    assert blocked.sum() < EACH_DATASET_MIN_FLAGGED or y[blocked].mean() >= 0.9
+    assert each.categories["hate"].meta["block_fit"]["binding_dataset"] == "hard"
+    assert each.meta["fitted"]["block_rule"] == "each_dataset"
+    floor = dataset_block_floor(y, p, src, 0.9)
+    assert floor["binding"] == "hard" and floor["per_dataset"]["easy"] < floor["per_dataset"]["hard"]
+    # Every cut at or above the floor keeps the hard dataset at the target wherever it blocks enough posts.
+    for t in np.unique(p[hard & (p >= floor["floor"])]):
+        sel = hard & (p >= t)
+        assert sel.sum() < EACH_DATASET_MIN_FLAGGED or y[sel].mean() >= 0.9
+
+
+def test_each_dataset_rule_needs_sources_and_rejects_unknown_rules():
+    y, p, _ = _two_datasets()
+    with pytest.raises(ValueError, match="sources"):
+        fit_policy(p[:, None], y[:, None], ["hate"], block_rule="each_dataset")
+    with pytest.raises(ValueError, match="block_rule"):
+        fit_policy(p[:, None], y[:, None], ["hate"], block_rule="strict")
