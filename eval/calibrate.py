@@ -276,7 +276,8 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
     policy, and write them into the model directory.
 
     Writes calibration.json, thresholds.json (the block thresholds: highest recall at `target_precision`, lower
-    confidence bound) and policy.json (eval.policy.fit_policy: block as the thresholds, review from `review`),
+    confidence bound) and policy.json (eval.policy.fit_policy: block as the thresholds, review from `review`;
+    the term lists of the directory's current policy.json are kept),
     each versioned ("cal-/thr-/pol-<date>-<hash8>", changing whenever the content does); Scorer.from_dir uses
     them from then on. review: an eval.policy.ReviewTarget ("default": block + review recall 0.90), or None for
     a block-only policy. languages: the policy's moderation.policy.LanguageRule (default: the languages the
@@ -346,6 +347,9 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
         policy = from_thresholds(thresholds, languages)
     if not_judged is not None:
         policy = with_not_judged(policy, not_judged)
+    if info.policy is not None and info.policy.term_lists:
+        # the lists are rules a team wrote, not something fitted: a refit keeps them (and their version shows)
+        policy = replace(policy, term_lists=list(info.policy.term_lists))
     policy.meta["fitted_on"] = {**fitted_on, "calibration_version": calibration.version}
     write_calibration(model_dir, calibration)
     write_thresholds(model_dir, thresholds)

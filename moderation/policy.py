@@ -23,7 +23,11 @@ has no action (it is neither allowed nor removed; route it by its error_code).
      "not_judged": "allow", "term_lists": ["lists/threats-en.json"]}
 
 `term_lists` (optional) names term and pattern list files (moderation.termlists; paths relative to the policy
-file), each with a category and an action. Precedence, strongest first: a hash match blocks; a block or review
+file), each with a category and an action. A list is part of the policy: the version results record
+(`Policy.version`) is the file's own version plus "+lists-" and a hash of each list's name and content version,
+so an edit of a list file shows in every result although policy.json did not change.
+
+Precedence, strongest first: a hash match blocks; a block or review
 list match gives its category at least that action (the model can raise a review match to block, never lower
 it); the model's thresholds; an allow list last: it only cancels block / review list matches inside its own
 matches (a film title, a platform's name), never a model's or a hash's decision.
@@ -34,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +53,8 @@ ACTIONS: tuple[str, ...] = ("allow", "review", "block")
 LANGUAGE_ACTIONS: tuple[str, ...] = ("review", "allow", "block")
 #: What may happen to a category that none of a post's inputs can judge (never "block": there is no evidence).
 NOT_JUDGED_ACTIONS: tuple[str, ...] = ("allow", "review")
+#: The suffix of a policy version that names its term lists (see `lists_version`).
+_LISTS_SUFFIX = re.compile(r"\+lists-[0-9a-f]{12}$")
 
 
 class PolicyError(ValueError):
@@ -166,7 +173,12 @@ class Decision:
 
 @dataclass
 class Policy:
-    """Per-category block / review thresholds and the language rule, versioned. See the module docstring."""
+    """Per-category block / review thresholds and the language rule, versioned. See the module docstring.
+
+    `version` is what results record: the version given (the policy file's own, `rules_version`), plus
+    "+lists-<hash>" of the term lists' names and versions when there are any (set at construction, so a copy made
+    with other lists gets its own). `to_json` writes `rules_version`.
+    """
 
     version: str
     categories: dict[str, CategoryPolicy]
@@ -176,6 +188,8 @@ class Policy:
     not_judged: str = "allow"
     #: Term and pattern lists (moderation.termlists), matched in one automaton.
     term_lists: list[TermList] = field(default_factory=list)
+    #: The version of the thresholds and rules alone, as the policy file states it (set from `version`).
+    rules_version: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         if self.not_judged not in NOT_JUDGED_ACTIONS:
@@ -184,6 +198,9 @@ class Policy:
             self._terms = TermMatcher(self.term_lists) if self.term_lists else None
         except TermListError as exc:
             raise PolicyError(str(exc)) from None
+        # a copy (dataclasses.replace) passes the full version back in: the lists' part is recomputed, never doubled
+        self.rules_version = _LISTS_SUFFIX.sub("", self.version)
+        self.version = self.rules_version + (f"+{lists_version(self.term_lists)}" if self.term_lists else "")
 
     def match_terms(self, text: str | None) -> list[TermMatch]:
         """Matches of the policy's term lists in `text` (allow lists included; `decide` applies them)."""
@@ -268,7 +285,7 @@ class Policy:
     def to_json(self, base: str | os.PathLike | None = None) -> dict[str, Any]:
         rules = self.rules(base)
         rules["categories"] = {c: {**rules["categories"][c], **p.meta} for c, p in self.categories.items()}
-        return {"format_version": FORMAT_VERSION, "version": self.version, **rules, **self.meta}
+        return {"format_version": FORMAT_VERSION, "version": self.rules_version, **rules, **self.meta}
 
     @classmethod
     def from_json(cls, data: Any, source: str = POLICY_FILE) -> "Policy":
@@ -348,6 +365,12 @@ def _term_reason(m: TermMatch) -> dict[str, Any]:
     return {"action": m.action, "category": m.category, "rule": "term_list", "list": m.list,
             "list_version": m.list_version,
             "detail": f"{m.kind} {m.rule!r} of list {m.list!r} ({m.list_version}) matched {m.text!r}"}
+
+
+def lists_version(term_lists: Sequence[TermList]) -> str:
+    """"lists-<hash12>" of the lists' names and content versions (in name order): changes whenever a list does."""
+    blob = json.dumps(sorted([tl.name, tl.version] for tl in term_lists)).encode()
+    return "lists-" + hashlib.sha256(blob).hexdigest()[:12]
 
 
 def policy_version(categories: Mapping[str, CategoryPolicy], languages: LanguageRule, not_judged: str = "allow") -> str:

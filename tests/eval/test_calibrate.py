@@ -224,3 +224,29 @@ def test_posts_scored_from_their_text_take_the_text_calibration():
     assert p[0, 0] == p[1, 0]
     q = own.apply(probe, ["offensive"], np.array(["text", "image+text"], dtype=object))
     assert q[1, 0] > q[0, 0]  # its own map pulled the memes toward their 40% base rate
+
+
+def test_a_refit_keeps_the_policy_term_lists_and_their_version(tiny_model_dir, labelled_set):
+    """Term lists are rules a team wrote: `calibrate` refits the thresholds around them, never drops them."""
+    from moderation.policy import Policy
+    from moderation.termlists import FORMAT, TermList
+
+    val = labelled_set.subset(np.asarray(labelled_set.splits) == "val")
+    calibrate_model_dir(tiny_model_dir, val, progress=False, min_positives=10)
+    (tiny_model_dir / "lists").mkdir()
+    TermList.from_dict({"format": FORMAT, "format_version": 1, "name": "threats", "category": "hate",
+                        "action": "block", "terms": ["kill you"]}).save(tiny_model_dir / "lists" / "threats.json")
+    data = json.loads((tiny_model_dir / "policy.json").read_text())
+    (tiny_model_dir / "policy.json").write_text(json.dumps({**data, "term_lists": ["lists/threats.json"]}))
+    listed = Policy.load(tiny_model_dir)
+
+    calibrate_model_dir(tiny_model_dir, val, progress=False, min_positives=10, target_precision=0.8)
+    written = json.loads((tiny_model_dir / "policy.json").read_text())
+    assert written["term_lists"] == ["lists/threats.json"]  # still relative to the model directory
+    again = Policy.load(tiny_model_dir)
+    assert [tl.version for tl in again.term_lists] == [tl.version for tl in listed.term_lists]
+    assert again.version.endswith("+" + listed.version.split("+")[1])  # the lists' part of the version is the same
+    scorer = Scorer.from_dir(tiny_model_dir, num_workers=0)
+    result = scorer.score([{"id": "1", "text": "I will kill you"}])[0]
+    assert result.action == "block" and result.reasons[0]["rule"] == "term_list"
+    assert result.policy_version == again.version

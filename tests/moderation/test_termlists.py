@@ -195,3 +195,31 @@ def test_scorer_results_name_the_list(tiny_model_dir, tmp_path):
     assert any(r["rule"] == "term_list" and r["list_version"] == p.term_lists[0].version for r in r1.reasons)
     assert r2.term_matches == []
     assert scorer.describe()["term_lists"] == [{**p.term_lists[0].describe(), "path": str(p.term_lists[0].path)}]
+
+
+def test_a_list_edit_changes_the_version_every_result_records(tiny_model_dir, tmp_path):
+    """policy.json is unchanged, a list it references is edited: the policy's version (in every result) moves."""
+    from moderation.scorer import Scorer
+
+    p = _policy_with_lists(tmp_path, _list(category="hate"), categories=("hate", "offensive"))
+    file_version = json.loads((tmp_path / "policy.json").read_text())["version"]
+    assert p.rules_version == file_version and p.version.startswith(file_version + "+lists-")
+    scorer = Scorer.from_dir(tiny_model_dir, policy=tmp_path / "policy.json", num_workers=0)
+    before = scorer.score([{"id": "1", "text": "hello there"}])[0].policy_version
+    assert before == p.version and scorer.describe()["policy_version"] == p.version
+
+    TermList.from_dict(_list(category="hate", terms=["kill you", "hurt you"])).save(tmp_path / "lists" / "threats.json")
+    edited = Policy.load(tmp_path / "policy.json")
+    assert edited.rules_version == file_version and edited.version != p.version
+    scorer = Scorer.from_dir(tiny_model_dir, policy=tmp_path / "policy.json", num_workers=0)
+    assert scorer.score([{"id": "1", "text": "hello there"}])[0].policy_version == edited.version
+    # a copy keeps one lists part (recomputed, not appended twice); saving writes the file's own version
+    from dataclasses import replace
+    assert replace(edited, term_lists=[]).version == file_version
+    assert replace(edited).version == edited.version
+    out = tmp_path / "copy"
+    out.mkdir()
+    edited.save(out)
+    assert json.loads((out / "policy.json").read_text())["version"] == file_version
+    # without lists the version is the file's own, as before lists existed
+    assert Policy.from_json({**json.loads((tmp_path / "policy.json").read_text()), "term_lists": []}).version == file_version
