@@ -27,10 +27,10 @@ file), each with a category and an action. A list is part of the policy: the ver
 (`Policy.version`) is the file's own version plus "+lists-" and a hash of each list's name and content version,
 so an edit of a list file shows in every result although policy.json did not change.
 
-Precedence, strongest first: a hash match blocks; a block or review
-list match gives its category at least that action (the model can raise a review match to block, never lower
-it); the model's thresholds; an allow list last: it only cancels block / review list matches inside its own
-matches (a film title, a platform's name), never a model's or a hash's decision.
+Precedence, strongest first: a hash match blocks; a block or review list match gives its category at least that
+action (the model can raise a review match to block, never lower it); the model's thresholds; an allow list last:
+it only cancels block / review list matches inside its own matches (a film title, a platform's name), never a
+model's or a hash's decision.
 """
 
 from __future__ import annotations
