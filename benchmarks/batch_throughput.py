@@ -267,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--json", type=Path, default=None, help="write all figures here")
+    p.add_argument("--record", action="store_true",
+                   help="also record the throughput figures in benchmarks/figures/ (read by `moderation capacity`)")
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--memory-input", help=argparse.SUPPRESS)
     p.add_argument("--memory-out", help=argparse.SUPPRESS)
@@ -356,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
+    if args.record:
+        from benchmarks.figures import batch_throughput_figures, record
+        record("batch_throughput", batch_throughput_figures(report))
     return 0
 
 

@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, choices=(1, 2), default=2,
                         help="2: batching on/off phases in ABBA order so that load drift cancels")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--record", action="store_true",
+                        help="also record the operating points in benchmarks/figures/ (read by `moderation capacity`)")
     args = parser.parse_args(argv)
     if args.model:
         args.model = str(Path(args.model).resolve())
@@ -353,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
         print(f"figures written to {args.out}")
+    if args.record:
+        sys.path.insert(0, str(REPO))  # run by path: the repository root holds the benchmarks package
+        from benchmarks.figures import record, serve_latency_figures
+        record("serve_latency", serve_latency_figures(report), report["command"])
     return 0
 
 
