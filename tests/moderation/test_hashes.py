@@ -177,7 +177,7 @@ def test_a_list_path_that_is_no_regular_file_is_refused(tmp_path, monkeypatch, k
     """Issue 22 H3: /dev/zero was read until memory ran out, a FIFO hung, a directory gave a traceback."""
     import os
 
-    import moderation.hashes as hashes
+    import moderation.hashes.lists as lists
 
     if kind == "dev_zero":
         path, match = "/dev/zero", "not a regular file"
@@ -189,7 +189,7 @@ def test_a_list_path_that_is_no_regular_file_is_refused(tmp_path, monkeypatch, k
     else:
         path, match = tmp_path / "big.json", "over the hash list limit"
         path.write_text(json.dumps({"format": "moderation-hash-list", "format_version": 1, "entries": []}))
-        monkeypatch.setattr(hashes, "MAX_LIST_BYTES", 10)
+        monkeypatch.setattr(lists, "MAX_LIST_BYTES", 10)
     with pytest.raises(HashListError, match=match):
         HashList.load(path)
     if kind != "oversized":
@@ -246,3 +246,34 @@ def test_a_degenerate_hash_is_not_imported_and_a_flat_image_matches_nothing(tmp_
     forced.import_csv(tmp_path / "zero.csv", min_quality=0)  # asked for explicitly
     black = Image.new("RGB", (64, 64), (0, 0, 0))
     assert HashMatcher([forced]).match_image(black) == []
+
+
+def test_hex_arithmetic_is_exact():
+    """The pdq module's hex helpers on hand-made hashes (no image): popcount, degenerate, distances."""
+    from moderation.hashes.pdq import degenerate, hamming, hex_to_words, popcount
+
+    zero, ones, half = "0" * 64, "f" * 64, "f" * 32 + "0" * 32
+    assert [popcount(h) for h in (zero, ones, half, "8" + "0" * 63)] == [0, 256, 128, 1]
+    assert degenerate(zero) and degenerate(ones) and not degenerate(half)
+    assert not degenerate("not a hash")  # malformed: left to check_hex, which names the problem
+    with pytest.raises(HashListError, match="64 hex digits"):
+        popcount("abc")
+    assert hex_distance(zero, ones) == 256 and hex_distance(half, half.upper()) == 0
+    assert hex_distance(zero, "8" + "0" * 63) == 1  # the first hex digit's top bit is bit 0 (ThreatExchange order)
+    words = hex_to_words([zero, ones, half])
+    assert words.shape == (3, 4) and words.dtype == np.uint64
+    assert hamming(words, words).tolist() == [[0, 256, 128], [256, 0, 128], [128, 128, 0]]
+    assert hex_to_words([]).shape == (0, 4)
+
+
+def test_the_package_keeps_its_public_names():
+    """moderation.hashes is a package (pdq, lists, matcher); what it exported as one module still imports from it."""
+    import moderation.hashes as hashes
+    from moderation.hashes import lists, matcher, pdq
+
+    assert hashes.HashList is lists.HashList and hashes.HashMatcher is matcher.HashMatcher
+    assert hashes.HashListError is pdq.HashListError and hashes.pdq_dihedral is pdq.pdq_dihedral
+    for name in ("FORMAT", "FORMAT_VERSION", "HASH_TYPE", "MAX_LIST_BYTES", "PDQ_MATCH_THRESHOLD", "PDQ_MIN_QUALITY",
+                 "HASH_MAX_SIDE", "HashEntry", "check_hex", "degenerate", "hamming", "hex_distance", "hex_to_words",
+                 "pdq_hash", "read_list_file"):
+        assert name in hashes.__all__ and getattr(hashes, name) is not None

@@ -1,11 +1,5 @@
-"""Perceptual hashes (PDQ) of images, and lists of known violating images whose re-uploads are blocked.
-
-Platforms keep lists of images they have already judged violating (their own, or shared through industry
-hash-sharing programmes) and block re-uploads before any model runs. PDQ (Meta's open perceptual hash, the
-format those programmes share) gives a 256-bit hash that survives resizing and re-encoding; two images match
-when the Hamming distance between their hashes is at most a threshold (31 of 256 is PDQ's usual one).
-Hashes are written as 64 hex digits in ThreatExchange's order (bit 0 of `pdqhash`'s vector is the most
-significant), so lists exchanged with other PDQ tools compare as they do there.
+"""Hash lists: the versioned JSON file of known violating images' PDQ hashes, how it is read safely, edited under a
+lock and filled from a CSV.
 
 A hash list is a small versioned JSON file (never a pickle):
 
@@ -15,15 +9,7 @@ A hash list is a small versioned JSON file (never a pickle):
                   "source": "meme.jpg", "added": "2026-11-28"}]}
 
 `version` is derived from the content (entries and threshold), so it changes whenever the list does; a
-result that was blocked names the list version that blocked it. A query image is compared in its 8
-dihedral orientations (rotations and mirror images), each hashed from the transposed pixels, so a mirrored
-or rotated re-upload still matches. (PDQ's own shortcut, `pdqhash.compute_dihedral`, permutes the DCT of one
-hash; it is 8x cheaper but inexact on non-square images: mirrored MultiOFF memes, mostly portrait, matched
-0.957 with it against 1.000, their distance up to 42 against 0. The 8 hashes cost ~4 ms at 320 px and ~43 ms
-at 512 px, in the image threads, only when lists are in use.)
-
-    matcher = HashMatcher.from_files(["known-bad.json"])
-    matcher.match_image(pil_image)          # -> [HashMatch(list=..., id=..., category=..., distance=12, ...)]
+result that was blocked names the list version that blocked it.
 """
 
 from __future__ import annotations
@@ -31,47 +17,25 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
-import gc
 import functools
+import gc
 import hashlib
 import io
-import tempfile
 import json
 import os
-import re
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
-
-import numpy as np
-from PIL import Image
+from typing import Any, Iterable, Iterator
 
 from moderation.filelock import file_lock, holder
-from moderation.schema import HashMatch, normalize_category
+from moderation.hashes.pdq import PDQ_MATCH_THRESHOLD, PDQ_MIN_QUALITY, HashListError, check_hex, degenerate, popcount
+from moderation.schema import normalize_category
 
 FORMAT = "moderation-hash-list"
 FORMAT_VERSION = 1
 HASH_TYPE = "pdq"
-#: PDQ's usual match threshold: Hamming distance <= 31 of 256 bits.
-PDQ_MATCH_THRESHOLD = 31
-#: PDQ's quality (0-100) below which a hash says little about the image (flat or featureless pictures):
-#: such an image is not added to a list unless asked.
-PDQ_MIN_QUALITY = 50
-#: Images are hashed at most this large (longer side, pixels): PDQ reduces every image to 64x64 anyway, and a
-#: 40-Mpixel photo would otherwise cost seconds for its 8 orientations. A 3000x2000 photo hashed at 512 px is
-#: 6 bits from its hash at 1024 px (of the 31 a match allows).
-HASH_MAX_SIDE = 512
-_ORIENTATIONS = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_90,
-                 Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270, Image.Transpose.TRANSPOSE,
-                 Image.Transpose.TRANSVERSE)
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-class HashListError(ValueError):
-    """A hash list file or entry is invalid (says which and why)."""
-
-
 #: A hash list file larger than this is refused (about 3 million entries; 1M entries are 174 MB).
 MAX_LIST_BYTES = 512 * 1024 * 1024
 
@@ -104,7 +68,7 @@ def read_list_file(path: Path, max_bytes: int, what: str) -> bytes:
 
 
 @contextlib.contextmanager
-def _bulk() -> Iterator[None]:
+def no_gc() -> Iterator[None]:
     """No cyclic garbage collection while a million small objects are made (they hold no cycles; the collector's
     passes over the growing heap doubled the time of loading a list)."""
     was = gc.isenabled()
@@ -120,92 +84,35 @@ def _bulk() -> Iterator[None]:
 _category = functools.lru_cache(maxsize=256)(normalize_category)
 
 
-# --- hashing ---------------------------------------------------------------------------------------------
-
-def _bounded(image: Image.Image) -> Image.Image:
-    img = image if image.mode == "RGB" else image.convert("RGB")
-    if max(img.size) > HASH_MAX_SIDE:
-        img = img.copy()
-        img.thumbnail((HASH_MAX_SIDE, HASH_MAX_SIDE), Image.BOX)
-    return img
-
-
-def _pixels(image: Image.Image) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
-
-
-def _bits_to_hex(bits: np.ndarray) -> str:
-    return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex()
-
-
-def pdq_hash(image: Image.Image) -> tuple[str, int]:
-    """PDQ hash of an image as 64 hex digits, and its quality (0-100)."""
-    import pdqhash
-
-    bits, quality = pdqhash.compute(_pixels(_bounded(image)))
-    return _bits_to_hex(bits), int(quality)
-
-
-def pdq_dihedral(image: Image.Image) -> tuple[np.ndarray, int]:
-    """The PDQ hashes of the image's 8 dihedral orientations (identity first), packed as an (8, 4) uint64
-    array, and the quality of the identity. Each is hashed from transposed pixels (see the module docstring)."""
-    import pdqhash
-
-    img = _bounded(image)
-    bits = []
-    quality = 0
-    for i, t in enumerate(_ORIENTATIONS):
-        b, q = pdqhash.compute(_pixels(img if t is None else img.transpose(t)))
-        bits.append(np.asarray(b, dtype=np.uint8))
-        quality = int(q) if i == 0 else quality
-    packed = np.packbits(np.stack(bits), axis=1)  # (8, 32) bytes, big-endian bits
-    return packed.view(">u8").astype(np.uint64), quality
-
-
-def check_hex(value: str) -> str:
-    """Normalise a PDQ hash given as hex (64 digits, case-insensitive). Raises HashListError."""
-    h = str(value).strip().lower()
-    if not _HEX64.fullmatch(h):
-        raise HashListError(f"a PDQ hash is 64 hex digits; got {str(value)[:80]!r}")
-    return h
-
-
-def _popcount(hash_hex: str) -> int:
-    return int(check_hex(hash_hex), 16).bit_count()
-
-
-def degenerate(hash_hex: str) -> bool:
-    """Whether a PDQ hash says nothing about its image: PDQ sets the bits above the median of 256 coefficients,
-    so an image with structure has about 128 bits set; a flat image's hash is all (or nearly all) zeros.
-    Malformed hashes are left to check_hex."""
+def _read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV of hashes, keys and values stripped and keys lower-cased. Raises FileNotFoundError, or
+    HashListError for an unreadable file or a header without `hash` and `category`."""
+    raw = read_list_file(path, MAX_LIST_BYTES, "CSV of hashes")
     try:
-        return not 64 <= _popcount(hash_hex) <= 192
-    except HashListError:
-        return False
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise HashListError(f"{path}: not UTF-8 text ({exc})") from None
+    with io.StringIO(text, newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        if "hash" not in fields or "category" not in fields:
+            raise HashListError(f"{path}: the header must name 'hash' and 'category' columns (got {fields})")
+        return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
 
 
-def hex_to_words(hexes: Sequence[str]) -> np.ndarray:
-    """Pack hex hashes as an (N, 4) uint64 array for vectorised Hamming distances."""
-    if not hexes:
-        return np.zeros((0, 4), dtype=np.uint64)
-    raw = np.frombuffer(b"".join(bytes.fromhex(h) for h in hexes), dtype=">u8")
-    return raw.reshape(-1, 4).astype(np.uint64)
+def _check_csv_quality(row: dict[str, str], quality: int | None, min_quality: int) -> None:
+    """Raise HashListError when a CSV row's hash is too poor to list: its PDQ quality is below `min_quality`, or
+    the hash is degenerate (an all-zero hash matched every black image). Nothing is checked when `min_quality`
+    is 0."""
+    if min_quality <= 0:
+        return
+    if quality is not None and quality < min_quality:
+        raise HashListError(f"PDQ quality {quality} is below {min_quality} (a flat or featureless "
+                            "image's hash matches unrelated images)")
+    if degenerate(row.get("hash", "")):
+        raise HashListError(f"the hash {row.get('hash', '')[:16]}... has {popcount(row['hash'])} of "
+                            "256 bits set: the hash of a flat image, which would match every flat image")
 
-
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamming distances between packed hashes: (Q, 4) x (N, 4) uint64 -> (Q, N) int."""
-    x = np.bitwise_xor(a[:, None, :], b[None, :, :])
-    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
-        return np.bitwise_count(x).sum(axis=-1).astype(np.int64)
-    return np.unpackbits(x.view(np.uint8), axis=-1).sum(axis=-1).astype(np.int64)
-
-
-def hex_distance(a: str, b: str) -> int:
-    """Hamming distance between two hex PDQ hashes."""
-    return int(hamming(hex_to_words([check_hex(a)]), hex_to_words([check_hex(b)]))[0, 0])
-
-
-# --- the list file ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class HashEntry:
@@ -300,7 +207,7 @@ class HashList:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise HashListError(f"{path}: not UTF-8 text ({exc})") from None
-        with _bulk():
+        with no_gc():
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
@@ -398,17 +305,7 @@ class HashList:
         Returns (entries added, rows already listed).
         """
         path = Path(path)
-        raw = read_list_file(path, MAX_LIST_BYTES, "CSV of hashes")
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise HashListError(f"{path}: not UTF-8 text ({exc})") from None
-        with io.StringIO(text, newline="") as fh:
-            reader = csv.DictReader(fh)
-            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-            if "hash" not in fields or "category" not in fields:
-                raise HashListError(f"{path}: the header must name 'hash' and 'category' columns (got {fields})")
-            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
+        rows = _read_csv_rows(path)
         trial = HashList(name=self.name, entries=list(self.entries), threshold=self.threshold)
         added: list[HashEntry] = []
         already = 0
@@ -416,13 +313,7 @@ class HashList:
         for lineno, row in enumerate(rows, start=2):
             try:
                 quality = int(row["quality"]) if row.get("quality") else None
-                if min_quality > 0:
-                    if quality is not None and quality < min_quality:
-                        raise HashListError(f"PDQ quality {quality} is below {min_quality} (a flat or featureless "
-                                            "image's hash matches unrelated images)")
-                    if degenerate(row.get("hash", "")):
-                        raise HashListError(f"the hash {row.get('hash', '')[:16]}... has {_popcount(row['hash'])} of "
-                                            "256 bits set: the hash of a flat image, which would match every flat image")
+                _check_csv_quality(row, quality, min_quality)
                 entry = trial.add(row.get("hash", ""), row.get("category", ""), id=row.get("id") or None,
                                   quality=quality, source=row.get("source") or path.name)
             except (HashListError, ValueError) as exc:
@@ -437,80 +328,3 @@ class HashList:
             raise HashListError(f"{path}: nothing imported: {shown}")
         self.entries = trial.entries
         return added, already
-
-
-# --- matching --------------------------------------------------------------------------------------------
-
-class HashMatcher:
-    """Every entry of one or more lists, packed for vectorised matching (brute force: 21 ms per image against
-    100,000 listed hashes; a multi-index hash would be the next step for industry-sized lists)."""
-
-    def __init__(self, lists: Sequence[HashList]) -> None:
-        self.lists = list(lists)
-        names = [hl.name for hl in self.lists]
-        if len(set(names)) != len(names):
-            raise HashListError(f"two hash lists have the same name ({', '.join(sorted(names))}); rename one")
-        with _bulk():
-            self._entries: list[tuple[HashList, HashEntry]] = [(hl, e) for hl in self.lists for e in hl.entries]
-            self._words = hex_to_words([e.hash for _, e in self._entries])
-            self._versions = {hl.name: hl.version for hl in self.lists}
-        self._thresholds = np.concatenate([np.full(len(hl.entries), hl.threshold, dtype=np.int64)
-                                           for hl in self.lists] or [np.zeros(0, dtype=np.int64)])
-
-    @classmethod
-    def from_files(cls, paths: Sequence[str | os.PathLike]) -> "HashMatcher":
-        """Load list files. Raises FileNotFoundError / HashListError."""
-        return cls([HashList.load(p) for p in paths])
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def describe(self) -> list[dict[str, Any]]:
-        """Name, path, version, threshold and size of each list."""
-        return [{"name": hl.name, "path": str(hl.path) if hl.path else None, "version": self._versions[hl.name],
-                 "threshold": hl.threshold, "entries": len(hl.entries)} for hl in self.lists]
-
-    def versions(self) -> dict[str, str]:
-        """List name -> version."""
-        return dict(self._versions)
-
-    def _distances(self, query: np.ndarray) -> np.ndarray:
-        """(N,) the smallest distance from any of the (Q, 4) query hashes to each listed hash. One query row at a
-        time: the temporary is (N, 4) words, not (Q, N, 4) (256 MB per image against a million hashes)."""
-        dist = hamming(query[:1], self._words)[0]
-        for row in query[1:]:
-            np.minimum(dist, hamming(row[None, :], self._words)[0], out=dist)
-        return dist
-
-    def match_words(self, query: np.ndarray) -> list[HashMatch]:
-        """Entries within their list's threshold of any of the query hashes ((Q, 4) uint64), nearest first."""
-        if not self._entries:
-            return []
-        dist = self._distances(np.asarray(query, dtype=np.uint64).reshape(-1, 4))
-        hits = np.nonzero(dist <= self._thresholds)[0]
-        out = []
-        for i in hits[np.argsort(dist[hits], kind="stable")]:
-            hl, e = self._entries[int(i)]
-            out.append(HashMatch(list=hl.name, list_version=self._versions[hl.name], id=e.id, category=e.category,
-                                 distance=int(dist[i]), threshold=hl.threshold))
-        return out
-
-    def match_image(self, image: Image.Image) -> list[HashMatch]:
-        """Hash the image in its 8 orientations and return the listed entries it matches, nearest first. An image
-        whose PDQ quality is below PDQ_MIN_QUALITY matches nothing (a flat black picture would otherwise match
-        any flat entry a list holds)."""
-        if not self._entries:
-            return []
-        words, quality = pdq_dihedral(image)
-        if quality < PDQ_MIN_QUALITY:
-            return []
-        return self.match_words(words)
-
-    def nearest(self, image: Image.Image) -> tuple[int, HashEntry | None]:
-        """The smallest distance from the image (any orientation) to a listed hash, and that entry."""
-        if not self._entries:
-            return 257, None
-        words, _ = pdq_dihedral(image)
-        dist = self._distances(words)
-        i = int(np.argmin(dist))
-        return int(dist[i]), self._entries[i][1]
