@@ -132,6 +132,155 @@ def _as_types(v: Any) -> str | None:
     return "+".join(sorted(str(x) for x in v)) if v else None
 
 
+#: The per-row columns of a Decisions besides the per-category ones, in the order they are read.
+_ROW_COLUMNS: tuple[str, ...] = ("ok", "error_code", "time", "action", "input_types", "language", "latency_ms",
+                                 "request_id", "model_version")
+
+
+@dataclass
+class _ColumnBuilder:
+    """Rows read so far, as lists per column, while the files are read one after another.
+
+    wanted: the categories to read (None: those each file has). A category first seen in a later file gets
+    unknown values (NaN / -1 / None) for the rows read before it."""
+
+    time_column: str
+    wanted: Sequence[str] | None
+    cols: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in _ROW_COLUMNS})
+    per_cat: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    seen_categories: set[str] = field(default_factory=set)
+    bad_times: int = 0
+    has_post_action: bool = False
+
+    @property
+    def n(self) -> int:
+        return len(self.cols["ok"])
+
+    def start_file(self, columns: Sequence[str]) -> None:
+        """A file's columns are those of its first row (one schema per file)."""
+        found = categories_in(list(columns))
+        self.seen_categories.update(found)
+        for c in (self.wanted or found):
+            if c not in self.per_cat:  # rows read before this file did not have it
+                self.per_cat[c] = {"score": [math.nan] * self.n, "flagged": [-1] * self.n, "action": [None] * self.n}
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Append one decision row (a decision log line or a batch output row)."""
+        cols = self.cols
+        ok = row.get("ok")
+        ok = bool(ok) if ok is not None else row.get("error_code") is None
+        cols["ok"].append(ok)
+        cols["error_code"].append(row.get("error_code"))
+        try:
+            when = parse_time(row.get(self.time_column))
+        except (ValueError, TypeError, OverflowError):
+            when, self.bad_times = None, self.bad_times + 1
+        cols["time"].append(when.timestamp() if when is not None else math.nan)
+        action = row.get("action")
+        self.has_post_action = self.has_post_action or action is not None
+        cols["action"].append(action)
+        cols["input_types"].append(_as_types(row.get("applied_input_types")) if ok else None)
+        cols["language"].append(row.get("language"))
+        cols["latency_ms"].append(_as_float(row.get("latency_ms")))
+        cols["request_id"].append(row.get("request_id"))
+        cols["model_version"].append(row.get("model_version"))
+        for c, store in self.per_cat.items():
+            store["score"].append(_as_float(row.get(f"{c}_score")))
+            store["flagged"].append(_as_bool(row.get(f"{c}_flagged")))
+            store["action"].append(row.get(f"{c}_action"))
+
+    def check(self, files: Sequence[Any]) -> None:
+        """Raise ValueError when nothing usable was read: no rows, a wanted category no file has, or no category
+        columns at all."""
+        if self.n == 0:
+            raise ValueError(f"no rows in {', '.join(str(f) for f in files)}")
+        if self.wanted:
+            missing = [c for c in self.wanted if c not in self.seen_categories]
+            if missing:
+                raise ValueError(f"categories {missing} are not in {', '.join(map(str, files))} (found: "
+                                 f"{sorted(self.seen_categories) or 'none'})")
+        if not self.per_cat:
+            raise ValueError(f"{files[0]}: no category columns (<category>_score with <category>_flagged); "
+                             "give decision logs or batch outputs of `moderation score`")
+
+    def build(self, files: Sequence[Any], skipped: list[str]) -> "Decisions":
+        """The columns as arrays, with each category's action and the post's action filled in where the rows
+        carry none (see category_actions)."""
+        cols = self.cols
+        ok = np.asarray(cols["ok"], dtype=bool)
+        flagged = {c: np.asarray(v["flagged"], dtype=np.int8) for c, v in self.per_cat.items()}
+        actions, has_actions = category_actions({c: v["action"] for c, v in self.per_cat.items()}, flagged, ok)
+        action = np.asarray(cols["action"], dtype=object)
+        if not self.has_post_action:  # the strongest of the categories' actions
+            action = strongest_of([actions[c] for c in self.per_cat], self.n)
+        action[~ok] = None
+        return Decisions(files=[str(f) for f in files], n=self.n, ok=ok,
+                         error_code=np.asarray(cols["error_code"], dtype=object),
+                         time=np.asarray(cols["time"], dtype=np.float64),
+                         scores={c: np.asarray(v["score"], dtype=np.float64) for c, v in self.per_cat.items()},
+                         flagged=flagged, actions=actions, has_actions=has_actions, action=action,
+                         has_post_action=self.has_post_action,
+                         input_types=np.asarray(cols["input_types"], dtype=object),
+                         language=np.asarray(cols["language"], dtype=object),
+                         latency_ms=np.asarray(cols["latency_ms"], dtype=np.float64),
+                         request_id=np.asarray(cols["request_id"], dtype=object),
+                         model_version=np.asarray(cols["model_version"], dtype=object), skipped=skipped)
+
+
+def category_actions(raw: dict[str, list[Any]], flagged: dict[str, np.ndarray], ok: np.ndarray
+                     ) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
+    """Each category's (n,) action column, and whether the rows carried it. Rows without policy actions (batch
+    outputs of a model without a policy) read a flag as an automatic removal: flagged 1 -> "block", 0 -> "allow",
+    unknown -> None. Unscored rows (`ok` false) have no action."""
+    actions: dict[str, np.ndarray] = {}
+    has_actions: dict[str, bool] = {}
+    for c, values in raw.items():
+        a = np.asarray(values, dtype=object)
+        has_actions[c] = any(x is not None for x in values)
+        if not has_actions[c]:  # no policy: a flag is an automatic removal
+            a = np.where(flagged[c] == 1, "block", np.where(flagged[c] == 0, "allow", None)).astype(object)
+        a[~ok] = None
+        actions[c] = a
+    return actions, has_actions
+
+
+def between(d: "Decisions", since: datetime | None, until: datetime | None, time_column: str = "time"
+            ) -> "Decisions":
+    """The rows of `d` whose time is in [since, until) (either bound may be None). Raises ValueError when no row
+    has a time, or none falls in the window."""
+    if not d.has_time:
+        raise ValueError(f"--since / --until need a time on each row, and no row has a {time_column!r} column "
+                         "(batch outputs: name your own time column with --time-column)")
+    keep = np.isfinite(d.time)
+    if since is not None:
+        keep &= d.time >= since.timestamp()
+    if until is not None:
+        keep &= d.time < until.timestamp()
+    out = d.subset(keep)
+    if out.n == 0:
+        raise ValueError("no rows fall between --since and --until")
+    return out
+
+
+def _read_columns(files: Sequence[Any], categories: Sequence[str] | None, time_column: str, skipped: list[str],
+                  progress: bool) -> _ColumnBuilder:
+    """Every row of `files` into a _ColumnBuilder (unreadable lines are described in `skipped`)."""
+    builder = _ColumnBuilder(time_column=time_column, wanted=categories)
+    bar = tqdm(total=len(files), desc="reading", unit="file", file=sys.stderr) if progress else None
+    for path in files:
+        first = True
+        for row in iter_log_rows(path, errors=skipped):
+            if first:
+                builder.start_file(list(row.keys()))
+                first = False
+            builder.add(row)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return builder
+
+
 def load_decisions(inputs: Sequence[str | os.PathLike], *, categories: Sequence[str] | None = None,
                    time_column: str = "time", since: datetime | None = None, until: datetime | None = None,
                    progress: bool = False) -> Decisions:
@@ -142,104 +291,15 @@ def load_decisions(inputs: Sequence[str | os.PathLike], *, categories: Sequence[
     carry your own input columns, e.g. --time-column created_at). since / until: keep rows in [since, until)
     (they need a time column). Raises FileNotFoundError / ValueError when nothing can be read.
     """
-
     files = decision_files(inputs)
-    cols: dict[str, list[Any]] = {k: [] for k in ("ok", "error_code", "time", "action", "input_types", "language",
-                                                    "latency_ms", "request_id", "model_version")}
-    per_cat: dict[str, dict[str, list[Any]]] = {}
-    seen_categories: set[str] = set()
     skipped: list[str] = []
-    bad_times = 0
-    has_post_action = False
-    bar = None
-    if progress:
-        bar = tqdm(total=len(files), desc="reading", unit="file", file=sys.stderr)
-    for path in files:
-        found: list[str] | None = None
-        for row in iter_log_rows(path, errors=skipped):
-            if found is None:  # a file's columns are those of its first row (one schema per file)
-                found = categories_in(list(row.keys()))
-                seen_categories.update(found)
-                for c in (categories or found):
-                    if c not in per_cat:  # rows read before this file did not have it
-                        per_cat[c] = {"score": [math.nan] * len(cols["ok"]), "flagged": [-1] * len(cols["ok"]),
-                                      "action": [None] * len(cols["ok"])}
-            ok = row.get("ok")
-            ok = bool(ok) if ok is not None else row.get("error_code") is None
-            cols["ok"].append(ok)
-            cols["error_code"].append(row.get("error_code"))
-            raw_time = row.get(time_column)
-            try:
-                when = parse_time(raw_time)
-            except (ValueError, TypeError, OverflowError):
-                when, bad_times = None, bad_times + 1
-            cols["time"].append(when.timestamp() if when is not None else math.nan)
-            action = row.get("action")
-            has_post_action = has_post_action or action is not None
-            cols["action"].append(action)
-            types = row.get("applied_input_types")
-            cols["input_types"].append(_as_types(types) if ok else None)
-            cols["language"].append(row.get("language"))
-            cols["latency_ms"].append(_as_float(row.get("latency_ms")))
-            cols["request_id"].append(row.get("request_id"))
-            cols["model_version"].append(row.get("model_version"))
-            for c, store in per_cat.items():
-                store["score"].append(_as_float(row.get(f"{c}_score")))
-                store["flagged"].append(_as_bool(row.get(f"{c}_flagged")))
-                store["action"].append(row.get(f"{c}_action"))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    n = len(cols["ok"])
-    if n == 0:
-        raise ValueError(f"no rows in {', '.join(str(f) for f in files)}")
-    if categories:
-        missing = [c for c in categories if c not in seen_categories]
-        if missing:
-            raise ValueError(f"categories {missing} are not in {', '.join(map(str, files))} (found: "
-                             f"{sorted(seen_categories) or 'none'})")
-    if not per_cat:
-        raise ValueError(f"{files[0]}: no category columns (<category>_score with <category>_flagged); "
-                         "give decision logs or batch outputs of `moderation score`")
-    if bad_times:
-        skipped.append(f"{bad_times} rows have a {time_column!r} that is not a time (kept, without a time)")
-    ok = np.asarray(cols["ok"], dtype=bool)
-    flagged = {c: np.asarray(v["flagged"], dtype=np.int8) for c, v in per_cat.items()}
-    actions: dict[str, np.ndarray] = {}
-    has_actions: dict[str, bool] = {}
-    for c, v in per_cat.items():
-        a = np.asarray(v["action"], dtype=object)
-        has_actions[c] = any(x is not None for x in v["action"])
-        if not has_actions[c]:  # no policy: a flag is an automatic removal
-            a = np.where(flagged[c] == 1, "block", np.where(flagged[c] == 0, "allow", None)).astype(object)
-        a[~ok] = None
-        actions[c] = a
-    action = np.asarray(cols["action"], dtype=object)
-    if not has_post_action:  # the strongest of the categories' actions
-        action = strongest_of([actions[c] for c in per_cat], n)
-    action[~ok] = None
-    out = Decisions(files=[str(f) for f in files], n=n, ok=ok, error_code=np.asarray(cols["error_code"], dtype=object),
-                    time=np.asarray(cols["time"], dtype=np.float64),
-                    scores={c: np.asarray(v["score"], dtype=np.float64) for c, v in per_cat.items()},
-                    flagged=flagged, actions=actions, has_actions=has_actions, action=action,
-                    has_post_action=has_post_action, input_types=np.asarray(cols["input_types"], dtype=object),
-                    language=np.asarray(cols["language"], dtype=object),
-                    latency_ms=np.asarray(cols["latency_ms"], dtype=np.float64),
-                    request_id=np.asarray(cols["request_id"], dtype=object),
-                    model_version=np.asarray(cols["model_version"], dtype=object), skipped=skipped)
+    builder = _read_columns(files, categories, time_column, skipped, progress)
+    builder.check(files)
+    if builder.bad_times:
+        skipped.append(f"{builder.bad_times} rows have a {time_column!r} that is not a time (kept, without a time)")
+    out = builder.build(files, skipped)
     if since is not None or until is not None:
-        if not out.has_time:
-            raise ValueError(f"--since / --until need a time on each row, and no row has a {time_column!r} column "
-                             "(batch outputs: name your own time column with --time-column)")
-        keep = np.isfinite(out.time)
-        if since is not None:
-            keep &= out.time >= since.timestamp()
-        if until is not None:
-            keep &= out.time < until.timestamp()
-        out = out.subset(keep)
-        if out.n == 0:
-            raise ValueError("no rows fall between --since and --until")
+        out = between(out, since, until, time_column)
     return out
 
 

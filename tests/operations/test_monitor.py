@@ -229,3 +229,39 @@ def test_strongest_of_follows_the_policy_order():
     b = np.array(["review", "allow", None, "allow"], dtype=object)
     assert strongest_of([a, b], 4).tolist() == ["review", "review", "allow", "block"]
     assert [strongest([x for x in pair if x is not None]) for pair in zip(a, b)] == ["review", "review", "allow", "block"]
+
+
+def test_category_actions_read_a_flag_as_a_removal_only_without_policy_columns():
+    from operations.decisions import category_actions
+
+    flagged = {"hate": np.array([1, 0, -1, 1], dtype=np.int8), "offensive": np.array([0, 1, 1, -1], dtype=np.int8)}
+    ok = np.array([True, True, True, False])
+    raw = {"hate": [None, None, None, None], "offensive": ["review", "allow", None, "block"]}
+    actions, has = category_actions(raw, flagged, ok)
+    assert has == {"hate": False, "offensive": True}
+    assert actions["hate"].tolist() == ["block", "allow", None, None]  # no policy: flag -> block; unscored: None
+    assert actions["offensive"].tolist() == ["review", "allow", None, None]  # the rows' own actions, kept
+
+
+def test_a_category_first_seen_in_a_later_file_is_unknown_before_it(tmp_path):
+    """One schema per file: rows of an earlier file without `violence` read NaN / -1 / None for it."""
+    first = decisions(5, 1, error_rate=0.0)
+    later = decisions(3, 2, error_rate=0.0)
+    for r in later:
+        r.update({"violence_score": 0.9, "violence_flagged": True, "violence_action": "block"})
+    d = load_decisions([write_jsonl(tmp_path / "a.jsonl", first), write_jsonl(tmp_path / "b.jsonl", later)])
+    assert d.n == 8 and d.categories == ["hate", "offensive", "violence"]
+    assert np.isnan(d.scores["violence"][:5]).all() and d.scores["violence"][5:].tolist() == [0.9] * 3
+    assert d.flagged["violence"].tolist() == [-1] * 5 + [1] * 3
+    assert d.actions["violence"].tolist() == [None] * 5 + ["block"] * 3
+
+
+def test_between_keeps_the_half_open_window(tmp_path):
+    from operations.decisions import between
+
+    d = load_decisions([write_jsonl(tmp_path / "d.jsonl", decisions(48, 3, hours=48, error_rate=0.0))])
+    day2 = between(d, START + timedelta(hours=24), START + timedelta(hours=36))
+    assert day2.n == 12 and day2.time.min() == (START + timedelta(hours=24)).timestamp()
+    assert between(d, None, START + timedelta(hours=1)).n == 1
+    with pytest.raises(ValueError, match="no rows fall between"):
+        between(d, START + timedelta(days=5), None)
