@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any, Dict
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve import Application
 
 from moderation.decision_log import DecisionLog
 from moderation.hashes import HashList
 from moderation.policy import Policy
-from serving.ingress import INGRESS_DEPLOYMENT, ModerationIngress
+from serving.ingress import INGRESS_DEPLOYMENT, JSONBody, ModerationIngress
 from serving.model_core import MODEL_DEPLOYMENT, ModelCore
 from serving.schemas import ErrorResponse, ModerationResponse, ServeArgs
 
@@ -78,17 +77,17 @@ def make_ingress(docs: bool = True) -> Any:
             return {"status": "ok"}
 
         @api.get("/readyz")
-        async def readyz(self) -> JSONResponse:
+        async def readyz(self) -> JSONBody:
             """Ready: the model replica is loaded and answers. 503 otherwise."""
             return await self.readyz_response()
 
         @api.get("/v1/model")
-        async def model_route(self, request: Request) -> JSONResponse:
+        async def model_route(self, request: Request) -> JSONBody:
             """Model version, categories, thresholds, batching settings and request limits."""
             return await self.model_response(request.headers.get("authorization"))
 
         @api.post("/v1/moderations", responses=MODERATION_RESPONSES)
-        async def moderations(self, request: Request) -> JSONResponse:
+        async def moderations(self, request: Request) -> JSONBody:
             """Score posts: OpenAI's request shape or ours; OpenAI's response shape plus our fields."""
             return await self.moderations_response(request)
 

@@ -17,6 +17,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.yaml"
 #: Seconds an idle keep-alive connection stays open unless the config's http_options say otherwise (Ray's own
 #: default, 90 s, lets idle clients hold connections of the proxy for long).
 KEEP_ALIVE_TIMEOUT_S = 5.0
+#: The HTTP request path (serving.haproxy): Ray Serve's Python proxy or HAProxy straight to the replicas. Chosen by
+#: the A/B of docs/benchmarks-serving.md ("Request path: HAProxy or the Python proxy").
+DEFAULT_PROXY = "python"
 
 
 def register(subparsers: Any) -> None:
@@ -44,6 +47,9 @@ def register(subparsers: Any) -> None:
                    help="requests queued beyond that before answering 503 (default: 64)")
     p.add_argument("--num-replicas", type=int, default=None, help="model replicas (default: the config's; 2 in the shipped config)")
     p.add_argument("--num-cpus", type=float, default=None, help="CPUs (= torch threads) per model replica (default: 1)")
+    p.add_argument("--proxy", choices=("python", "haproxy"), default=DEFAULT_PROXY,
+                   help="HTTP request path: Ray Serve's Python proxy, or HAProxy forwarding straight to the ingress "
+                        f"replicas (kept on 127.0.0.1; serving/haproxy.py) (default: {DEFAULT_PROXY})")
     p.add_argument("--topology", choices=("fused", "split"), default=None,
                    help="fused: one deployment is the HTTP ingress and the batched model (default; fastest on CPU); "
                         "split: an ingress deployment in front of a separate model deployment")
@@ -151,7 +157,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     app = build_app(serve_args)  # checks the model directory and the token variable before Ray starts
     keep_alive_s = float(_config(args)[1].get("keep_alive_timeout_s", KEEP_ALIVE_TIMEOUT_S))
     stop = threading.Event()
-    with local_ray():
+    with local_ray(proxy=args.proxy):
         # Installed after ray.init, which sets its own SIGTERM handler (an abrupt exit that leaves Ray's agent
         # processes behind); SIGINT too, in case the shell started us with it ignored (a background job).
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,17 +8,21 @@ answer is a method here, so the class reads (and is tested) without Serve's deco
 import asyncio
 import hashlib
 import hmac
+import itertools
+import json
+import os
+import sys
 import time
-import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Tuple
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from moderation.decision_log import DecisionLog
-from moderation.schema import InputError
+from moderation.schema import InputError, openai_name
 from serving.fetch import UrlAllowList, fetch_image
 from serving.metrics import IngressMetrics
 from serving.model_core import MODEL_DEPLOYMENT, ModelCore, Overloaded, logger
@@ -27,9 +31,44 @@ from serving.schemas import RequestLimits
 
 INGRESS_DEPLOYMENT = "ModerationAPI"
 
+try:  # orjson encodes a response several times faster than the standard library (benchmarks/serve_ingress.py)
+    import orjson
+except ImportError:  # pragma: no cover - the `serve` extra installs it
+    orjson = None
+
+
+def encode_json(obj: Any) -> bytes:
+    """A response body as compact UTF-8 JSON (orjson when installed, else the standard library, same output for
+    the bodies sent here: strings, numbers, booleans, null, lists and string-keyed objects)."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError:  # e.g. a lone surrogate in an explained text: the standard library below escapes it
+            pass
+    # backslashreplace writes a lone surrogate as its JSON escape (\udc00), which is still valid JSON.
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
+
+
+class JSONBody(Response):
+    """A JSON response encoded by `encode_json` (FastAPI's JSONResponse uses the standard library)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return encode_json(content)
+
 
 async def _wait(response: Any) -> Any:
     return await response
+
+
+async def _within(awaitable: Any, timeout_s: float) -> Any:
+    """Await with a deadline (asyncio.TimeoutError past it). On Python 3.11+ `asyncio.timeout` only arms a timer,
+    where `asyncio.wait_for` wraps the awaitable in a task of its own: two per request on the hot path."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout_s):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, timeout=timeout_s)
 
 
 def _wire(item: Item) -> Dict[str, Any]:
@@ -37,9 +76,26 @@ def _wire(item: Item) -> Dict[str, Any]:
 
 
 def _error(status: int, code: str, message: str, details: Optional[list] = None,
-           headers: Optional[Dict[str, str]] = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "details": details}}, status_code=status,
-                        headers=headers)
+           headers: Optional[Dict[str, str]] = None) -> JSONBody:
+    return JSONBody({"error": {"code": code, "message": message, "details": details}}, status_code=status,
+                    headers=headers)
+
+
+def _attach_explanations(items: List[Item], results: List[Dict[str, Any]], explained: List[Any]) -> None:
+    """Put each scored item's explanation (moderation.explain.Explanation) into its result as `explanation`:
+    the words behind each actioned category, under OpenAI's category names; null where there is nothing to explain
+    (allowed posts, items that could not be scored)."""
+    found = iter(explained)
+    for item, result in zip(items, results):
+        e = next(found) if item.ok else None
+        words = e.categories if e is not None and result["error_code"] is None else {}
+        if not words or result["action"] not in ("review", "block"):
+            result["explanation"] = None
+            continue
+        result["explanation"] = {
+            "method": e.method, "span_words": e.span_words, "text": e.text,
+            "words": {openai_name(c): [{"word": w.word, "span": list(w.span), "weight": round(w.weight, 4)} for w in ws]
+                      for c, ws in words.items()}}
 
 
 class ModerationIngress:
@@ -52,14 +108,15 @@ class ModerationIngress:
                  token_sha256: Optional[str] = None, request_timeout_s: float = 30.0,
                  model_args: Optional[Dict[str, Any]] = None, admit: Optional[int] = None,
                  image_url_allowlist: Optional[List[str]] = None, image_fetch_timeout_s: float = 5.0,
-                 decision_log: Optional[Dict[str, Any]] = None) -> None:
+                 decision_log: Optional[Dict[str, Any]] = None, core: Optional[Any] = None) -> None:
         """Split topology: `model` is the ModerationModel handle. Fused: `model` is None and the model is
-        built here from `model_args` (ModelCore's arguments); at most `admit` requests are with the model
+        built here from `model_args` (ModelCore's arguments), or `core` is an already-built ModelCore (or an object
+        with its `score`, `explain` and `describe`: tests, benchmarks); at most `admit` requests are with the model
         at once (None: no bound) and any more are answered 503 at once."""
-        if (model is None) == (model_args is None):
-            raise ValueError("give either a model handle (split topology) or model_args (fused), not both or neither")
+        if sum(x is not None for x in (model, model_args, core)) != 1:
+            raise ValueError("give exactly one of a model handle (split topology), model_args or core (fused)")
         self.model = model
-        self.core = ModelCore(**model_args) if model_args is not None else None
+        self.core = ModelCore(**model_args) if model_args is not None else core
         self._admit = admit
         self._with_model = 0
         self.limits = RequestLimits.model_validate(limits or {})
@@ -70,8 +127,18 @@ class ModerationIngress:
         self._http: Any = None  # httpx.AsyncClient for allow-listed image URLs, made on first use
         self.metrics = IngressMetrics()
         self._static: Optional[Dict[str, Any]] = None
-        # One writer per replica (its own files: host and pid in the names); see moderation.decision_log.
+        self._id_prefix = os.urandom(8).hex()
+        self._id_counter = itertools.count()
+        # One writer per replica (its own files: host and pid in the names); see moderation.decision_log. Rows are
+        # written by one thread of their own, in request order, so that the answer never waits for the disk.
         self.decision_log = DecisionLog(decision_log) if decision_log else None
+        self.decision_log_errors = 0
+        self._log_writer: Optional[ThreadPoolExecutor] = None
+
+    def _next_request_id(self) -> str:
+        """A request id unique across replicas and restarts: 64 random bits drawn once per replica, then a counter
+        (a uuid4 per request costs a system call for its randomness)."""
+        return f"modr-{self._id_prefix}{next(self._id_counter):08x}"
 
     def reconfigure(self, user_config: Dict[str, Any]) -> None:
         """Fused topology: the batching settings (`BatchConfig`) of the model this replica holds."""
@@ -96,10 +163,10 @@ class ModerationIngress:
         timeout_s = timeout_s or self.request_timeout_s
         if self.core is not None:  # fused: the model lives in this replica
             result = getattr(self.core, method)(*args)
-            return await asyncio.wait_for(result, timeout=timeout_s) if asyncio.iscoroutine(result) else result
+            return await _within(result, timeout_s) if asyncio.iscoroutine(result) else result
         response = getattr(self.model, method).remote(*args)
         try:
-            return await asyncio.wait_for(_wait(response), timeout=timeout_s)
+            return await _within(_wait(response), timeout_s)
         except asyncio.TimeoutError:
             response.cancel()
             raise
@@ -124,8 +191,17 @@ class ModerationIngress:
                 items = await self._fetch_images(items)
             info = await self._static_info()
             good = [it for it in items if it.ok]
-            scored = await self.score([_wire(it) for it in good]) if good else []
+            explained: List[Any] = []
+            if not good:
+                scored = []
+            elif request.explain:
+                explained = await self._admitted("explain", [_wire(it) for it in good])
+                scored = [e.result for e in explained]
+            else:
+                scored = await self.score([_wire(it) for it in good])
             results = format_results(items, scored, info["categories"])
+            if request.explain:
+                _attach_explanations(items, results, explained)
         except RequestRejected as exc:
             return exc.status, exc.body()
         except (BackPressureError, Overloaded):
@@ -140,7 +216,7 @@ class ModerationIngress:
                                    "message": f"internal error ({type(exc).__name__}); the server log has the details"}}
         self.metrics.results(results)
         payload = {
-            "id": f"modr-{uuid.uuid4().hex}",
+            "id": self._next_request_id(),
             "model": info["model_version"],
             "model_version": info["model_version"],
             "thresholds_version": info["thresholds_version"],
@@ -156,14 +232,39 @@ class ModerationIngress:
 
     def _log_decisions(self, items: List[Item], scored: List[Any], info: Dict[str, Any], latency_ms: float,
                        request_id: str) -> None:
-        """Append the request's decisions to the decision log; a failing log never fails the request."""
+        """Hand the request's decisions to the decision log's writer thread (rows written in request order); a
+        failing log never fails the request. `flush_decision_log` waits for what was handed over."""
+        if self._log_writer is None:
+            self._log_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log")
+        self._log_writer.submit(self._write_decisions, items, scored, info, latency_ms, request_id)
+
+    def _write_decisions(self, items: List[Item], scored: List[Any], info: Dict[str, Any], latency_ms: float,
+                         request_id: str) -> None:
         try:
             self.decision_log.log_request(items, scored, info["categories"], latency_ms=latency_ms,
                                           request_id=request_id, model_version=info["model_version"],
                                           thresholds_version=info["thresholds_version"])
         except Exception as exc:  # noqa: BLE001 - logged for the operator, the answer still goes out
-            self.decision_log_errors = getattr(self, "decision_log_errors", 0) + 1
+            self.decision_log_errors += 1
             logger.warning("decision log write failed (%d so far): %s", self.decision_log_errors, exc)
+
+    def flush_decision_log(self) -> int:
+        """Wait until every decision handed to the writer thread is written; returns the write failures so far."""
+        if self._log_writer is not None:
+            self._log_writer.submit(lambda: None).result()
+        return self.decision_log_errors
+
+    def close(self) -> None:
+        """Write what the decision log still holds and stop its thread (Serve calls __del__ at replica shutdown)."""
+        if self._log_writer is not None:
+            self._log_writer.shutdown(wait=True)
+            self._log_writer = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit the executor may be gone already
+            pass
 
     async def _fetch_images(self, items: List[Item]) -> List[Item]:
         """Fetch the allow-listed image URLs of a request concurrently; a failed fetch fails its item only."""
@@ -188,13 +289,17 @@ class ModerationIngress:
     async def score(self, posts: List[Dict[str, Any]]) -> List[Any]:
         """Score wire posts ({id, text, image: bytes | None}) with the model; fused: refused with
         Overloaded when `admit` requests are already with the model (split: Ray's queue limit does that)."""
+        return await self._admitted("score", posts)
+
+    async def _admitted(self, method: str, posts: List[Dict[str, Any]]) -> List[Any]:
+        """Call the model's `method` (score, explain) on wire posts under the fused replica's admission bound."""
         if self.core is None:
-            return await self._model_call("score", posts)
+            return await self._model_call(method, posts)
         if self._admit is not None and self._with_model >= self._admit:
             raise Overloaded()
         self._with_model += 1
         try:
-            return await self._model_call("score", posts)
+            return await self._model_call(method, posts)
         finally:
             self._with_model -= 1
 
@@ -213,12 +318,12 @@ class ModerationIngress:
 
     # --- what the routes answer (the routes themselves: serving.app.make_ingress) ---
 
-    async def readyz_response(self) -> JSONResponse:
+    async def readyz_response(self) -> JSONBody:
         """GET /readyz: 200 when the model replica is loaded and answers, 503 otherwise."""
         ok, body = await self.ready()
-        return JSONResponse(body, status_code=200 if ok else 503)
+        return JSONBody(body, status_code=200 if ok else 503)
 
-    async def model_response(self, authorization: Optional[str]) -> JSONResponse:
+    async def model_response(self, authorization: Optional[str]) -> JSONBody:
         """GET /v1/model: model version, categories, thresholds, batching settings and request limits."""
         start = time.perf_counter()
         if not self.authorized(authorization):
@@ -226,7 +331,7 @@ class ModerationIngress:
                                            headers={"WWW-Authenticate": "Bearer"})
         else:
             try:
-                status, response = 200, JSONResponse(await self.model_info())
+                status, response = 200, JSONBody(await self.model_info())
             except (BackPressureError, Overloaded):
                 status, response = 503, _error(503, "overloaded", "the model is at capacity; retry after a short wait")
             except Exception as exc:  # noqa: BLE001
@@ -234,7 +339,7 @@ class ModerationIngress:
         self.metrics.request("/v1/model", status, (time.perf_counter() - start) * 1000)
         return response
 
-    async def moderations_response(self, request: Request) -> JSONResponse:
+    async def moderations_response(self, request: Request) -> JSONBody:
         """POST /v1/moderations: the body read within its limits, `moderate`, and the status's headers."""
         start = time.perf_counter()
         try:
@@ -251,7 +356,7 @@ class ModerationIngress:
         elif status == 408:
             headers["Connection"] = "close"  # the rest of a slow body is not waited for
         self.metrics.request("/v1/moderations", status, (time.perf_counter() - start) * 1000)
-        return JSONResponse(payload, status_code=status, headers=headers)
+        return JSONBody(payload, status_code=status, headers=headers)
 
     async def _read_body(self, request: Request) -> bytes:
         """The body, refused with 413 as soon as it is known to exceed the limit (header or stream), with 408
@@ -274,7 +379,7 @@ class ModerationIngress:
         # be lifted by the client's own x-request-timeout-seconds header): the body has its own deadline.
         timeout = self.limits.body_timeout_s
         try:
-            await asyncio.wait_for(receive(), timeout=timeout)
+            await _within(receive(), timeout)
         except asyncio.TimeoutError:
             raise RequestRejected(408, "body_timeout", f"the request body did not arrive within {timeout:g} s; "
                                   "send it at once") from None

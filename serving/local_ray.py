@@ -16,11 +16,14 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def local_ray(num_cpus: int | None = None) -> Iterator[object]:
+def local_ray(num_cpus: int | None = None, proxy: str = "python") -> Iterator[object]:
     """Start Ray on 127.0.0.1 for the duration of the block, then shut Serve and Ray down and clean up.
 
-    Yields the `ray` module. Restores HOME afterwards.
+    proxy: Serve's HTTP request path, "python" (Ray Serve's proxy actor) or "haproxy" (HAProxy straight to the
+    ingress replicas, kept on loopback: serving.haproxy). Yields the `ray` module. Restores the environment.
     """
+    if proxy not in ("python", "haproxy"):
+        raise ValueError(f"proxy must be 'python' or 'haproxy', got {proxy!r}")
     home = tempfile.mkdtemp(prefix="rayhome-")
     Path(home, "ray_bootstrap_config.yaml").write_text("provider: {type: local}\n")
     temp_dir = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths have a length limit
@@ -28,6 +31,12 @@ def local_ray(num_cpus: int | None = None) -> Iterator[object]:
     # Serve and FastAPI in a fresh worker can take longer (seen: the proxy "killed before it started running").
     env = {"HOME": home, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": os.environ.get("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")}
+    if proxy == "haproxy":
+        from serving.haproxy import haproxy_environment
+
+        env.update(haproxy_environment(Path(temp_dir, "hap")))
+    else:
+        env["RAY_SERVE_ENABLE_HA_PROXY"] = "0"
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     import ray

@@ -131,6 +131,25 @@ class ModelCore:
         return results
 
     def describe(self) -> Dict[str, Any]:
+    async def explain(self, posts: List[Dict[str, Any]], top_k: int = 5) -> List[Any]:
+        """Score posts ({id, text, image}) and explain those sent to review or blocked (moderation.explain):
+        one `Explanation` per post, in order. Runs on the model's thread, outside the batches (an explanation costs
+        about one more model pass per post, pooled method); "occlusion" where the text encoder is not mean-pooled."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._compute, self._explain_posts, posts, top_k)
+
+    def _explain_posts(self, posts: List[Dict[str, Any]], top_k: int) -> List[Any]:
+        from moderation.explain import explain
+
+        batch = [Post(id=str(i), text=p.get("text"), image=p.get("image")) for i, p in enumerate(posts)]
+        try:
+            explanations = explain(self.scorer, batch, top_k=top_k, method="pooled")
+        except ValueError:  # refused before any work: the text encoder is not mean-pooled
+            explanations = explain(self.scorer, batch, top_k=top_k, method="occlusion")
+        for explanation, post in zip(explanations, posts):
+            explanation.id = explanation.result.id = post["id"]
+        return explanations
+
         """The scorer's description (without the server's filesystem paths) plus the serving settings in force."""
         return {**public_description(self.scorer.describe()), "batch": self.batch_config.model_dump(),
                 "device": str(self.scorer.device),

