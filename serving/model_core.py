@@ -130,7 +130,6 @@ class ModelCore:
             result.id = post["id"]
         return results
 
-    def describe(self) -> Dict[str, Any]:
     async def explain(self, posts: List[Dict[str, Any]], top_k: int = 5) -> List[Any]:
         """Score posts ({id, text, image}) and explain those sent to review or blocked (moderation.explain):
         one `Explanation` per post, in order. Runs on the model's thread, outside the batches (an explanation costs
@@ -150,6 +149,7 @@ class ModelCore:
             explanation.id = explanation.result.id = post["id"]
         return explanations
 
+    def describe(self) -> Dict[str, Any]:
         """The scorer's description (without the server's filesystem paths) plus the serving settings in force."""
         return {**public_description(self.scorer.describe()), "batch": self.batch_config.model_dump(),
                 "device": str(self.scorer.device),

@@ -236,11 +236,11 @@ class ModerationRequest(BaseModel):
     model: Optional[StrictStr] = None
     input: Optional[Union[StrictStr, List[StrictStr], List[ContentPart]]] = None
     posts: Optional[List[PostIn]] = None
-
-    @field_validator("input", mode="before")
     #: Also return, for each post sent to review or blocked, the words that drove its scores (`explanation` in each
     #: result; moderation.explain, pooled occlusion). Costs about one more model pass per explained post.
     explain: StrictBool = False
+
+    @field_validator("input", mode="before")
     @classmethod
     def _input_shape(cls, value: object) -> object:
         # Route by shape first, so that an error names what is wrong instead of listing every union branch.
@@ -266,8 +266,6 @@ class ModerationRequest(BaseModel):
                 raise ValueError(f"part {i}{'.' + where if where else ''}: {err['msg']}") from None
         return parts
 
-    @model_validator(mode="after")
-    def _one_shape(self) -> "ModerationRequest":
     @classmethod
     def fast_path(cls, data: Any) -> Optional["ModerationRequest"]:
         """The request built without pydantic's validation when `data` (decoded JSON) has one of the common shapes
@@ -298,6 +296,8 @@ class ModerationRequest(BaseModel):
             return cls.model_construct(model=model, input=text, posts=None, explain=explain)
         return None
 
+    @model_validator(mode="after")
+    def _one_shape(self) -> "ModerationRequest":
         if (self.input is None) == (self.posts is None):
             raise ValueError("give exactly one of 'input' (OpenAI's shape) or 'posts' (a list of {id, text, image})")
         if isinstance(self.input, list) and not self.input:
@@ -307,15 +307,13 @@ class ModerationRequest(BaseModel):
         return self
 
 
-# --- response bodies ----------------------------------------------------------------------------------
-
 _REQUEST_KEYS = frozenset(ModerationRequest.model_fields)
 _POST_KEYS = frozenset(PostIn.model_fields)
 
 
+# --- response bodies ----------------------------------------------------------------------------------
 
-class ModerationResult(BaseModel):
-    """One item's verdict: OpenAI's fields plus ours.
+
 class ExplainedWord(BaseModel):
     """A word (or span of words) of the scored text and how far masking it lowers the category's calibrated
     probability (probability points)."""
@@ -339,6 +337,8 @@ class ItemExplanation(BaseModel):
     words: Dict[str, List[ExplainedWord]] = Field(default_factory=dict)
 
 
+class ModerationResult(BaseModel):
+    """One item's verdict: OpenAI's fields plus ours.
 
     Category keys are OpenAI's names where the meaning matches (offensive -> harassment). `flagged` and
     `categories` are the automatic decision (the policy's block); `action` says what to do with the post
@@ -375,13 +375,13 @@ class ItemExplanation(BaseModel):
     hash_match: Optional[Dict[str, Union[str, int]]] = None
     error_code: Optional[str] = None
     error: Optional[str] = None
+    #: Only in answers to a request with `explain: true`: the words behind the action of a post sent to review or
+    #: blocked; null for the other posts (nothing to explain) and for items that could not be scored.
+    explanation: Optional[ItemExplanation] = None
 
     @field_validator("category_scores")
     @classmethod
     def _finite(cls, value: Dict[str, Optional[float]]) -> Dict[str, Optional[float]]:
-    #: Only in answers to a request with `explain: true`: the words behind the action of a post sent to review or
-    #: blocked; null for the other posts (nothing to explain) and for items that could not be scored.
-    explanation: Optional[ItemExplanation] = None
         for name, score in value.items():
             if score is not None and not math.isfinite(score):
                 raise ValueError(f"score of {name} is not finite")
