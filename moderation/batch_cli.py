@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="dump files, folders or glob patterns")
     p.add_argument("--out", required=True, help="output file, .parquet or .jsonl")
-    add_model_args(p)
+    add_model_args(p, precision="auto")
     add_image_args(p)
     p.add_argument("--image-root", default=None, metavar="DIR",
                    help="folder image paths resolve under; a path escaping it is refused "
@@ -122,6 +122,11 @@ def _score(args: argparse.Namespace) -> int:
     _quiet_libraries()
     max_row_bytes = args.max_row_bytes or DEFAULT_MAX_ROW_BYTES
     if args.engine != "local":
+        from moderation.scorer import planned_precision
+
+        # Said before the workers load the model; each resolves "auto" again on its own hardware, and every
+        # output row records the precision it was scored in.
+        print("workers: " + planned_precision(args.model, args.precision, args.device).line(), file=sys.stderr)
         try:
             summary = batch_engines()[args.engine].score(args, max_row_bytes)
         except EngineUnavailable as exc:
@@ -129,9 +134,10 @@ def _score(args: argparse.Namespace) -> int:
             return 2
     else:
         from moderation.batch import score_dump
-        from moderation.cli import build_scorer
+        from moderation.cli import build_scorer, print_precision
 
         scorer = build_scorer(args)
+        print_precision(scorer)
         banner = untrained_banner(scorer)
         if banner:
             print(textwrap.fill(banner, 100), file=sys.stderr)

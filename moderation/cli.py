@@ -38,13 +38,21 @@ def _quiet_libraries() -> None:
 
 
 def add_model_args(parser: argparse.ArgumentParser,
-                   model_help: str = "model directory (default: the shipped default model)") -> None:
-    """--model, --batch-size, --device, --precision: shared by every subcommand that scores."""
+                   model_help: str = "model directory (default: the shipped default model)",
+                   precision: str = "fp32") -> None:
+    """--model, --batch-size, --device, --precision: shared by every subcommand that scores.
+
+    precision: the default of --precision: "auto" where the command serves decisions (score, serve, demo, info),
+    "fp32" where it measures or fits (evaluate, calibrate: the reference precision of the thresholds)."""
+    from moderation.precision import PRECISION_MODES
+
     parser.add_argument("--model", metavar="DIR", default=None, help=model_help)
     parser.add_argument("--batch-size", type=int, default=32, help="posts per forward pass (default: 32)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="fp32, or bf16 autocast: faster, scores differ slightly (default: fp32)")
+    parser.add_argument("--precision", choices=PRECISION_MODES, default=precision,
+                        help="auto (bf16 where the device has native bf16 and the model's precision.json validates "
+                             "it, else fp32; docs/serving.md), fp32, or bf16 autocast: faster, scores differ "
+                             f"slightly (default: {precision})")
     parser.add_argument("--policy", metavar="FILE", default=None,
                         help="moderation policy file (block / review thresholds, language rule) to use instead of "
                              "the model directory's policy.json (see `moderation calibrate`, docs/evaluation.md)")
@@ -75,6 +83,12 @@ def build_scorer(args: argparse.Namespace, **kwargs: Any):
         if hasattr(args, name):
             opts.setdefault(name, getattr(args, name))
     return Scorer.from_dir(args.model, **opts) if args.model else Scorer.default(**opts)
+
+
+def print_precision(scorer, file=None) -> None:
+    """Say at start-up which precision runs and why (stderr by default): "auto" may pick bf16 or fp32."""
+    choice = scorer.precision_choice
+    print(choice.line(), file=file if file is not None else sys.stderr)
 
 
 def untrained_banner(scorer) -> str | None:
@@ -147,6 +161,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"error: example dump not found: {input_path}", file=sys.stderr)
         return 2
     scorer = build_scorer(args)
+    print_precision(scorer)
     rows = list(read_jsonl(input_path))
     posts = [r for r in rows if not isinstance(r, Exception)]
     results: list[ScoreResult] = scorer.score(posts, image_root=input_path.parent)
@@ -191,6 +206,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     scorer = build_scorer(args)
     print(json.dumps(scorer.describe(), indent=2))
+    print_precision(scorer)
     banner = untrained_banner(scorer)
     if banner:
         print(banner, file=sys.stderr)
@@ -212,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="score the example content dump shipped in examples/ and print a summary",
                           description="Score the example dump (text-only, image-only and image+text posts) with the "
                                       "default model (or --model), print a table and a summary, write results as JSONL.")
-    add_model_args(demo)
+    add_model_args(demo, precision="auto")
     add_image_args(demo)
     demo.add_argument("--input", default=str(EXAMPLES_DIR / "posts.jsonl"), help="JSONL dump (default: examples/posts.jsonl)")
     demo.add_argument("--out", default="moderation-demo-results.jsonl", help="results file (default: %(default)s)")
@@ -220,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="show a model's version, categories, thresholds and calibration",
                           description="Print a JSON description of a model directory (or the default model).")
-    add_model_args(info)
+    add_model_args(info, precision="auto")
     info.set_defaults(func=_cmd_info)
 
     for ep in sorted(entry_points(group=SUBCOMMAND_GROUP), key=lambda e: e.name):

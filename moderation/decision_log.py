@@ -21,6 +21,7 @@ A row says what was decided about a post and by what, never what the post said (
     applied_input_types    what the scores used (adds "ocr_text" when text was read from the image)
     text_truncated, language, language_confidence, hash_match {list, list_version, id, category, distance,
     threshold}, action_reasons (JSON text), model_version, thresholds_version, policy_version,
+    precision              what the scores were computed in: "fp32" or "bf16" (moderation.precision); null when errored
     latency_ms             time the endpoint took to answer the request the post came in (ms)
     error_code             why the post was not scored (stable code); null when scored
     text, ocr_text         the post's text and the text OCR read in its image: only when `content` is on
@@ -56,7 +57,7 @@ SOURCES: tuple[str, ...] = ("endpoint", "batch")
 HEAD_COLUMNS: tuple[str, ...] = ("time", "source", "request_id", "id", "id_hash", "ok", "flagged", "action")
 TAIL_COLUMNS: tuple[str, ...] = (
     "input_types", "applied_input_types", "text_truncated", "language", "language_confidence", "hash_match",
-    "action_reasons", "model_version", "thresholds_version", "policy_version", "latency_ms", "error_code",
+    "action_reasons", "model_version", "thresholds_version", "policy_version", "precision", "latency_ms", "error_code",
     "text", "ocr_text")
 #: Environment variable holding the salt of hashed ids (kept out of config files).
 ID_SALT_ENV = "MODERATION_LOG_ID_SALT"

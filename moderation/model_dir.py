@@ -9,6 +9,8 @@
     thresholds.json      per-category thresholds (optional, versioned): the policy's block thresholds
     policy.json          the moderation policy: block and review thresholds, language rule (optional, versioned;
                          moderation.policy); without one, a block-only policy is derived from thresholds.json
+    precision.json       the precisions measured against fp32 on the test splits, validated or refused (optional;
+                         moderation.precision): "auto" runs bf16 only where it is validated for this model version
     metrics.json         measured metrics (optional)
     MODEL_CARD.md        human-readable card (optional)
 
@@ -40,6 +42,7 @@ from moderation.calibration import (
 from moderation.lexical import LEXICAL_JSON, LEXICAL_WEIGHTS, LexicalModel
 from moderation.model import ModelConfig, ModerationModel
 from moderation.policy import POLICY_FILE, Policy, PolicyError
+from moderation.precision import PRECISION_FILE, PrecisionError, PrecisionRecord
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -65,6 +68,8 @@ class ModelInfo:
     meta: dict[str, Any]
     #: The moderation policy (policy.json), when the directory has one.
     policy: Policy | None = None
+    #: The precision record (precision.json), when the directory has one (moderation.precision).
+    precision: PrecisionRecord | None = None
 
 
 def save_model(model: ModerationModel, path: str | os.PathLike, *, trained: bool, name: str = "moderation",
@@ -147,10 +152,16 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
             policy = Policy.load(path / POLICY_FILE)
         except PolicyError as exc:
             raise ModelDirError(str(exc)) from None
+    precision = None
+    if (path / PRECISION_FILE).is_file():
+        try:
+            precision = PrecisionRecord.load(path / PRECISION_FILE)
+        except PrecisionError as exc:
+            raise ModelDirError(str(exc)) from None
     meta = {k: v for k, v in raw.items() if k not in ("format_version", "model_version", "trained", "model")}
     return ModelInfo(path=path, config=config, model_version=str(raw.get("model_version", "unknown")),
                      trained=bool(raw.get("trained", False)), calibration=calibration, thresholds=thresholds, meta=meta,
-                     policy=policy)
+                     policy=policy, precision=precision)
 
 
 def load_model(path: str | os.PathLike, *, text_encoder: torch.nn.Module | None = None,

@@ -2,7 +2,7 @@
 
     ok, flagged, action, <category>_score / _flagged / _threshold / _action for each category,
     applied_input_types, text_truncated, hash_match, language, language_confidence, action_reasons (JSON text),
-    policy_version
+    policy_version, precision (what the scores were computed in: "fp32" or "bf16"; null when not scored)
 
 `moderation.batch.scoring.make_record` (batch output) and `moderation.decision_log.decision_record` (the log)
 start from this row and add their own columns (where the row came from, versions, errors, latency, content),
@@ -46,5 +46,6 @@ def result_row(result: ScoreResult | None, categories: Sequence[str]) -> dict[st
         "language_confidence": float(confidence) if confidence is not None else None,
         "action_reasons": json.dumps(getattr(result, "reasons", []), ensure_ascii=False) if ok else None,
         "policy_version": getattr(result, "policy_version", None) if result is not None else None,
+        "precision": getattr(result, "precision", None) if ok else None,
     })
     return row

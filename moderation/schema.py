@@ -236,6 +236,9 @@ class ScoreResult:
     #: Matches of the policy's term lists in the scored text, by position (allow lists included; the reasons say
     #: which decided). Spans are character offsets in the text the model read (with OCR text where it read it).
     term_matches: list[TermMatch] = field(default_factory=list)
+    #: The numeric precision the scores were computed in ("fp32" or "bf16", moderation.precision): with the
+    #: model, thresholds and policy versions, what the decision depended on. None for a post not scored.
+    precision: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -280,6 +283,7 @@ class ScoreResult:
             "model_version": self.model_version,
             "thresholds_version": self.thresholds_version,
             "policy_version": self.policy_version,
+            "precision": self.precision,
             "error_code": self.error_code,
             "error": self.error,
         }

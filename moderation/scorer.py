@@ -18,6 +18,7 @@ import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -30,6 +31,7 @@ from moderation.model import ModelConfig, ModerationModel, PreparedPost, collate
 from moderation.language import detect_language
 from moderation.model_dir import ModelInfo, default_model_dir, load_model, read_model_info
 from moderation.policy import POLICY_FILE, Policy, from_thresholds
+from moderation.precision import PRECISIONS, PrecisionChoice, check_precision, resolve_precision  # noqa: F401 - PRECISIONS re-exported
 from moderation.ocr import OcrEngine, OcrUnavailableError, check_ocr_mode, model_dir as ocr_model_dir, shared_engine
 from moderation.textnorm import normalize_text
 from moderation.schema import (
@@ -42,7 +44,6 @@ from moderation.schema import (
 )
 
 UNTRAINED_VERSION = "default-untrained"
-PRECISIONS = ("fp32", "bf16")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -50,6 +51,20 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def planned_precision(model_dir: str | os.PathLike | None, precision: str = "auto",
+                      device: str = "cpu") -> PrecisionChoice:
+    """The precision a Scorer of `model_dir` (None: the shipped default model) would run in on `device`, read from
+    the directory's config and precision record without loading weights: what a driver prints before its
+    workers load the model. Raises ModelDirError, PrecisionError."""
+    path = Path(model_dir) if model_dir is not None else default_model_dir()
+    if path is None:
+        version, record = UNTRAINED_VERSION, None
+    else:
+        info = read_model_info(path)
+        version, record = info.model_version, info.precision
+    return resolve_precision(precision, resolve_device(device), model_version=version, record=record)
 
 
 @dataclass
@@ -79,8 +94,11 @@ def applied_input_types(item: PreparedPost) -> list[str]:
 class Scorer:
     """Scores posts with a model, its calibration and its thresholds.
 
-    batch_size: posts per forward pass. precision: "fp32", or "bf16" autocast (faster on recent CPUs/GPUs;
-    the score difference is measured in the benchmarks). num_workers: threads that read and decode images
+    batch_size: posts per forward pass. precision: "fp32" (the default here: the precision thresholds are fitted
+    in), "bf16" autocast (faster on CPUs and GPUs with native bf16), or "auto": bf16 where the device has native
+    bf16 and the model directory's precision record validates it for this model, fp32 elsewhere
+    (moderation.precision; the default of batch scoring and serving). `precision` is then what runs and
+    `precision_choice` says why; every result records it. num_workers: threads that read and decode images
     in parallel (0: in the calling thread); OCR and hashing run there too. image_root: default folder that
     image paths resolve under.
 
@@ -103,13 +121,15 @@ class Scorer:
                  detect_language: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_precision(precision)
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.info = info
         self.batch_size = batch_size
-        self.precision = precision
+        self.precision_choice: PrecisionChoice = resolve_precision(
+            precision, self.device, model_version=info.model_version, record=info.precision)
+        #: What the model runs in ("fp32" or "bf16"), after resolving "auto".
+        self.precision: str = self.precision_choice.chosen
         self.image_root = image_root
         self.limits = limits
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
@@ -229,6 +249,9 @@ class Scorer:
             "image_encoder": self.info.config.image_encoder,
             "fusion": self.info.config.fusion,
             "path": str(self.info.path) if self.info.path else None,
+            "precision": self.precision,
+            "precision_choice": self.precision_choice.to_dict(),
+            "precision_record": self.info.precision.to_json() if self.info.precision is not None else None,
             "ocr": self.ocr,
             "ocr_with_image": self.ocr_with_image,
             "hash_lists": self.hash_matcher.describe() if self.hash_matcher is not None else [],
@@ -438,7 +461,7 @@ class Scorer:
                                    hash_match=matches[0] if matches else None, action=decision.action,
                                    reasons=decision.reasons, language=lang.code if lang else None,
                                    language_confidence=round(lang.confidence, 4) if lang else None,
-                                   policy_version=policy.version, term_matches=terms))
+                                   policy_version=policy.version, term_matches=terms, precision=self.precision))
         return out
 
     def score_prepared(self, items: Sequence[PreparedPost | ScoreResult]) -> list[ScoreResult]:

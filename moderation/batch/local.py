@@ -111,7 +111,7 @@ def score_dump(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str
                image_root: str | os.PathLike | None = None, chunk_size: int = 128, workers: int | None = None,
                prefetch: int = 2, read_ahead: int = 4, progress: bool = True, restart: bool = False,
                overwrite: bool = False, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, batch_size: int = 32,
-               device: str = "cpu", precision: str = "fp32") -> BatchSummary:
+               device: str = "cpu", precision: str = "auto") -> BatchSummary:
     """Score every row of the input dumps into OUT (.jsonl or .parquet); the Python API of `moderation score`.
 
     inputs: files, folders or glob patterns of JSONL / CSV / Parquet dumps. scorer: a ready Scorer, else one

@@ -63,7 +63,7 @@ def _result_arrow_schema(categories: Sequence[str]):
                ("ocr_text", pa.string()), ("hash_match", hash_match), ("language", pa.string()),
                ("language_confidence", pa.float64()), ("action_reasons", pa.string()),
                ("model_version", pa.string()), ("thresholds_version", pa.string()), ("policy_version", pa.string()),
-               ("error_code", pa.string()), ("error", pa.string())]
+               ("precision", pa.string()), ("error_code", pa.string()), ("error", pa.string())]
     return pa.schema(fields)
 
 

@@ -17,7 +17,7 @@ def result_columns(categories: Sequence[str]) -> list[str]:
     """Output columns before the carried-through input columns, in order."""
     return (["id", "source_file", "source_row", "ok", "flagged", "action", *category_columns(categories),
              "applied_input_types", "text_truncated", "ocr_text", "hash_match", "language", "language_confidence",
-             "action_reasons", "model_version", "thresholds_version", "policy_version", "error_code", "error"])
+             "action_reasons", "model_version", "thresholds_version", "policy_version", "precision", "error_code", "error"])
 
 
 def make_record(item: Item, result: ScoreResult | None, categories: Sequence[str], model_version: str,

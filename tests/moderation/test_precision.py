@@ -1,0 +1,217 @@
+"""`precision: auto`: native-bf16 detection, the model directory's precision record, the choice and where it is
+recorded (results, batch rows, decision-log rows, `moderation info`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moderation import precision as prec
+from moderation.precision import PrecisionError, PrecisionRecord, resolve_precision
+
+
+def _hardware(monkeypatch, *, torch_caps=None, cpuinfo=()):
+    """Pretend the CPU has these features (torch's detection and /proc/cpuinfo)."""
+    monkeypatch.setattr(prec, "_torch_cpu_capabilities", lambda: dict(torch_caps or {}))
+    monkeypatch.setattr(prec, "_cpuinfo_flags", lambda path=prec.CPUINFO: set(cpuinfo))
+
+
+def _record(version: str, status: str = "validated", blocks: int = 0) -> PrecisionRecord:
+    return PrecisionRecord(model_version=version, precisions={"bf16": {
+        "status": status, "posts": 900, "blocks_changed": blocks, "decisions_changed": 2}})
+
+
+# --- the hardware ----------------------------------------------------------------------------------------
+
+def test_cpuinfo_flags_are_read_from_the_flags_line(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile\n\n"
+                    "processor\t: 1\nflags\t\t: fpu\n")
+    assert prec._cpuinfo_flags(info) == {"fpu", "sse2", "avx512f", "avx512_bf16", "amx_tile"}
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")
+    assert "bf16" in prec._cpuinfo_flags(arm)
+    assert prec._cpuinfo_flags(tmp_path / "missing") == set()
+
+
+@pytest.mark.parametrize("torch_caps, cpuinfo, expected", [
+    ({}, (), []),
+    ({"avx512_bf16": False, "avx512_f": True}, ("avx512f", "avx2"), []),  # AVX-512 alone emulates bf16
+    ({"avx512_bf16": True}, (), ["avx512_bf16"]),
+    ({}, ("amx_bf16", "amx_tile"), ["amx_bf16"]),  # a torch without get_capabilities: /proc/cpuinfo decides
+    ({"bf16": True}, ("bf16",), ["bf16"]),  # Arm
+])
+def test_native_bf16_on_the_cpu_from_either_source(monkeypatch, torch_caps, cpuinfo, expected):
+    _hardware(monkeypatch, torch_caps=torch_caps, cpuinfo=cpuinfo)
+    assert prec.cpu_native_bf16() == expected
+    native, why = prec.native_bf16("cpu")
+    assert native is bool(expected)
+    assert (expected[0] in why) if expected else ("no native bf16" in why)
+
+
+def test_torch_capability_failure_counts_as_unknown(monkeypatch):
+    import torch
+
+    def broken():
+        raise RuntimeError("cpuinfo failed")
+    monkeypatch.setattr(torch.cpu, "get_capabilities", broken)
+    assert prec._torch_cpu_capabilities() == {}
+
+
+# --- the choice ------------------------------------------------------------------------------------------
+
+def test_auto_is_fp32_without_native_bf16_even_when_validated(monkeypatch):
+    _hardware(monkeypatch)
+    choice = resolve_precision("auto", "cpu", model_version="m-1", record=_record("m-1"))
+    assert choice.chosen == "fp32" and "no native bf16" in choice.reason
+    assert choice.line().startswith("precision fp32 (auto: ")
+
+
+def test_auto_needs_a_record_of_this_model_version(monkeypatch):
+    _hardware(monkeypatch, torch_caps={"avx512_bf16": True})
+    none = resolve_precision("auto", "cpu", model_version="m-1", record=None)
+    assert none.chosen == "fp32" and "not validated" in none.reason and "precision_agreement" in none.reason
+    stale = resolve_precision("auto", "cpu", model_version="m-2", record=_record("m-1"))
+    assert stale.chosen == "fp32" and "m-1" in stale.reason and "m-2" in stale.reason
+    ok = resolve_precision("auto", "cpu", model_version="m-1", record=_record("m-1"))
+    assert ok.chosen == "bf16" and "avx512_bf16" in ok.reason and "0 blocks" in ok.reason and ok.warning is None
+    unmeasured = PrecisionRecord(model_version="m-1", precisions={})
+    assert resolve_precision("auto", "cpu", model_version="m-1", record=unmeasured).chosen == "fp32"
+
+
+def test_auto_refuses_bf16_when_the_record_refused_it(monkeypatch):
+    _hardware(monkeypatch, torch_caps={"avx512_bf16": True})
+    refused = _record("m-1", status="refused", blocks=3)
+    choice = resolve_precision("auto", "cpu", model_version="m-1", record=refused)
+    assert choice.chosen == "fp32" and "refuses bf16" in choice.reason and "3 blocks" in choice.reason
+
+
+def test_explicit_precisions_are_obeyed_and_a_refused_bf16_warns(monkeypatch):
+    _hardware(monkeypatch)  # no native bf16: an explicit bf16 still runs (emulated)
+    refused = _record("m-1", status="refused", blocks=3)
+    bf16 = resolve_precision("bf16", "cpu", model_version="m-1", record=refused)
+    assert bf16.chosen == "bf16" and bf16.warning is not None and "refused bf16" in bf16.warning
+    assert "WARNING" in bf16.line()
+    fp32 = resolve_precision("fp32", "cpu", model_version="m-1", record=refused)
+    assert fp32.chosen == "fp32" and fp32.warning is None
+    with pytest.raises(PrecisionError, match="auto, fp32, bf16; got 'fp16'"):
+        resolve_precision("fp16", "cpu", model_version="m-1", record=None)
+
+
+# --- the record ------------------------------------------------------------------------------------------
+
+def test_record_round_trip_and_version(tmp_path):
+    rec = _record("m-1")
+    path = rec.save(tmp_path)
+    assert path.name == "precision.json"
+    back = PrecisionRecord.load(path)
+    assert back.to_json() == rec.to_json() and back.version.startswith("precision-")
+    assert back.status("bf16") == "validated" and back.status("int8") is None
+    assert _record("m-1", blocks=1).version != rec.version
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"precisions": {}}), "model_version"),
+    (json.dumps({"model_version": "m", "precisions": {"bf16": {"status": "maybe"}}}), "'validated' or 'refused'"),
+    (json.dumps({"model_version": "m", "precisions": ["bf16"]}), "must map"),
+])
+def test_a_bad_record_is_refused_with_the_file_named(tmp_path, content, message):
+    (tmp_path / "precision.json").write_text(content)
+    with pytest.raises(PrecisionError, match=message) as err:
+        PrecisionRecord.load(tmp_path / "precision.json")
+    assert "precision.json" in str(err.value)
+
+
+def test_model_dir_reads_the_record_and_refuses_a_bad_one(tiny_model_dir):
+    from moderation.model_dir import ModelDirError, read_model_info
+
+    assert read_model_info(tiny_model_dir).precision is None
+    version = read_model_info(tiny_model_dir).model_version
+    _record(version).save(tiny_model_dir)
+    assert read_model_info(tiny_model_dir).precision.status("bf16") == "validated"
+    (tiny_model_dir / "precision.json").write_text("[]")
+    with pytest.raises(ModelDirError, match="precision.json"):
+        read_model_info(tiny_model_dir)
+
+
+# --- the scorer and what records the choice --------------------------------------------------------------
+
+def test_scorer_auto_runs_bf16_only_when_native_and_validated(monkeypatch, tiny_model_dir):
+    from moderation.model_dir import read_model_info
+    from moderation.scorer import Scorer, planned_precision
+
+    _hardware(monkeypatch, torch_caps={"avx512_bf16": True})
+    unvalidated = Scorer.from_dir(tiny_model_dir, precision="auto", ocr="off")
+    assert unvalidated.precision == "fp32" and unvalidated.precision_choice.asked == "auto"
+    _record(read_model_info(tiny_model_dir).model_version).save(tiny_model_dir)
+    scorer = Scorer.from_dir(tiny_model_dir, precision="auto", ocr="off")
+    assert scorer.precision == "bf16"
+    assert planned_precision(tiny_model_dir, "auto", "cpu") == scorer.precision_choice
+    results = scorer.score([{"id": "a", "text": "hello there"}, {"id": "b", "text": ""}])
+    assert results[0].precision == "bf16" and results[0].to_dict()["precision"] == "bf16"
+    assert results[1].precision is None  # not scored: no precision
+    described = scorer.describe()
+    assert described["precision"] == "bf16" and described["precision_choice"]["asked"] == "auto"
+    assert described["precision_record"]["precisions"]["bf16"]["status"] == "validated"
+    _hardware(monkeypatch)  # the same model on a CPU without native bf16
+    assert Scorer.from_dir(tiny_model_dir, precision="auto", ocr="off").precision == "fp32"
+
+
+def test_the_library_default_stays_fp32(monkeypatch, tiny_model_dir):
+    from moderation.model_dir import read_model_info
+    from moderation.scorer import Scorer
+
+    _hardware(monkeypatch, torch_caps={"avx512_bf16": True})
+    _record(read_model_info(tiny_model_dir).model_version).save(tiny_model_dir)
+    scorer = Scorer.from_dir(tiny_model_dir, ocr="off")
+    assert scorer.precision == "fp32" and scorer.precision_choice.asked == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Scorer.from_dir(tiny_model_dir, precision="int8", ocr="off")
+
+
+def test_batch_rows_and_decision_log_rows_record_the_precision(tiny_scorer, tmp_path):
+    from moderation.batch import score_dump
+    from moderation.decision_log import decision_record, log_columns
+    from moderation.result_row import result_row
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "1", "text": "a post"}) + "\n" + json.dumps({"id": "2", "text": ""}) + "\n")
+    out = tmp_path / "out.jsonl"
+    score_dump([src], out, scorer=tiny_scorer, progress=False)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["precision"] for r in rows] == ["fp32", None]
+    result = tiny_scorer.score([{"id": "x", "text": "some text"}])[0]
+    assert result_row(result, tiny_scorer.categories)["precision"] == "fp32"
+    rec = decision_record(result, tiny_scorer.categories)
+    assert rec["precision"] == "fp32" and "precision" in log_columns(tiny_scorer.categories)
+
+
+def test_batch_parquet_output_has_the_precision_column(tiny_scorer, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from moderation.batch import score_dump
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "1", "text": "a post"}) + "\n")
+    out = tmp_path / "out.parquet"
+    score_dump([src], out, scorer=tiny_scorer, progress=False)
+    assert pq.read_table(out).column("precision").to_pylist() == ["fp32"]
+
+
+def test_cli_score_and_info_default_to_auto_and_say_what_runs(monkeypatch, tiny_model_dir, tmp_path, capsys):
+    from moderation.cli import build_parser, main
+
+    _hardware(monkeypatch)
+    parser = build_parser()
+    for argv in (["score", "x.jsonl", "--out", "y.jsonl"], ["info"], ["demo"]):
+        assert parser.parse_args(argv).precision == "auto"
+    assert main(["info", "--model", str(tiny_model_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["precision_choice"]["chosen"] == "fp32"
+    assert "precision fp32 (auto: this CPU has no native bf16" in err
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "1", "text": "a post"}) + "\n")
+    assert main(["score", str(src), "--out", str(tmp_path / "o.jsonl"), "--model", str(tiny_model_dir),
+                 "--ocr", "off", "--no-progress"]) == 0
+    assert "precision fp32 (auto: " in capsys.readouterr().err
