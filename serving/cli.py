@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
         description="Start a local Ray (loopback only) and serve POST /v1/moderations, GET /healthz, /readyz and "
                     "/v1/model. The app is serving.app:build_app; --config takes a Serve config file (the app's "
                     "`args:` and `http_options`) and the other options override it. Stop with Ctrl-C.")
-    add_model_args(p)  # --batch-size here is the largest batch the model replica groups (max_batch_size)
+    add_model_args(p, precision="auto")  # --batch-size here is the largest batch the model replica groups (max_batch_size)
     for action in p._actions:  # the defaults that run are the shipped config's, not the scoring commands'
         if action.dest == "batch_size":
             action.help = "posts per batch of a model replica (default: the config's; 8 in the shipped config)"
@@ -155,6 +155,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.local_ray import local_ray, start_http
 
     app = build_app(serve_args)  # checks the model directory and the token variable before Ray starts
+    from moderation.scorer import planned_precision
+    print("model replicas: " + planned_precision(serve_args.model_dir, serve_args.precision, serve_args.device).line(),
+          file=sys.stderr)
     keep_alive_s = float(_config(args)[1].get("keep_alive_timeout_s", KEEP_ALIVE_TIMEOUT_S))
     stop = threading.Event()
     with local_ray(proxy=args.proxy):

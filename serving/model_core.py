@@ -54,7 +54,7 @@ class ModelCore:
     `reconfigure` at start and whenever the config changes at run time.
     """
 
-    def __init__(self, model_dir: Optional[str], device: str = "cpu", precision: str = "fp32",
+    def __init__(self, model_dir: Optional[str], device: str = "cpu", precision: str = "auto",
                  decode_workers: int = 2, torch_threads: int = 1, limits: Optional[Dict[str, Any]] = None,
                  ocr: str = "auto", ocr_with_image: bool = False, hash_lists: Optional[List[str]] = None) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -86,6 +86,7 @@ class ModelCore:
         # in a process (local testing mode, two apps in one process). Settings change later via reconfigure.
         self._score_one = serve.batch(max_batch_size=self.batch_config.max_batch_size,
                                       batch_wait_timeout_s=self.batch_config.batch_wait_timeout_s)(self._run_batch)
+        logger.info("model replica: %s", self.scorer.precision_choice.line())
         if not self.scorer.trained:
             logger.warning("serving an UNTRAINED model head (%s): scores are not judgements and nothing is flagged",
                            self.scorer.model_version)
@@ -153,5 +154,6 @@ class ModelCore:
         """The scorer's description (without the server's filesystem paths) plus the serving settings in force."""
         return {**public_description(self.scorer.describe()), "batch": self.batch_config.model_dump(),
                 "device": str(self.scorer.device),
-                "precision": self.scorer.precision, "torch_threads": self.torch_threads,
+                "precision": self.scorer.precision, "precision_choice": self.scorer.precision_choice.to_dict(),
+                "torch_threads": self.torch_threads,
                 "stats": {"batches": self.batches, "posts": self.posts, "largest_batch": self.largest_batch}}
