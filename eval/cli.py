@@ -16,6 +16,10 @@ DATA_HELP = ("labelled dataset: PATH[:FIELD=CATEGORY,...][@NAME], PATH a JSONL f
              "(tweeteval_hate -> hate, tweeteval_offensive and multioff -> offensive) under --data-root")
 
 
+EXAMPLES_HELP = ("example posts the policy blocks or reviews, explained in the report with the words that drove their "
+                 "score (0: none; default 20)")
+
+
 def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--data", action="append", metavar="SPEC", default=None, help=DATA_HELP)
     p.add_argument("--data-root", metavar="DIR", default=None,
@@ -101,9 +105,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     _print_summary(run.evaluation)
     print(f"\nevaluation: {path.resolve()}")
     if args.report:
-        paths = report_run(run, args.out, title=args.title)
+        paths = report_run(run, args.out, title=args.title, examples=_examples(args, scorer, data, run))
         print(f"report: {paths['html'].resolve()}")
     return 0
+
+
+def _examples(args: argparse.Namespace, scorer: Any, data: Any, run: Any) -> dict[str, Any] | None:
+    """The report's example posts with the words that drove their score (eval.examples), or None for --examples 0."""
+    if args.examples <= 0:
+        return None
+    from eval.examples import report_examples
+
+    print(f"explaining up to {args.examples} example posts for the report ...", file=sys.stderr)
+    return report_examples(scorer, data, run.calibrated_probs, run.predictions.labels, limit=args.examples)
 
 
 def _review_target(args: argparse.Namespace) -> Any:
@@ -230,7 +244,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     elif args.fairness:
         import json
         fairness = json.loads(Path(args.fairness).read_text(encoding="utf-8"))
-    paths = report_run(run, args.out, title=args.title, compare=other, fairness=fairness)
+    examples = None if args.from_eval else _examples(args, scorer, data, run)
+    paths = report_run(run, args.out, title=args.title, compare=other, fairness=fairness, examples=examples)
     _print_summary(run.evaluation)
     for kind, p in paths.items():
         print(f"{kind}: {p.resolve()}")
@@ -260,6 +275,7 @@ def register(subparsers: Any) -> None:
     ev.add_argument("--out", required=True, metavar="DIR", help="output folder")
     ev.add_argument("--report", action="store_true", help="also write the HTML/JSON/Markdown report into OUT")
     ev.add_argument("--title", default=None, help="report title")
+    ev.add_argument("--examples", type=int, default=20, metavar="N", help=EXAMPLES_HELP)
     ev.set_defaults(func=_cmd_evaluate)
 
     cal = subparsers.add_parser(
@@ -336,6 +352,8 @@ def register(subparsers: Any) -> None:
     rep.add_argument("--compare-eval", metavar="DIR2", default=None, help="with --from-eval: a second saved run to compare")
     rep.add_argument("--out", required=True, metavar="DIR", help="output folder")
     rep.add_argument("--title", default=None, help="report title")
+    rep.add_argument("--examples", type=int, default=20, metavar="N",
+                     help=EXAMPLES_HELP + "; needs the model, so not with --from-eval")
     rep.add_argument("--fairness", nargs="?", const="measure", default=None, metavar="FAIRNESS_JSON",
                      help="add the fairness section (per identity group; eval/fairness.py): alone, measured now on "
                           "the test splits of the datasets that name targets; or the fairness.json of `moderation "

@@ -85,4 +85,6 @@ table.kv td{text-align:left} table.kv td:first-child{width:220px;color:#444}
 .warn{background:#fff4ce;border-left:4px solid #e0a800;padding:8px 12px;margin:10px 0}
 .note{color:#555;font-size:13px} img{max-width:100%;border:1px solid #eee}
 .grid{display:flex;gap:24px;flex-wrap:wrap;align-items:flex-start} .grid>div{flex:1 1 560px}
+table.examples td{white-space:normal;text-align:left;vertical-align:top} table.examples td:nth-child(5){min-width:380px}
+mark{background:#ffd54f;padding:0 1px}
 """

@@ -116,9 +116,9 @@ def evaluate_scorer(scorer: Any, data: Any, *, bootstrap: int = 1000, seed: int 
 
 def report_run(run: EvaluationRun, out_dir: str | os.PathLike, *, title: str | None = None, name: str | None = None,
                compare: EvaluationRun | None = None, compare_name: str | None = None,
-               fairness: dict[str, Any] | None = None) -> dict[str, Path]:
-    """write_report for an EvaluationRun (and optionally a second one on the same posts, and the fairness figures
-    of eval.fairness)."""
+               fairness: dict[str, Any] | None = None, examples: dict[str, Any] | None = None) -> dict[str, Path]:
+    """write_report for an EvaluationRun (and optionally a second one on the same posts, the fairness figures
+    of eval.fairness, and the explained example posts of eval.examples.report_examples)."""
     from eval.report import write_report
 
     ev = run.evaluation
@@ -136,4 +136,4 @@ def report_run(run: EvaluationRun, out_dir: str | os.PathLike, *, title: str | N
     return write_report(out_dir, ev, title=title or f"Calibration report: {name}", raw_probs=run.raw_probs,
                         calibrated_probs=run.calibrated_probs, labels=run.predictions.labels, model=model, data=data,
                         calibration=ev.get("calibration"), thresholds=ev.get("thresholds_file"), name=name,
-                        compare_with=compare_with, policy=ev.get("policy"), fairness=fairness)
+                        compare_with=compare_with, policy=ev.get("policy"), fairness=fairness, examples=examples)

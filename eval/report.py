@@ -22,6 +22,7 @@ import numpy as np
 from eval.formatting import CSS, esc, fmt, html_table, md_table, pct, png, status_badge
 from eval.metrics import PRECISION_LEVELS, RECALL_LEVELS, to_jsonable
 from eval.plots import category_figure, valid_pairs
+from eval.examples import examples_html, examples_markdown
 from eval.fairness import html_section as fairness_html, markdown_section as fairness_markdown
 from eval.functional.suite import report_rows as functional_rows
 from eval.policy_report import ALTERNATIVE_HEADERS, POLICY_HEADERS, policy_section
@@ -186,6 +187,8 @@ class Report:
     fairness: dict[str, Any] | None = None
     #: the functional suite's summary (eval.functional.suite.summarise), when measured
     functional: dict[str, Any] | None = None
+    #: example posts with the words that drove their score (eval.examples.report_examples), when explained
+    examples: dict[str, Any] | None = None
 
     @property
     def categories(self) -> list[str]:
@@ -219,7 +222,8 @@ def build_report(evaluation: dict[str, Any], *, title: str,
                  thresholds: dict[str, Any] | None = None, name: str = "model",
                  compare_with: dict[str, Any] | None = None, target_precisions: Sequence[float] = DEFAULT_TARGETS,
                  min_positives: int | None = None, policy: dict[str, Any] | None = None,
-                 fairness: dict[str, Any] | None = None, functional: dict[str, Any] | None = None) -> Report:
+                 fairness: dict[str, Any] | None = None, functional: dict[str, Any] | None = None,
+                 examples: dict[str, Any] | None = None) -> Report:
     """Compute everything the report shows: threshold tables, plots, comparison, policy section, warnings.
 
     evaluation: the dict from eval.metrics.evaluate (required; gives categories, thresholds, all tables).
@@ -234,7 +238,8 @@ def build_report(evaluation: dict[str, Any], *, title: str,
          "model": dict | None}; adds a side-by-side table and overlays its PR and ROC curves.
     target_precisions: rows of the threshold table. min_positives: passed to the threshold rule
         (default: thresholds.json's, else eval.thresholds.DEFAULT_MIN_POSITIVES). fairness: eval.fairness.fairness's
-        figures per identity group (adds the fairness section).
+        figures per identity group (adds the fairness section). examples: eval.examples.report_examples's posts
+        with the words that drove their score (adds the example tables).
     Raises ValueError for arrays of the wrong shape.
     """
     cats: list[str] = list(evaluation["categories"])
@@ -255,7 +260,7 @@ def build_report(evaluation: dict[str, Any], *, title: str,
                     calibration=calibration, policy=policy, policy_section=None,
                     other_name=(compare_with or {}).get("name", "other model"), compare_with=compare_with,
                     comparison=comparison(evaluation, other_eval) if other_eval else None, fairness=fairness,
-                    functional=functional)
+                    functional=functional, examples=examples)
     if have_plots:
         _add_plots(report, raw_probs, calibrated_probs, labels, target_precisions)
         if policy:
@@ -273,6 +278,7 @@ def build_report(evaluation: dict[str, Any], *, title: str,
                        "evaluation": other_eval} if comp is not None else None,
         "fairness": fairness,
         "functional": functional,
+        "examples": examples,
     })
     return report
 
@@ -393,6 +399,8 @@ def render_html(report: Report) -> str:
     if r.functional is not None:
         h.append(f"<h2>Functional suite</h2><p class='note'>{FUNCTIONAL_NOTE}</p>")
         h.append(html_table(*functional_rows(r.functional)))
+    if r.examples is not None:
+        h.append(examples_html(r.examples))
     for c in r.categories:
         h += _category_html(report, c)
     h.append(HOW_TO_READ)
@@ -474,6 +482,8 @@ def render_markdown(report: Report) -> str:
         md += [fairness_markdown(r.fairness, r.fairness.get("model_version"))]
     if r.functional is not None:
         md += ["## Functional suite", "", FUNCTIONAL_NOTE, "", md_table(*functional_rows(r.functional)), ""]
+    if r.examples is not None:
+        md += [examples_markdown(r.examples)]
     if r.comparison is not None:
         md += [f"## Comparison: {r.name} (A) vs {r.other_name} (B)", ""]
         md += [md_table(*_comparison_table(r.comparison, "A", "B")), ""]
