@@ -269,6 +269,8 @@ class Plan:
     gpu: dict[str, Any] = field(default_factory=dict)
     review: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: the parts that could not be planned, each with the figure it lacks and the benchmark to run
+    missing: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         r = self.request
@@ -277,7 +279,7 @@ class Plan:
                             "harmful_share": r.harmful_share, "items_per_hour": r.items_per_hour,
                             "shift_hours": r.shift_hours, "cpus_per_replica": r.cpus_per_replica},
                 "load": self.load, "figures": self.sources, "batch": self.batch, "endpoint": self.endpoint,
-                "gpu": self.gpu, "review": self.review, "notes": self.notes}
+                "gpu": self.gpu, "review": self.review, "notes": self.notes, "missing": self.missing}
 
 
 def load_rates(req: PlanRequest) -> dict[str, float]:
@@ -330,24 +332,43 @@ def plan_review(req: PlanRequest, rates: Mapping[str, Mapping[str, float]]) -> d
 
 def plan(req: PlanRequest, found: Mapping[str, list[Figures]], *, policy_version: str | None = None,
          model_version: str | None = None) -> Plan:
-    """The whole plan from the figures files `found` (load_all). policy_version / model_version: the current
-    model's, checked against the review figures (a note when they differ). Raises CapacityError."""
+    """The plan from the figures files `found` (load_all): each part (batch, endpoint, GPU, review queue) from its
+    own figures; a part whose figures are missing or cannot meet the request is left out and named in
+    `Plan.missing` with what to run. policy_version / model_version: the current model's, checked against the
+    figures (a note when they differ). Raises CapacityError for arguments out of range, or when no part can be
+    planned."""
     req.check()
     out = Plan(request=req, load=load_rates(req))
-    batch_f = need(found, "batch_throughput")
-    serve_f = need(found, "serve_latency")
-    review_f = need(found, "review_rates")
-    out.sources = [f.describe() for f in (batch_f, serve_f, review_f)]
-    serve_precision = serve_f.figures.get("precision")
-    for precision in req.precisions:
-        cost = batch_cost(batch_f, precision)
-        out.batch[precision] = plan_batch(req, cost)
-        if precision == serve_precision:
-            out.endpoint[precision] = plan_endpoint(req, serving_point(serve_f, req.p99_ms), cost)
-    if not out.endpoint:
-        raise CapacityError(f"{serve_f.path}: the endpoint was measured at {serve_precision}, not at "
-                            f"{', '.join(req.precisions)}; run `{BENCHMARKS['serve_latency']} --precision "
-                            f"{req.precisions[0]}` or plan with --precision {serve_precision}")
+    figs: dict[str, Figures] = {}
+    for name in BENCHMARKS:
+        try:
+            figs[name] = need(found, name)
+        except CapacityError as exc:
+            out.missing.append(str(exc))
+    out.sources = [f.describe() for f in figs.values()]
+    costs: dict[str, dict[str, float]] = {}
+    if "batch_throughput" in figs:
+        for precision in req.precisions:
+            try:
+                costs[precision] = batch_cost(figs["batch_throughput"], precision)
+                out.batch[precision] = plan_batch(req, costs[precision])
+            except CapacityError as exc:
+                out.missing.append(f"batch scoring at {precision}: {exc}")
+    if "serve_latency" in figs:
+        serve_f = figs["serve_latency"]
+        precision = serve_f.figures.get("precision")
+        try:
+            if precision not in req.precisions:
+                raise CapacityError(f"{serve_f.path}: the endpoint was measured at {precision}, not at "
+                                    f"{', '.join(req.precisions)}; run `{BENCHMARKS['serve_latency']} --precision "
+                                    f"{req.precisions[0]}` or plan with --precision {precision}")
+            point = serving_point(serve_f, req.p99_ms)
+            if req.images_share > 0 and precision not in costs:
+                raise CapacityError("image posts on the endpoint need the batch figures of text and image+text posts "
+                                    f"at {precision}: run `{BENCHMARKS['batch_throughput']} --precision {precision}`")
+            out.endpoint[precision] = plan_endpoint(req, point, costs.get(precision))
+        except CapacityError as exc:
+            out.missing.append(f"endpoint: {exc}")
     gpu_batch = [f for f in found.get("batch_throughput", []) if f.device() == "gpu"]
     if gpu_batch:
         f = max(gpu_batch, key=lambda f: f.measured)
@@ -357,19 +378,26 @@ def plan(req: PlanRequest, found: Mapping[str, list[Figures]], *, policy_version
     else:
         out.notes.append("no GPU figures: none of the figures files was measured on a GPU (none was lent to the "
                          "machine that ran the benchmarks), so there is no GPU plan")
-    rates = {k: review_rates(review_f, k, req.harmful_share) for k, s in req.mix().items() if s > 0}
-    out.review = plan_review(req, rates)
-    out.review["policy_version"] = review_f.figures.get("policy_version")
-    out.review["model_version"] = review_f.figures.get("model_version")
-    if policy_version and review_f.figures.get("policy_version") not in (None, policy_version):
-        out.notes.append(f"the review rates were measured with policy {review_f.figures.get('policy_version')}; the "
-                         f"model's policy now is {policy_version}: re-run `{BENCHMARKS['review_rates']}`")
-    for f in (batch_f, serve_f, review_f):
+    if "review_rates" in figs:
+        review_f = figs["review_rates"]
+        try:
+            rates = {k: review_rates(review_f, k, req.harmful_share) for k, s in req.mix().items() if s > 0}
+            out.review = plan_review(req, rates)
+            out.review["policy_version"] = review_f.figures.get("policy_version")
+            out.review["model_version"] = review_f.figures.get("model_version")
+        except CapacityError as exc:
+            out.missing.append(f"review queue: {exc}")
+        if policy_version and review_f.figures.get("policy_version") not in (None, policy_version):
+            out.notes.append(f"the review rates were measured with policy {review_f.figures.get('policy_version')}; "
+                             f"the model's policy now is {policy_version}: re-run `{BENCHMARKS['review_rates']}`")
+    for f in figs.values():
         v = f.figures.get("model_version")
         if model_version and v and v != model_version:
             out.notes.append(f"{f.name} was measured with model {v}; the model now is {model_version}")
-    if req.images_share > 0:
+    if req.images_share > 0 and out.endpoint:
         out.notes.append("image posts on the endpoint are costed as a text request x the image+text / text cost ratio "
                          "of batch scoring (the endpoint benchmark sends text only); image-only posts (OCR, about 10x "
                          "an image+text post) are not in any figure and not planned")
+    if not (out.batch or out.endpoint or out.gpu or out.review):
+        raise CapacityError("nothing could be planned: " + "; ".join(out.missing))
     return out

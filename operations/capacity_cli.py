@@ -19,8 +19,8 @@ examples:
   moderation capacity --posts-per-day 200000 --peak-factor 2 --precision bf16 --items-per-hour 90 --json
 
 Every figure comes from a file a benchmark wrote (benchmarks/figures/*.json, `--record`); the plan names each
-file, when it was measured and on what machine. Exit status 2 when a needed figure is missing (the message
-says which benchmark to run).
+file, when it was measured and on what machine. A part whose figures are missing (or cannot meet --p99-ms) is
+left out and named with the benchmark to run, the rest is printed, and the exit status is 2; else 0.
 """
 
 
@@ -96,7 +96,9 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         print(render(result.to_dict()))
-    return 0
+    for line in result.missing:
+        print(f"error: not planned: {line}", file=sys.stderr)
+    return 2 if result.missing else 0
 
 
 def _n(v: float, digits: int = 1) -> str:
@@ -136,7 +138,9 @@ def render(p: dict[str, Any]) -> str:
     for precision, b in p["gpu"].items():
         lines += ["", f"batch scoring (GPU, {precision}): {_n(b['posts_s_per_device'])} posts/s per GPU; "
                       f"{_n(b['devices_peak'], 2)} GPUs at peak, {_n(b['device_hours_per_day'])} GPU-hours a day"]
-    rv = p["review"]
+    rv = p["review"] or None
+    if rv is None:
+        return "\n".join(lines + _tail(p))
     per = "; ".join(f"{k}: review {v['review']:.1%}, block {v['block']:.1%} (harmful share {v['harmful_share']:.1%}, "
                     f"{v['n']:,} test posts)" for k, v in rv["per_type"].items())
     lines += ["", f"review queue at policy {rv['policy_version']} (model {rv['model_version']}):", f"  {per}",
@@ -147,7 +151,14 @@ def render(p: dict[str, Any]) -> str:
               f"(assumed: --items-per-hour) = {_n(rv['reviewers'])} reviewers of {r['shift_hours']:g} h"]
     if r["harmful_share"] is None:
         lines.append("  (at the test sets' harmful share: give --harmful-share for your platform's)")
-    if p["notes"]:
-        lines += ["", "notes:"] + [textwrap.fill(n, 110, initial_indent="  - ", subsequent_indent="    ")
-                                   for n in p["notes"]]
-    return "\n".join(lines)
+    return "\n".join(lines + _tail(p))
+
+
+def _tail(p: dict[str, Any]) -> list[str]:
+    """The notes and the parts not planned."""
+    out = []
+    for title, items in (("not planned (missing figures)", p["missing"]), ("notes", p["notes"])):
+        if items:
+            out += ["", f"{title}:"] + [textwrap.fill(n, 110, initial_indent="  - ", subsequent_indent="    ")
+                                        for n in items]
+    return out
