@@ -17,10 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ray engine's options of `moderation score`."""
     ray = parser.add_argument_group("ray engine")
     ray.add_argument("--ray-address", default=None,
-                     help="address of an existing Ray cluster (default: start a local, loopback-only Ray)")
+                     help="address of an existing Ray cluster, e.g. 127.0.0.1:PORT of `python -m serving.cluster up` "
+                          "(default: start a local, loopback-only Ray)")
     ray.add_argument("--ray-actors", type=int, default=1, help="scorer actors (model replicas) (default: 1)")
     ray.add_argument("--ray-cpus-per-actor", type=float, default=None,
-                     help="CPUs each scorer actor reserves; its torch uses as many threads (default: all local cores)")
+                     help="CPUs each scorer actor reserves; its torch uses as many threads, at least 1 (default: the "
+                          "cluster's CPUs less 0.5 for reading and writing, shared among the actors)")
 
 
 def score(args: argparse.Namespace, max_row_bytes: int):
@@ -35,4 +37,5 @@ def score(args: argparse.Namespace, max_row_bytes: int):
                           precision=args.precision, device=args.device, chunk_size=args.chunk_size,
                           workers=args.workers, restart=args.restart, overwrite=args.overwrite,
                           max_row_bytes=max_row_bytes, progress=not args.no_progress, ocr=args.ocr,
-                          ocr_with_image=args.ocr_with_image, hash_lists=args.hash_lists)
+                          ocr_with_image=args.ocr_with_image, hash_lists=args.hash_lists,
+                          policy=getattr(args, "policy", None))
