@@ -336,6 +336,20 @@ def connect(address: str, *, namespace: str | None = None) -> Iterator[Any]:
         ray.shutdown()
 
 
+@contextlib.contextmanager
+def serve_on_cluster(address: str, app_name: str = "moderation") -> Iterator[Any]:
+    """`moderation serve --ray-address`: drive an existing cluster for the block, then delete the app (only it:
+    other applications and the cluster stay). Yields the `ray` module."""
+    with connect(address) as ray:
+        try:
+            yield ray
+        finally:
+            from ray import serve
+
+            with contextlib.suppress(Exception):  # nothing deployed yet, or the cluster already gone
+                serve.delete(app_name)
+
+
 # --- the command line ---------------------------------------------------------------------------------------
 
 
