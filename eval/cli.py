@@ -1,15 +1,21 @@
 """`moderation evaluate`, `moderation calibrate` and `moderation report`.
 
-Light at import (argparse only): numpy, torch, scikit-learn and matplotlib are imported in the handlers.
+Light at import (argparse and the light parts of the core): numpy, torch, scikit-learn and matplotlib are imported
+in the handlers (each such import says so), so `moderation --help` does not load them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
+
+from moderation.cli import add_model_args, build_scorer, untrained_banner
+from moderation.policy import LanguageRule
 
 DATA_HELP = ("labelled dataset: PATH[:FIELD=CATEGORY,...][@NAME], PATH a JSONL file or a folder holding data.jsonl "
              "(rows: id, text, image, label fields, split); repeat for several. Default: the shared datasets "
@@ -36,7 +42,7 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load_data(args: argparse.Namespace, categories: list[str]) -> Any:
-    from moderation.datasets import default_dataset_specs, load_labelled, parse_dataset_arg
+    from moderation.datasets import default_dataset_specs, load_labelled, parse_dataset_arg  # deferred: numpy
 
     splits = {s.strip() for s in args.split.split(",") if s.strip()}
     if not splits:
@@ -48,8 +54,6 @@ def _load_data(args: argparse.Namespace, categories: list[str]) -> Any:
         specs = [s for s in default_dataset_specs(args.data_root) if s.categories() & set(categories)]
         if not specs:
             raise ValueError(f"none of the default datasets labels this model's categories {categories}; pass --data")
-    import warnings
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = load_labelled(specs, categories, splits)
@@ -89,9 +93,7 @@ def _print_summary(evaluation: dict[str, Any]) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from moderation.cli import build_scorer, untrained_banner
-
-    from eval.pipeline import evaluate_scorer, report_run
+    from eval.pipeline import evaluate_scorer, report_run  # deferred: torch
 
     scorer = build_scorer(args)
     banner = untrained_banner(scorer)
@@ -122,7 +124,7 @@ def _examples(args: argparse.Namespace, scorer: Any, data: Any, run: Any) -> dic
 
 def _review_target(args: argparse.Namespace) -> Any:
     """The review target the options ask for (eval.policy.ReviewTarget), or None for --no-review."""
-    from eval.policy import DEFAULT_REVIEW, ReviewTarget
+    from eval.policy import DEFAULT_REVIEW, ReviewTarget  # deferred: numpy
 
     given = [(k, v) for k, v in (("recall", args.review_recall), ("budget", args.review_budget),
                                  ("precision", args.review_precision)) if v is not None]
@@ -137,12 +139,7 @@ def _review_target(args: argparse.Namespace) -> Any:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    import warnings
-
-    from moderation.cli import build_scorer
-    from moderation.policy import LanguageRule
-
-    from eval.calibrate import calibrate_model_dir
+    from eval.calibrate import calibrate_model_dir  # deferred: torch, scipy, scikit-learn
 
     if not args.model:
         raise ValueError("calibrate needs --model DIR: calibration.json, thresholds.json and policy.json are written "
@@ -204,9 +201,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from moderation.cli import build_scorer
-
-    from eval.pipeline import EvaluationRun, evaluate_scorer, report_run
+    from eval.pipeline import EvaluationRun, evaluate_scorer, report_run  # deferred: torch
 
     if args.from_eval:
         if args.model or args.compare or args.data:
@@ -222,7 +217,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
                               progress=not args.no_progress)
         other = None
         if args.compare:
-            from moderation.scorer import Scorer
+            from moderation.scorer import Scorer  # deferred: torch
             other_scorer = Scorer.from_dir(args.compare, batch_size=args.batch_size, device=args.device,
                                            precision=args.precision)
             if list(other_scorer.categories) != list(scorer.categories):
@@ -238,11 +233,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if args.from_eval:
             raise ValueError("--fairness alone measures with --model; with --from-eval give the fairness.json of "
                              "`moderation fairness --out DIR`")
-        from eval.fairness import measure
+        from eval.fairness import measure  # deferred: numpy
         from moderation.datasets import data_root
         fairness = measure(scorer, data_root(args.data_root), "test", bootstrap=min(args.bootstrap, 200))
     elif args.fairness:
-        import json
         fairness = json.loads(Path(args.fairness).read_text(encoding="utf-8"))
     examples = None if args.from_eval else _examples(args, scorer, data, run)
     paths = report_run(run, args.out, title=args.title, compare=other, fairness=fairness, examples=examples)
@@ -254,8 +248,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the evaluate, calibrate and report subcommands."""
-    from moderation.cli import add_model_args
-
     ev = subparsers.add_parser(
         "evaluate", help="measure a model on a labelled split: per category and modality slice, with intervals",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from eval.metrics import roc_auc
+from eval.formatting import esc, html_table, md_table
+from eval.metrics import clopper_pearson_interval, roc_auc
 from moderation.identity import IDENTITY_TERMS, IDENTITY_TERMS_VERSION, detect_groups, groups_of
 
 #: dataset folder -> the category whose score the AUCs use ("*": the highest category score)
@@ -98,8 +100,6 @@ def sample_posts(posts: Sequence[dict[str, Any]], per_group: int, background: in
 def score_posts(scorer: Any, posts: Sequence[dict[str, Any]], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(scores, not_allowed) of `posts` through the scorer: the score of the post's dataset's category and
     whether its action is review or block. Posts that fail to score get NaN and False."""
-    import sys
-
     results = []
     for start in range(0, len(posts), 256):
         results += scorer.score([{"id": p["id"], "text": p["text"]} for p in posts[start:start + 256]])
@@ -148,8 +148,6 @@ def fairness(labels: np.ndarray, scores: np.ndarray, not_allowed: np.ndarray, gr
     """The fairness figures (module docstring) of posts with `labels` (0/1), `scores`, `not_allowed` (the
     policy's action is review or block) and `groups` (each post's identity groups). Groups with fewer than
     `min_posts` posts are listed with their counts only. Posts with a NaN score are left out."""
-    from eval.metrics import clopper_pearson_interval
-
     keep = np.isfinite(np.asarray(scores, dtype=np.float64))
     y = np.asarray(labels, dtype=bool)[keep]
     s = np.asarray(scores, dtype=np.float64)[keep]
@@ -275,15 +273,11 @@ def note(result: dict[str, Any], model: str | None = None) -> str:
 
 
 def html_section(result: dict[str, Any], model: str | None = None) -> str:
-    from eval.formatting import esc, html_table
-
     return (f"<h2>Fairness: identity groups</h2><p class='note'>{esc(note(result, model))}</p>"
             + html_table(HEADERS, [[esc(c) for c in row] for row in table_rows(result)]))
 
 
 def markdown_section(result: dict[str, Any], model: str | None = None) -> str:
-    from eval.formatting import md_table
-
     return "\n".join(["## Fairness: identity groups", "", note(result, model), "", md_table(HEADERS, table_rows(result)), ""])
 
 

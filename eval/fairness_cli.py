@@ -12,11 +12,11 @@ import json
 import sys
 from pathlib import Path
 
+from moderation.cli import add_model_args, build_scorer
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `fairness` subcommand."""
-    from moderation.cli import add_model_args
-
     p = subparsers.add_parser(
         "fairness", help="per identity group: benign posts not allowed, subgroup / BPSN / BNSP ROC-AUC",
         description="Score the posts of the datasets that name a post's target (CONAN, Latent Hatred, ETHOS, "
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_fairness(args: argparse.Namespace) -> int:
-    from moderation.cli import build_scorer
+    # deferred: numpy and the scorer (torch) load when the command runs, not for every `moderation --help`
     from moderation.datasets import data_root
 
     from eval.fairness import html_section, markdown_section, measure

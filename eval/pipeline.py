@@ -20,6 +20,7 @@ from moderation.calibration import Calibration, Thresholds
 
 from eval.metrics import evaluate, to_jsonable
 from eval.predict import PredictionSet, predict_logits
+from eval.report import write_report
 
 EVALUATION_FILE = "evaluation.json"
 PREDICTIONS_FILE = "predictions.npz"
@@ -119,7 +120,6 @@ def report_run(run: EvaluationRun, out_dir: str | os.PathLike, *, title: str | N
                fairness: dict[str, Any] | None = None, examples: dict[str, Any] | None = None) -> dict[str, Path]:
     """write_report for an EvaluationRun (and optionally a second one on the same posts, the fairness figures
     of eval.fairness, and the explained example posts of eval.examples.report_examples)."""
-    from eval.report import write_report
 
     ev = run.evaluation
     model = ev.get("model") or {}

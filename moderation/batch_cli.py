@@ -15,6 +15,10 @@ import threading
 from importlib.metadata import entry_points
 from types import ModuleType
 
+from moderation.cli import (_quiet_libraries, add_image_args, add_model_args, build_scorer, print_precision,
+                            untrained_banner)
+from moderation.dumps import DEFAULT_MAX_ROW_BYTES
+
 EPILOG = """\
 examples:
   moderation score posts.jsonl --out results.parquet
@@ -54,8 +58,6 @@ def batch_engines() -> dict[str, ModuleType]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `score` subcommand."""
-    from moderation.cli import add_image_args, add_model_args
-
     p = subparsers.add_parser(
         "score", help="score JSONL / CSV / Parquet dumps of posts into one result row per post (resumable)",
         description="Score every row of content dumps (files, folders or globs of JSONL, CSV or Parquet; columns "
@@ -89,6 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_score(args: argparse.Namespace) -> int:
     """`moderation score`: every check that needs no model first (seconds, not the ~20 s of loading one), then
     the job. Bad arguments raise ValueError / FileNotFoundError (moderation.cli.main: one line, exit 2)."""
+    # deferred: numpy; the checks still run before the model (torch) loads
     from moderation.batch.job import check_job
     from moderation.batch.workdir import OutputWriteError
 
@@ -116,13 +119,10 @@ def _take_back_ctrl_c() -> None:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from moderation.cli import _quiet_libraries, untrained_banner
-    from moderation.dumps import DEFAULT_MAX_ROW_BYTES
-
     _quiet_libraries()
     max_row_bytes = args.max_row_bytes or DEFAULT_MAX_ROW_BYTES
     if args.engine != "local":
-        from moderation.scorer import planned_precision
+        from moderation.scorer import planned_precision  # deferred: torch
 
         # Said before the workers load the model; each resolves "auto" again on its own hardware, and every
         # output row records the precision it was scored in.
@@ -133,8 +133,7 @@ def _score(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     else:
-        from moderation.batch import score_dump
-        from moderation.cli import build_scorer, print_precision
+        from moderation.batch import score_dump  # deferred: numpy, and torch with the scorer
 
         scorer = build_scorer(args)
         print_precision(scorer)

@@ -18,6 +18,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from moderation.dumps import read_jsonl
+from moderation.schema import ScoreResult
+
 #: Entry point group of the modules that add subcommands: each exposes register(subparsers).
 SUBCOMMAND_GROUP = "moderation.subcommands"
 
@@ -60,7 +63,7 @@ def add_model_args(parser: argparse.ArgumentParser,
 
 def add_image_args(parser: argparse.ArgumentParser) -> None:
     """--ocr, --ocr-with-image, --hash-list: what happens to images besides the model (demo, score)."""
-    from moderation.ocr import OCR_MODES
+    from moderation.ocr import OCR_MODES  # deferred: numpy, PIL
 
     parser.add_argument("--ocr", choices=OCR_MODES, default="auto",
                         help="read the text printed in images and score it with the text side: auto (every image "
@@ -77,7 +80,7 @@ def add_image_args(parser: argparse.ArgumentParser) -> None:
 def build_scorer(args: argparse.Namespace, **kwargs: Any):
     """The Scorer the arguments describe (model dir or default), loaded once."""
     _quiet_libraries()
-    from moderation.scorer import Scorer
+    from moderation.scorer import Scorer  # deferred: torch
     opts = dict(batch_size=args.batch_size, device=args.device, precision=args.precision, **kwargs)
     for name in ("ocr", "ocr_with_image", "hash_lists", "policy"):
         if hasattr(args, name):
@@ -153,9 +156,6 @@ def action_text(result, trained: bool = True) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from moderation.dumps import read_jsonl
-    from moderation.schema import ScoreResult
-
     input_path = Path(args.input)
     if not input_path.is_file():
         print(f"error: example dump not found: {input_path}", file=sys.stderr)

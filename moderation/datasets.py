@@ -26,7 +26,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from moderation.schema import normalize_category
+from moderation.inputs import DEFAULT_LIMITS, check_text
+from moderation.schema import InputError, normalize_category
 
 DATA_ROOT_ENV = "MODERATION_DATA_ROOT"
 DATA_FILE = "data.jsonl"
@@ -284,9 +285,6 @@ class LabelledSet:
 def post_texts(posts: Sequence[dict]) -> list[str | None]:
     """Each post's text as the scorer reads it (moderation.inputs.check_text), or None when it has none or it
     cannot be read (such a post is reported by the embedding pass)."""
-    from moderation.inputs import DEFAULT_LIMITS, check_text
-    from moderation.schema import InputError
-
     out: list[str | None] = []
     for p in posts:
         try:

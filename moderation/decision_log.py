@@ -49,6 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from moderation.dumps import expand_inputs
 from moderation.result_row import category_columns, result_row
 from moderation.schema import ScoreResult
 
@@ -461,8 +462,6 @@ def decision_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Decision logs / batch outputs named by files, folders (recursive) and globs: .jsonl and .parquet, without a
     batch job's errors side files (`*.errors.jsonl`) and its unfinished work folders (`*.parts/`). Raises
     FileNotFoundError when an input matches nothing, ValueError for a file of another format."""
-    from moderation.dumps import expand_inputs
-
     out = []
     for path in expand_inputs(inputs):
         if path.suffix.lower() not in (".jsonl", ".ndjson", ".parquet", ".pq"):

@@ -12,11 +12,13 @@ import json
 import sys
 from pathlib import Path
 
+from moderation.cli import add_image_args, add_model_args, build_scorer
+from moderation.dumps import read_jsonl
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `explain` subcommand."""
-    from moderation.cli import add_image_args, add_model_args
-    from moderation.explain import METHODS
+    from moderation.explain import METHODS  # deferred: torch (a light home for METHODS would make --help light)
 
     p = subparsers.add_parser(
         "explain", help="the words that drove the score of posts sent to review or blocked",
@@ -40,9 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from moderation.cli import build_scorer
-    from moderation.dumps import read_jsonl
-    from moderation.explain import explain
+    from moderation.explain import explain, explanations_html  # deferred: torch
 
     posts: list = [{"id": f"text-{i + 1}", "text": t} for i, t in enumerate(args.text)]
     root = None
@@ -71,7 +71,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                 fh.write(json.dumps(e.to_dict(), ensure_ascii=False) + "\n")
         print(f"explanations: {Path(args.out).resolve()}")
     if args.html:
-        from moderation.explain import explanations_html
         Path(args.html).write_text(explanations_html(explanations), encoding="utf-8")
         print(f"html: {Path(args.html).resolve()}")
     return 0

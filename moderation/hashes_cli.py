@@ -1,4 +1,5 @@
-"""`moderation hashes`: keep lists of known violating images as PDQ hashes (argparse only at import).
+"""`moderation hashes`: keep lists of known violating images as PDQ hashes (argparse only at import: numpy, PIL
+and pdqhash load in the handlers).
 
     moderation hashes add --list known-bad.json --category hate meme1.jpg meme2.png
     moderation hashes import --list known-bad.json shared-hashes.csv      # columns: hash, category[, id, source]
@@ -14,6 +15,9 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
+
+from moderation.schema import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,17 +68,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _load_image(path: str):
     """Decode an image file given on the command line, with the same limits and checks as posts."""
-    from pathlib import Path
-
-    from moderation.inputs import load_image
+    from moderation.inputs import load_image  # deferred: numpy, PIL
 
     full = Path(path).resolve()
     return load_image(full.name, image_root=full.parent)
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    from moderation.hashes import PDQ_MIN_QUALITY, HashList, pdq_hash
-    from moderation.schema import InputError
+    from moderation.hashes import PDQ_MIN_QUALITY, HashList, pdq_hash  # deferred: numpy, PIL, pdqhash
 
     if args.id is not None and len(args.images) > 1:
         print("error: --id names one entry; give one image with it", file=sys.stderr)
@@ -107,7 +108,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from moderation.hashes import PDQ_MIN_QUALITY, HashList
+    from moderation.hashes import PDQ_MIN_QUALITY, HashList  # deferred: numpy, PIL, pdqhash
 
     min_quality = PDQ_MIN_QUALITY if args.min_quality is None else args.min_quality
     with HashList.edit(args.list_path) as hl:
@@ -118,7 +119,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from moderation.hashes import HashList
+    from moderation.hashes import HashList  # deferred: numpy, PIL, pdqhash
 
     hl = HashList.load(args.list_path)
     if args.json:
@@ -131,7 +132,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_remove(args: argparse.Namespace) -> int:
-    from moderation.hashes import HashList
+    from moderation.hashes import HashList  # deferred: numpy, PIL, pdqhash
 
     if not os.path.exists(args.list_path):
         raise FileNotFoundError(f"hash list not found: {args.list_path}")
@@ -148,8 +149,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
 
 
 def _cmd_match(args: argparse.Namespace) -> int:
-    from moderation.hashes import HashMatcher
-    from moderation.schema import InputError
+    from moderation.hashes import HashMatcher  # deferred: numpy, PIL, pdqhash
 
     matcher = HashMatcher.from_files(args.list_paths)
     status = 0

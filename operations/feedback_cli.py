@@ -1,7 +1,9 @@
 """`moderation feedback add|stats|simulate` and `moderation retrain`: reviewers' verdicts into labels, and a
 challenger trained on them that is promoted only when it is measured not worse.
 
-Light at import (argparse only); the work is in operations.feedback, operations.online_metrics and operations.retrain.
+Light at import (argparse and the light parts of the core); the work is in operations.feedback,
+operations.online_metrics and operations.retrain, imported by the handlers (numpy, torch) so that `moderation --help`
+does not load them.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ import csv
 import json
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
+
+from moderation.decision_log import categories_in, decision_files, iter_log_rows
+from operations.retrain_cli import add_retrain_parser
 
 #: Exit statuses (docs/operations.md).
 EXIT_OK, EXIT_SOME_REJECTED, EXIT_BAD_ARGS, EXIT_NOT_PROMOTABLE = 0, 1, 2, 3
@@ -99,7 +105,6 @@ def register(subparsers: Any) -> None:
     sim.add_argument("--out", required=True, metavar="FILE", help="verdicts JSONL to write")
     sim.set_defaults(func=_cmd_simulate)
 
-    from operations.retrain import add_retrain_parser
     add_retrain_parser(subparsers)
 
 
@@ -128,7 +133,7 @@ def _read_verdict_file(path: str) -> Iterator[dict[str, Any]]:
 
 
 def _store(args: argparse.Namespace, decision_inputs: list[str] | None):
-    from operations.feedback import STORE_FILE, FeedbackStore
+    from operations.feedback import STORE_FILE, FeedbackStore  # deferred: numpy, PIL
 
     if (Path(args.store) / STORE_FILE).exists():
         store = FeedbackStore.open(args.store)
@@ -139,8 +144,6 @@ def _store(args: argparse.Namespace, decision_inputs: list[str] | None):
         return store
     categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     if categories is None and decision_inputs:
-        from moderation.decision_log import categories_in, decision_files, iter_log_rows
-
         first = next(iter_log_rows(decision_files(decision_inputs)[0]), {})
         categories = categories_in(list(first.keys()))
     if not categories:
@@ -150,7 +153,7 @@ def _store(args: argparse.Namespace, decision_inputs: list[str] | None):
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    from operations.feedback import load_decision_index
+    from operations.feedback import load_decision_index  # deferred: numpy, PIL
 
     verdicts: list[dict[str, Any]] = []
     for path in args.from_files:
@@ -184,10 +187,9 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from collections import Counter
-
+    # deferred: numpy, PIL
+    from operations.feedback import FeedbackStore, load_decision_index, split_of
     from operations.online_metrics import online_metrics
-    from operations.feedback import FeedbackStore, load_decision_index
 
     store = FeedbackStore.open(args.store)
     verdicts = store.verdicts()
@@ -196,7 +198,6 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     labels = store.labels()
     splits = Counter()
     per_cat: dict[str, Counter] = {c: Counter() for c in store.categories}
-    from operations.feedback import split_of
     for pid, p in labels.items():
         if p["text"] is None and p["image"] is None:
             splits["no content"] += 1
@@ -240,6 +241,7 @@ def overturn_lines(by_action: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    # deferred: numpy, PIL
     from moderation.datasets import parse_dataset_arg
     from operations.simulate import simulate_verdicts
 

@@ -1,6 +1,6 @@
 """`moderation monitor`: compare a current window of decisions with a reference window; exit 3 on an alert.
 
-Light at import (argparse only); numpy, scipy and matplotlib load in the handler.
+Light at import (argparse and light modules); numpy, scipy and matplotlib load in the handler.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+
+from operations.feedback_cli import format_share, overturn_lines
+from operations.group_rates import group_lines, group_rates
 
 #: Exit statuses of `moderation monitor` (docs/operations.md).
 EXIT_OK, EXIT_BAD_ARGS, EXIT_ALERT = 0, 2, 3
@@ -70,6 +73,7 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_monitor(args: argparse.Namespace) -> int:
+    # deferred: numpy (scipy, matplotlib further down) load when the command runs, not for every `moderation --help`
     from operations.decisions import load_decisions, parse_duration, parse_when
     from operations.monitor import AlertThresholds, compare, summary_lines, write_summary
 
@@ -98,8 +102,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     summary = compare(ref, cur, thresholds, window_s=window)
     extra_lines: list[str] = []
     if args.feedback:
-        from operations.feedback import FeedbackStore
-        from operations.feedback_cli import format_share, overturn_lines
+        from operations.feedback import FeedbackStore  # deferred: numpy, PIL
         from operations.online_metrics import online_metrics
 
         figures = online_metrics(FeedbackStore.open(args.feedback).verdicts())
@@ -108,8 +111,6 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
         extra_lines = [f"appeals (all): overturned {format_share(figures['appeal_overturn_rate']['all'])}",
                         *overturn_lines(figures["appeal_overturn_by_action"])]
     if args.groups:
-        from operations.group_rates import group_lines, group_rates
-
         summary["groups"] = group_rates(args.current, time_column=args.time_column, since=bounds["since"],
                                         until=bounds["until"], window_s=window)
         extra_lines += group_lines(summary["groups"])
@@ -117,7 +118,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     summary_path = write_summary(out, summary)
     report = None
     if not args.no_report:
-        from operations.monitor_report import write_monitor_report
+        from operations.monitor_report import write_monitor_report  # deferred: numpy, matplotlib
         report = write_monitor_report(out, summary, ref, cur)
     lines = summary_lines(summary) + extra_lines
     for line in lines:  # alerts on stdout (what cron mails), the rest on stderr

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -31,6 +30,19 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from eval.calibrate import calibrate_model_dir
+from eval.policy import ReviewTarget, fit_policy
+from eval.predict import predict_logits
+from moderation.datasets import DATA_FILE, DatasetSpec, data_root as default_root, load_labelled, parse_dataset_arg
+from moderation.model import ModelConfig
+from moderation.model_dir import read_model_info
+from moderation.policy import Policy
+from moderation.scorer import Scorer
+from operations.champion import EvalSet, compare_models, write_comparison
+from operations.feedback import FeedbackStore
+from training.config import TrainConfig
+from training.train import train
 
 FEEDBACK_NAME = "feedback"
 
@@ -83,8 +95,6 @@ def file_sha256(path: str | os.PathLike) -> str:
 def resolve_datasets(meta: dict[str, Any], data_root: str | None) -> list[Any]:
     """DatasetSpecs of the datasets a model directory says it was trained on. Raises FileNotFoundError naming
     what is missing and where it was looked for."""
-    from moderation.datasets import DATA_FILE, DatasetSpec, data_root as default_root
-
     recorded = (meta.get("training") or {}).get("datasets")
     if not isinstance(recorded, list) or not recorded:
         raise ValueError("the current model's config.json records no training datasets (training -> datasets); "
@@ -105,8 +115,6 @@ def resolve_datasets(meta: dict[str, Any], data_root: str | None) -> list[Any]:
 
 
 def _train_config(meta: dict[str, Any], config: RetrainConfig, feedback_name: str):
-    from training.config import TrainConfig
-
     recorded = dict((meta.get("training") or {}).get("config") or {})
     known = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in recorded.items() if k in known}
@@ -122,8 +130,6 @@ def _train_config(meta: dict[str, Any], config: RetrainConfig, feedback_name: st
 
 
 def _model_config(info: Any, mode: str):
-    from moderation.model import ModelConfig
-
     cfg = info.config.to_dict()
     if mode == "frozen":
         cfg["finetune"] = {m: "frozen" for m in cfg.get("finetune", {}) or {"text": "frozen", "image": "frozen"}}
@@ -140,9 +146,6 @@ def eval_sets(specs: Sequence[Any], feedback_spec: Any, categories: Sequence[str
               log: Callable[[str], None] = print) -> tuple[list[Any], dict[str, int]]:
     """The fixed evaluation sets (each dataset's test split, --eval-data) and the feedback's test part, with the
     posts whose text is in the feedback's train part removed from the fixed ones. Returns (sets, removed)."""
-    from operations.champion import EvalSet
-    from moderation.datasets import load_labelled, parse_dataset_arg
-
     fb_train = load_labelled([feedback_spec], list(categories), "train")
     leaked = {_text_key(p["text"]) for p in fb_train.posts if p.get("text")}
     sets, removed = [], {}
@@ -185,15 +188,6 @@ def retrain(model_dir: str | os.PathLike, feedback: str | os.PathLike, out_dir: 
             log: Callable[[str], None] = print) -> RetrainResult:
     """Train, calibrate and compare a challenger (module docstring). Raises ValueError / FileNotFoundError for
     bad inputs (a missing dataset, an empty feedback store, categories the current model does not score)."""
-    from moderation.model_dir import read_model_info
-    from moderation.scorer import Scorer
-    from moderation.datasets import load_labelled
-    from operations.feedback import FeedbackStore
-    from training.train import train
-
-    from eval.calibrate import calibrate_model_dir
-    from operations.champion import compare_models, write_comparison
-
     config = config or RetrainConfig()
     t0 = time.time()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -268,11 +262,7 @@ def _fit_policy_like(info: Any, out_dir: Path, challenger: Any, val: Any, progre
     if policy is None:
         if not (Path(info.path) / "policy.json").is_file():
             return None
-        from moderation.policy import Policy
         policy = Policy.load(info.path)
-    from eval.policy import ReviewTarget, fit_policy
-    from eval.predict import predict_logits
-
     fitted = (policy.meta or {}).get("fitted") or {}
     review = fitted.get("review_target") or {}
     pred = predict_logits(challenger, val, progress=progress)
@@ -287,71 +277,3 @@ def _fit_policy_like(info: Any, out_dir: Path, challenger: Any, val: Any, progre
     new.save(out_dir)
     log(f"policy fitted like the current model's: {new.version}")
     return new.version
-
-
-# --- the command -----------------------------------------------------------------------------------------
-
-def add_retrain_parser(subparsers: Any) -> None:
-    """The `retrain` subcommand (registered by operations.feedback_cli)."""
-    p = subparsers.add_parser(
-        "retrain", help="train a challenger on the training data + reviewers' verdicts, recalibrate, compare it with "
-                        "the current model; exit 0 when promotable, 3 when not",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
-        epilog="example:\n  moderation retrain --model models/current --feedback feedback/ --out models/next --mode frozen\n"
-               "exit status: 0 the challenger is promotable; 3 it is not (kept in OUT for inspection); 2 bad arguments")
-    p.add_argument("--model", required=True, metavar="CURRENT", help="the current (champion) model directory")
-    p.add_argument("--feedback", required=True, metavar="STORE", help="feedback store (moderation feedback add)")
-    p.add_argument("--out", required=True, metavar="NEW", help="model directory to write the challenger into")
-    p.add_argument("--data-root", default=None, metavar="DIR",
-                   help="folder of the current model's datasets when their recorded paths do not exist here "
-                        "(default: $MODERATION_DATA_ROOT or ../shared/datasets)")
-    p.add_argument("--mode", choices=("frozen", "lora", "full"), default=None,
-                   help="the challenger's training mode (default: the current model's)")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the current model's)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS", help="fine-tuning time limit")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--feedback-weight", type=float, default=1.0, help="loss weight of the feedback's rows (default 1)")
-    p.add_argument("--target-precision", type=float, default=None,
-                   help="target precision of the challenger's thresholds (default: the current model's)")
-    p.add_argument("--eval-data", action="append", default=[], metavar="SPEC",
-                   help="another fixed evaluation set PATH[:FIELD=CATEGORY,...][@NAME] (its --eval-split rows)")
-    p.add_argument("--eval-split", default="test", help="split of the fixed evaluation sets (default: test)")
-    p.add_argument("--no-dataset-eval", action="store_true",
-                   help="do not measure on the training datasets' own test splits (only --eval-data and feedback)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
-    p.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
-    p.add_argument("--margin", type=float, default=0.0,
-                   help="non-inferiority margin: a cell is worse when its interval lies below -MARGIN (default 0)")
-    p.add_argument("--gate", default="roc_auc,average_precision",
-                   help="metrics that decide promotion (of roc_auc, average_precision, recall_at_threshold, "
-                        "precision_at_threshold; default: roc_auc,average_precision)")
-    p.add_argument("--cache-dir", default=None, help="embedding cache (default: $MODERATION_CACHE_DIR or .cache/embeddings)")
-    p.add_argument("--batch-size", type=int, default=32, help="posts per forward pass when scoring (default 32)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cmd_retrain)
-
-
-def _cmd_retrain(args: argparse.Namespace) -> int:
-    from operations.champion import METRICS
-
-    gates = tuple(g.strip() for g in args.gate.split(",") if g.strip())
-    bad = [g for g in gates if g not in METRICS]
-    if bad or not gates:
-        raise ValueError(f"--gate {args.gate!r}: choose from {', '.join(METRICS)}")
-    if not 0 < args.confidence < 1:
-        raise ValueError(f"--confidence must be in (0, 1), got {args.confidence}")
-    if args.bootstrap < 100:
-        raise ValueError(f"--bootstrap must be at least 100, got {args.bootstrap}")
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
-    config = RetrainConfig(mode=args.mode, epochs=args.epochs, time_budget_s=args.time_budget, seed=args.seed,
-                           feedback_weight=args.feedback_weight, data_root=args.data_root, eval_data=args.eval_data,
-                           eval_split=args.eval_split, no_dataset_eval=args.no_dataset_eval, bootstrap=args.bootstrap,
-                           confidence=args.confidence, margin=args.margin, gate_metrics=gates,
-                           target_precision=args.target_precision, cache_dir=args.cache_dir,
-                           batch_size=args.batch_size)
-    result = retrain(args.model, args.feedback, args.out, config, progress=not args.no_progress)
-    return 0 if result.comparison["decision"]["promotable"] else 3

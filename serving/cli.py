@@ -1,14 +1,20 @@
 """`moderation serve`: run the moderation endpoint on a local, loopback-only Ray.
 
-Light at import (argparse only); Ray, FastAPI and torch are imported by the handler.
+Light at import (argparse and the standard library); Ray, FastAPI, pydantic, YAML and torch are imported by the
+handler.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
+
+from moderation.cli import add_model_args
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -23,8 +29,6 @@ DEFAULT_PROXY = "python"
 
 
 def register(subparsers: Any) -> None:
-    from moderation.cli import add_model_args
-
     p = subparsers.add_parser(
         "serve", help="run the real-time moderation endpoint (Ray Serve, HTTP on 127.0.0.1 by default)",
         description="Start a local Ray (loopback only) and serve POST /v1/moderations, GET /healthz, /readyz and "
@@ -62,10 +66,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--decision-log", metavar="DIR", default=None,
                    help="log every decision to rotating JSONL files in DIR (no post content; other settings: the "
                         "config's decision_log, see docs/operations.md)")
-    p.add_argument("--ray-address", metavar="ADDR", default=None,
-                   help="serve on an existing Ray cluster (e.g. 127.0.0.1:PORT of `python -m serving.cluster up`): "
-                        "replicas spread over its nodes, the app deleted on exit, the cluster kept (default: start a "
-                        "local, loopback-only Ray)")
     # None = not given, so that a config file's values stand unless overridden (the help's defaults still hold).
     p.set_defaults(func=_cmd_serve, batch_size=None, device=None, precision=None)
 
@@ -75,7 +75,7 @@ def read_config(path: str | Path = DEFAULT_CONFIG) -> tuple[dict[str, Any], dict
 
     Raises FileNotFoundError, or ValueError for a file that is not such a config (not YAML, not a mapping, not
     exactly one application of serving.app:build_app)."""
-    import yaml
+    import yaml  # deferred: the serve extra's, loaded when a config is read
 
     with open(path, encoding="utf-8") as fh:
         try:
@@ -127,8 +127,6 @@ def _serve_args(args: argparse.Namespace) -> tuple[dict, str, int]:
 
 def check_port(host: str, port: int) -> None:
     """Raise ValueError, before Ray starts, for a port out of range or one already in use on `host`."""
-    import socket
-
     if not 1 <= port <= 65535:
         raise ValueError(f"--port {port} is not a TCP port (1-65535)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -141,10 +139,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from serving.schemas import ServeArgs
+    from serving.schemas import ServeArgs  # deferred: pydantic; Ray, FastAPI and torch below
 
     app_args, host, port = _serve_args(args)
     serve_args = ServeArgs.model_validate(app_args)  # a config mistake is reported before Ray starts
@@ -153,24 +148,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"WARNING: binding {host}: the endpoint is reachable from other machines"
               + ("" if serve_args.auth_token_env else " and has NO authentication (see --auth-token-env)"), file=sys.stderr)
 
-    from ray import serve
+    from ray import serve  # deferred: as above
 
     from serving.app import build_app
     from serving.local_ray import local_ray, start_http
 
     app = build_app(serve_args)  # checks the model directory and the token variable before Ray starts
-    from moderation.scorer import planned_precision
+    from moderation.scorer import planned_precision  # deferred: torch
+
     print("model replicas: " + planned_precision(serve_args.model_dir, serve_args.precision, serve_args.device).line(),
           file=sys.stderr)
     keep_alive_s = float(_config(args)[1].get("keep_alive_timeout_s", KEEP_ALIVE_TIMEOUT_S))
     stop = threading.Event()
-    from serving.cluster import serve_on_cluster
-
-    if args.ray_address and args.proxy != "python":
-        print("error: --proxy haproxy starts with a local Ray; with --ray-address the cluster's proxy serves",
-              file=sys.stderr)
-        return 2
-    with serve_on_cluster(args.ray_address) if args.ray_address else local_ray(proxy=args.proxy):
+    with local_ray(proxy=args.proxy):
         # Installed after ray.init, which sets its own SIGTERM handler (an abrupt exit that leaves Ray's agent
         # processes behind); SIGINT too, in case the shell started us with it ignored (a background job).
         for sig in (signal.SIGINT, signal.SIGTERM):

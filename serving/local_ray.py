@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from serving.haproxy import haproxy_environment
+
 
 @contextlib.contextmanager
 def local_ray(num_cpus: int | None = None, proxy: str = "python") -> Iterator[object]:
@@ -32,8 +34,6 @@ def local_ray(num_cpus: int | None = None, proxy: str = "python") -> Iterator[ob
     env = {"HOME": home, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": os.environ.get("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")}
     if proxy == "haproxy":
-        from serving.haproxy import haproxy_environment
-
         env.update(haproxy_environment(Path(temp_dir, "hap")))
     else:
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "0"

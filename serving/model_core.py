@@ -139,7 +139,7 @@ class ModelCore:
         return await loop.run_in_executor(self._compute, self._explain_posts, posts, top_k)
 
     def _explain_posts(self, posts: List[Dict[str, Any]], top_k: int) -> List[Any]:
-        from moderation.explain import explain
+        from moderation.explain import explain  # deferred: torch, in the replica only (as the scorer above)
 
         batch = [Post(id=str(i), text=p.get("text"), image=p.get("image")) for i, p in enumerate(posts)]
         try:

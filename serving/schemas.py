@@ -23,6 +23,8 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError,
                       field_validator, model_validator)
 
+from serving.fetch import UrlAllowList
+
 # --- the app builder's arguments ----------------------------------------------------------------------
 
 
@@ -172,8 +174,6 @@ class ServeArgs(BaseModel):
     @field_validator("image_url_allowlist")
     @classmethod
     def _allowlist(cls, value: List[str]) -> List[str]:
-        from serving.fetch import UrlAllowList
-
         UrlAllowList(value)  # raises ValueError with the offending entry
         return value
 

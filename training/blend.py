@@ -18,8 +18,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from moderation.datasets import LabelledSet, post_texts
+from moderation.lexical import LexicalConfig, fit_lexical
 from moderation.model import ModerationModel, collate
 from training.config import TrainConfig
 from training.embeddings import EmbeddedSet
@@ -98,8 +100,6 @@ def _live_text_embeddings(model: ModerationModel, prepare: Callable, posts: Sequ
                           progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """Text embeddings of `posts` through the model's current (possibly fine-tuned) text encoder, via the
     serving path (prepare + collate + embed). Returns ((N, D) float32, (N,) bool has text)."""
-    from tqdm.auto import tqdm
-
     texts = post_texts(posts)
     out = np.zeros((len(posts), model.encoders["text"].output_dim), dtype=np.float32)
     rows = [i for i, t in enumerate(texts) if t is not None]
@@ -121,8 +121,6 @@ def fit_channels(model: ModerationModel, train_set: LabelledSet, train_ok: np.nd
 
     Returns what was chosen and why (stored in config.json's training entry).
     """
-    from moderation.lexical import LexicalConfig, fit_lexical
-
     head = model.head
     cats = model.categories
     mods = model.modalities

@@ -1,6 +1,7 @@
 """`moderation train`: train a model directory from labelled JSONL datasets.
 
-Light at import (argparse only); torch, transformers and the training loop load inside the handler.
+Light at import (argparse and the recipe's argument list); torch, transformers and the training loop load inside
+the handler.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from training.recipes.default_model import __doc__ as recipe_doc, add_arguments, run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -99,8 +102,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cal.add_argument("--target-precision", type=float, default=0.9, help="threshold target precision (default: %(default)s)")
     p.set_defaults(func=_cmd_train)
 
-    from training.recipes.default_model import __doc__ as recipe_doc, add_arguments
-
     d = subparsers.add_parser(
         "train-default", help="retrain the shipped default model (the committed recipe)",
         description=recipe_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,8 +110,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train_default(args: argparse.Namespace) -> int:
-    from training.recipes.default_model import run
-
     return run(args)
 
 
@@ -128,17 +127,18 @@ def _parse_weights(items: list[str]) -> dict[str, float]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    # deferred: torch, transformers and the training loop load when the command runs, not for `moderation --help`
     import torch
 
+    from moderation.datasets import default_dataset_specs, load_labelled, parse_dataset_arg
+    from moderation.encoders.text import parse_layers
     from moderation.model import DEFAULT_LORA, ModelConfig
-    from moderation.datasets import default_dataset_specs, parse_dataset_arg
     from training.config import TrainConfig
     from training.train import train
 
     if args.threads:
         torch.set_num_threads(args.threads)
     dataset_weights = _parse_weights(args.dataset_weight)
-    from moderation.encoders.text import parse_layers
     layers = parse_layers(args.text_layers) if args.text_layers else None
     specs = [parse_dataset_arg(a) for a in args.data] if args.data else default_dataset_specs(args.data_root)
     if args.categories:
@@ -170,13 +170,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every, resume=args.resume, device=args.device)
     result = train(specs, args.out, model_config, config, name=args.name)
     if args.calibrate:
-        try:
+        try:  # deferred: eval is an optional extra here
             from eval.calibrate import calibrate_model_dir
         except ImportError:
             print("error: --calibrate needs the eval package (pip install -e '.[eval]'); the model is saved "
                   f"uncalibrated in {args.out}: calibrate it later with `moderation calibrate`", file=sys.stderr)
             return 1
-        from moderation.datasets import load_labelled
         val = load_labelled(specs, categories, "val")
         if len(val) == 0:
             print("error: the datasets have no 'val' rows to calibrate on; the model is saved uncalibrated", file=sys.stderr)

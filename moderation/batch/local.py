@@ -133,7 +133,7 @@ def score_dump(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str
     with job_lock(out):  # held to the end: a second job on the same OUT is refused, never mixed in
         own_scorer = scorer is None
         if scorer is None:
-            from moderation.scorer import Scorer
+            from moderation.scorer import Scorer  # deferred: torch; moderation.batch stays light for the checks before a job
             opts = dict(batch_size=batch_size, device=device, precision=precision)
             scorer = Scorer.from_dir(model, **opts) if model is not None else Scorer.default(**opts)
         started = time.perf_counter()

@@ -80,7 +80,7 @@ class ChunkScorer:
         return handle
 
     def finish(self, handle: list[tuple[Item, Any]]) -> list[dict[str, Any]]:
-        from moderation.model import PreparedPost
+        from moderation.model import PreparedPost  # deferred: torch (moderation.batch checks a job before any model)
         scorer = self.scorer
         mv, tv = scorer.model_version, scorer.thresholds_version
         pv = getattr(getattr(scorer, "policy", None), "version", None)
