@@ -122,3 +122,41 @@ def test_the_walk_sees_imports():
     graph = import_graph()
     assert ("moderation.schema", ) and any(t == "moderation.schema" for t, _ in graph["moderation.scorer"])
     assert find_cycles({"a": [("b", 1)], "b": [("a", 2)], "c": [("a", 3)]}) == [["a", "b"]]
+
+
+#: Rooms stay small enough to read (issue 20: no function over ~120 lines, no file over ~500, outside benchmarks).
+#: The limits sit a little above that target so a small edit does not fail the suite; a long room past them is split
+#: on its seams (docs/architecture.md).
+MAX_FUNCTION_LINES = 130
+MAX_FILE_LINES = 550
+
+
+def long_rooms(modules: dict[str, Path]) -> list[str]:
+    """Functions over MAX_FUNCTION_LINES (decorators and docstring included) and files over MAX_FILE_LINES."""
+    found = []
+    for name, path in modules.items():
+        if name.split(".")[0] == "benchmarks":
+            continue
+        text = path.read_text()
+        where = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        if text.count("\n") > MAX_FILE_LINES:
+            found.append(f"{where}: {text.count(chr(10))} lines (limit {MAX_FILE_LINES})")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                if node.end_lineno - start + 1 > MAX_FUNCTION_LINES:
+                    found.append(f"{where}:{start} {node.name}: {node.end_lineno - start + 1} lines "
+                                 f"(limit {MAX_FUNCTION_LINES})")
+    return found
+
+
+def test_no_long_rooms():
+    long = long_rooms(project_modules())
+    assert not long, "split these on their seams:\n" + "\n".join(long)
+
+
+def test_the_length_check_sees_long_functions(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "long.py").write_text(f"def short():\n    pass\n\n\n@staticmethod\ndef long():\n{body}\n")
+    found = long_rooms({"moderation.long": tmp_path / "long.py"})
+    assert len(found) == 1 and f"long: {MAX_FUNCTION_LINES + 2} lines" in found[0]  # the decorator counts

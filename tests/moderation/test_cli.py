@@ -114,3 +114,17 @@ def test_endpoint_errors_say_what_to_do(tmp_path):
     (model / "thresholds.json").write_text("{not json")
     with pytest.raises(ModelDirError, match="thresholds.json"):
         read_model_info(model)
+
+
+def test_subcommand_modules_are_light_at_import():
+    """Every `moderation` command imports all the subcommand modules (entry points): none may load numpy or torch
+    at import; their handlers do (docs/architecture.md)."""
+    from importlib.metadata import entry_points
+
+    modules = sorted(ep.value for ep in entry_points(group="moderation.subcommands"))
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}:\n    importlib.import_module(m)\n"
+            "print(sorted(h for h in ('numpy', 'torch', 'scipy', 'sklearn', 'matplotlib', 'ray') if h in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(modules) >= 8 and out.stdout.strip() == "[]", out.stdout
