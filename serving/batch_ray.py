@@ -446,6 +446,8 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
                 total = float(ray.cluster_resources().get("CPU", 1.0))
                 cpus = cpus_per_actor if cpus_per_actor is not None else default_cpus_per_actor(total, num_actors)
 
+                names = node_names(ray)  # now: a node lost during the job no longer shows its resources
+
                 ctx = ray.data.DataContext.get_current()
                 ctx.execution_options.preserve_order = True  # parts come out in input order
                 ctx.enable_progress_bars = progress
@@ -463,7 +465,7 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
                                                            "hash_lists": [str(Path(p).resolve()) for p in hash_lists],
                                                            "policy": policy_path})
                 ds.write_parquet(str(parts_dir), ray_remote_args={"num_cpus": 0.25})
-                names = node_names(ray)
+                names.update({k: v for k, v in node_names(ray).items() if k not in names})
             finally:
                 close()
             check = check_parts(parts_dir, files, max_row_bytes=max_row_bytes)  # RowsLostError: no marker, no OUT
