@@ -123,18 +123,26 @@ def _role(cmdline: str) -> str | None:
             "ModerationAPI replicas" if ":ModerationAPI" in cmdline else "other replicas")
     if cmdline.startswith("ray::ProxyActor"):
         return "proxy"
+    if cmdline.split(" ", 1)[0].endswith("haproxy"):
+        return "haproxy"
     if cmdline.startswith("ray::") or "raylet" in cmdline or "gcs_server" in cmdline:
         return "ray (other)"
     return None
 
 
-def measure_cpu(run: Any) -> tuple[Any, dict[str, float]]:
+def measure_cpu(run: Any, session: int | None = None) -> tuple[Any, dict[str, float]]:
     """Run `run()` and return its result with the CPU used meanwhile (cores, i.e. CPU seconds per wall second)
-    by each part of the path: replicas, proxy, the rest of Ray, and this process (the load generator)."""
+    by each part of the path: replicas, proxy (Ray's, or HAProxy), the rest of Ray, and this process (the load
+    generator). session: count only the serving processes of this session id (a server started in its own)."""
     import psutil
 
     procs: dict[int, tuple[Any, str]] = {os.getpid(): (psutil.Process(), "load generator")}
     for p in psutil.process_iter(["cmdline"]):
+        try:
+            if session is not None and os.getsid(p.pid) != session:
+                continue
+        except OSError:
+            continue
         role = _role(" ".join(p.info["cmdline"] or []))
         if role:
             procs[p.pid] = (p, role)
@@ -213,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ceiling-batch", type=int, default=32, help="posts per call for both ceilings")
     parser.add_argument("--forward-batch-size", type=int, default=8,
                         help="length-sorted chunk per forward pass inside a batch (0: the whole batch)")
+    parser.add_argument("--proxy", choices=("python", "haproxy"), default=None,
+                        help="HTTP request path (serving.haproxy; default: moderation serve's, serving.cli.DEFAULT_PROXY)")
     parser.add_argument("--topology", choices=("fused", "split"), default="fused",
                         help="fused: the ingress replica holds the model; split: ingress and model deployments")
     parser.add_argument("--num-replicas", type=int, default=max(1, os.cpu_count() or 1),
@@ -265,7 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     bar.update()
 
     # /on and /off both deployed: Ray's CPU count is logical, and only one of them works at a time.
-    with local_ray(num_cpus=int(2 * args.num_replicas * max(args.num_cpus, 1))) as ray:
+    if args.proxy is None:
+        from serving.cli import DEFAULT_PROXY
+
+        args.proxy = report["settings"]["proxy"] = DEFAULT_PROXY
+    with local_ray(num_cpus=int(2 * args.num_replicas * max(args.num_cpus, 1)), proxy=args.proxy) as ray:
         start_http("127.0.0.1", args.port)
         step("deploying /on and /off")
         report["deploy_s"] = {"on": deploy(args, "on", args.batch_size, args.batch_wait_ms / 1000.0),
@@ -330,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     print("ceiling (in-process, batch %d, %d threads): %s posts/s (median %.1f); single post %s ms" % (
         args.ceiling_batch, ceilings[0]["torch_threads"], " / ".join(f"{c['posts_per_s']:.1f}" for c in ceilings), ceiling,
         " / ".join(f"{c['single_post_p50_ms']:.1f}" for c in ceilings)))
-    print("topology %s, %d model replica(s) x %g CPU" % (args.topology, args.num_replicas, args.num_cpus))
+    print("topology %s, %d model replica(s) x %g CPU, request path: %s proxy" % (
+        args.topology, args.num_replicas, args.num_cpus, args.proxy))
     print("ceiling in the replicas (handle calls of %d posts, no HTTP): %s posts/s" % (
         args.ceiling_batch, " / ".join(f"{c['posts_per_s']:.1f}" for c in replica_ceilings)))
     header = f"{'phase':<26} {'sent':>6} {'ok':>6} {'503':>5} {'other':>5} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"

@@ -42,8 +42,9 @@ def local_ray(num_cpus: int | None = None, proxy: str = "python") -> Iterator[ob
     import ray
 
     check_loopback(ray)
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, _temp_dir=temp_dir,
-             num_cpus=num_cpus or os.cpu_count() or 1, log_to_driver=False, configure_logging=False)
+    with _patient_node_registration():
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, _temp_dir=temp_dir,
+                 num_cpus=num_cpus or os.cpu_count() or 1, log_to_driver=False, configure_logging=False)
     try:
         yield ray
     finally:
@@ -60,6 +61,40 @@ def local_ray(num_cpus: int | None = None, proxy: str = "python") -> Iterator[ob
                 os.environ[key] = value
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+#: Seconds ray.init waits for its raylet to register with the GCS (Ray 2.60 hard-codes 30 s in Node.__init__).
+NODE_REGISTRATION_TIMEOUT_S = float(os.environ.get("MODERATION_RAY_NODE_TIMEOUT_S", "300"))
+
+
+@contextlib.contextmanager
+def _patient_node_registration() -> Iterator[None]:
+    """Let ray.init wait up to NODE_REGISTRATION_TIMEOUT_S for the new node to register (seen on this 2-core
+    machine with load average 50-60: "The current node timed out during startup" after Ray's fixed 30 s).
+
+    Ray polls `services.get_node` and gives up 30 s after its first failure; the wrapper keeps polling inside
+    that first call instead, so the node gets the longer budget. Restored on exit."""
+    import time
+
+    from ray._private import services
+
+    original = services.get_node
+
+    def get_node(*args: object, **kwargs: object) -> object:
+        deadline = time.monotonic() + NODE_REGISTRATION_TIMEOUT_S
+        while True:
+            try:
+                return original(*args, **kwargs)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    services.get_node = get_node
+    try:
+        yield
+    finally:
+        services.get_node = original
 
 
 def check_loopback(ray: object) -> None:
