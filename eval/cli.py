@@ -116,7 +116,7 @@ def _examples(args: argparse.Namespace, scorer: Any, data: Any, run: Any) -> dic
     """The report's example posts with the words that drove their score (eval.examples), or None for --examples 0."""
     if args.examples <= 0:
         return None
-    from eval.examples import report_examples
+    from eval.examples import report_examples  # deferred: torch (moderation.explain)
 
     print(f"explaining up to {args.examples} example posts for the report ...", file=sys.stderr)
     return report_examples(scorer, data, run.calibrated_probs, run.predictions.labels, limit=args.examples)
