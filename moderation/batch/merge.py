@@ -118,7 +118,7 @@ def mark_duplicate(rec: dict[str, Any], categories: Sequence[str]) -> dict[str, 
     err = duplicate_error(rec["id"])
     rec.update({"ok": False, "flagged": None, "action": None, "applied_input_types": [],
                 "text_truncated": False, "ocr_text": None, "hash_match": None, "language": None,
-                "language_confidence": None, "action_reasons": None,
+                "language_confidence": None, "action_reasons": None, "precision": None,  # never scored, as locally
                 "error_code": err.code.value, "error": err.message})
     for c in categories:
         rec[f"{c}_score"] = rec[f"{c}_flagged"] = rec[f"{c}_threshold"] = rec[f"{c}_action"] = None
