@@ -218,8 +218,13 @@ def endpoint_drill(cluster: Any, work: Path, *, requests: int, model: str | None
         thread.join(timeout_s)
         before = [s for t, s in answers if t <= killed_at]
         after = [s for t, s in answers if t > killed_at]
-        count = lambda xs: {str(k): sum(1 for x in xs if x == k) for k in sorted({str(x) for x in xs})}  # noqa: E731
+        count = lambda xs: {k: sum(1 for x in xs if str(x) == k) for k in sorted({str(x) for x in xs})}  # noqa: E731
         last = after[-(len(after) // 2):] if after else []
+        node_c = cluster.node("node_c").node_id
+        deadline = time.monotonic() + 120  # the GCS marks a node dead after missed health checks
+        while time.monotonic() < deadline and any(n["alive"] for n in cluster.gcs_nodes() if n["node_id"] == node_c):
+            time.sleep(2)
+        result["node_c_marked_dead_after_s"] = round(time.monotonic() - t0 - killed_at, 1)
         result.update({"requests": len(answers), "node_c_killed_at_s": round(killed_at, 1),
                        "answers_before_kill": count(before), "answers_after_kill": count(after),
                        "ok_in_last_half_after_kill": sum(1 for s in last if s == 200), "last_half_after_kill": len(last),
