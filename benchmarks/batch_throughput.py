@@ -118,7 +118,14 @@ def ceiling(scorer, posts: Sequence[dict[str, Any]], image_root: Path | None, ch
 
     from moderation.model import collate
 
-    prepared = [scorer.prepare(p, image_root) for p in posts]
+    prepared = []
+    for p in posts:
+        try:
+            prepared.append(scorer.prepare(p, image_root))
+        except Exception:  # noqa: BLE001 - e.g. OCR past its time limit on a loaded machine: the job errors it too
+            continue
+    if not prepared:
+        raise RuntimeError("no post of the sample could be prepared (see the end-to-end errors)")
     batches = []
     for start in range(0, len(prepared), chunk_size):
         window = prepared[start:start + chunk_size]

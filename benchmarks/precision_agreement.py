@@ -20,7 +20,9 @@ total, per precision against fp32:
   model's forward alone, as ratios to fp32 within this run.
 
 Exit status 1 when a precision named by `--gate` (default bf16: what `auto` may choose) changes more blocks than
-`--tolerance-blocks` (default 0, issue 19's target); 0 otherwise; 2 for bad arguments. `--record` writes the
+`--tolerance-blocks` (default 0, issue 19's target); 0 otherwise; 2 for bad arguments. `--fail-fast` stops after
+the first dataset that takes a gated precision beyond the tolerance (the verdict cannot improve; the datasets
+left are not scored, and the report and record say so). `--record` writes the
 verdicts into the model directory's precision.json (moderation.precision): `auto` runs bf16 only for a model
 version whose record validates it. int8 is measured, never recorded as runnable: it is not a precision a Scorer
 offers (docs/benchmarks.md says why).
@@ -280,10 +282,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["datasets"][name] = entry
         total_posts += len(prepared)
         sum_errors += errors
+        gated = [g for g in args.gate if sum(c["blocks_changed"] for c in per_precision[g]) > args.tolerance_blocks]
+        if args.fail_fast and gated and k + 1 < len(names):
+            report["stopped_early"] = {"after": name, "not_scored": names[k + 1:],
+                                       "reason": f"{', '.join(gated)} beyond the tolerance of {args.tolerance_blocks} blocks"}
         if not args.quiet:
             line = ", ".join(f"{p}: {entry['against_fp32'][p]['decisions_changed']} decisions / "
                              f"{entry['against_fp32'][p]['blocks_changed']} blocks changed" for p in precisions)
             print(f"[{name}] {len(prepared)} posts; {line}", file=sys.stderr, flush=True)
+        if "stopped_early" in report:
+            print(f"--fail-fast: stopped after {name} ({report['stopped_early']['reason']}); not scored: "
+                  f"{', '.join(report['stopped_early']['not_scored'])}", file=sys.stderr, flush=True)
+            break
     report["total"] = {"posts": total_posts, "unscorable": sum_errors, "against_fp32": {}}
     for p in precisions:
         report["total"]["against_fp32"][p] = merge(per_precision[p], cats)
@@ -339,6 +349,7 @@ def record(report: dict[str, Any], command: str) -> Path:
               "datasets": {n: d["posts"] for n, d in report["datasets"].items()},
               "sample": (f"{report['limit']} posts drawn at random (seed {report['seed']}) from each test split"
                          if report["limit"] else "every post of every test split"),
+              **({"stopped_early": report["stopped_early"]} if "stopped_early" in report else {}),
               "machine": report["machine"], **({"measured_only": measured_only} if measured_only else {})})
     return rec.save(report["model_dir"])
 
@@ -346,6 +357,9 @@ def record(report: dict[str, Any], command: str) -> Path:
 def print_report(report: dict[str, Any]) -> None:
     cats = report["categories"]
     precisions = report["precisions"]
+    if "stopped_early" in report:
+        s = report["stopped_early"]
+        print(f"\nstopped early after {s['after']} ({s['reason']}); not scored: {', '.join(s['not_scored'])}")
     print(f"\nmodel {report['model_version']}  policy {report['policy_version']}  reference fp32  "
           f"sample: {report['limit'] or 'all'} per test split  torch threads {report['machine']['torch_threads']}  "
           f"native bf16: {', '.join(report['machine']['native_bf16']) or 'none'}")
@@ -401,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="precisions whose blocks changed decide the exit status (default: bf16)")
     p.add_argument("--tolerance-blocks", type=int, default=0,
                    help="blocks a gated precision may change, in total (default: 0)")
+    p.add_argument("--fail-fast", action="store_true",
+                   help="stop after the first dataset that takes a gated precision beyond the tolerance")
     p.add_argument("--policy", default=None, help="policy file to use instead of the model directory's")
     p.add_argument("--ocr", choices=("auto", "off"), default="auto", help="OCR of image posts (default: auto, as served)")
     p.add_argument("--batch-size", type=int, default=32)

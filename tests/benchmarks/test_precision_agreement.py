@@ -124,6 +124,21 @@ def test_a_flipped_block_fails_the_run_and_auto_then_refuses_bf16(monkeypatch, t
     assert forced.precision == "bf16" and "refused bf16" in forced.precision_choice.warning
 
 
+def test_fail_fast_stops_at_the_first_dataset_beyond_the_tolerance(tiny_model_dir, data_root, tmp_path, capsys):
+    policy = _flip_policy(tiny_model_dir, data_root, tmp_path)
+    out = tmp_path / "report.json"
+    code = pa.main(["--model", str(tiny_model_dir), "--data-root", str(data_root), "--precisions", "bf16",
+                    "--ocr", "off", "--policy", str(policy), "--fail-fast", "--record", "--json", str(out), "--quiet"])
+    assert code == 1
+    report = json.loads(out.read_text())
+    assert list(report["datasets"]) == ["tweeteval_hate"] and report["total"]["posts"] == 8
+    assert report["stopped_early"]["not_scored"] == ["tweeteval_offensive"]
+    assert "stopped early after tweeteval_hate" in capsys.readouterr().out
+    record = json.loads((tiny_model_dir / "precision.json").read_text())
+    assert record["precisions"]["bf16"]["status"] == "refused"
+    assert record["meta"]["stopped_early"]["after"] == "tweeteval_hate"
+
+
 def test_a_run_within_tolerance_records_bf16_as_validated(monkeypatch, tiny_model_dir, data_root):
     from moderation.scorer import Scorer
 
