@@ -24,11 +24,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-try:  # decodes the common request shapes several times faster than the standard library
-    import orjson
-except ImportError:  # pragma: no cover - the `serve` extra installs it
-    orjson = None
-
 from moderation.inputs import decode_base64, decode_data_url
 from moderation.schema import ErrorCode, InputError, openai_name
 from serving.fetch import UrlAllowList
@@ -78,9 +73,6 @@ def parse_request(body: bytes, limits: RequestLimits) -> ModerationRequest:
                               "send fewer or smaller items per request")
     if not body.strip():
         raise RequestRejected(400, "invalid_json", "the request body is empty; send a JSON object")
-    request = _fast_request(body)
-    if request is not None:
-        return _count_checked(request, limits)
     try:
         data = json.loads(body)
     except UnicodeDecodeError as exc:
@@ -104,19 +96,6 @@ def parse_request(body: bytes, limits: RequestLimits) -> ModerationRequest:
         where = ".".join(first["loc"]) or "body"
         raise RequestRejected(422, "invalid_request", f"{where}: {first['message']}", details) from None
     return _count_checked(request, limits)
-
-
-def _fast_request(body: bytes) -> ModerationRequest | None:
-    """The common request shapes, decoded by orjson and checked by `ModerationRequest.fast_path` (the same checks
-    as pydantic's, a tenth of the cost); None sends the body down the full path above, which also words every error
-    (orjson is stricter on some inputs, e.g. a lone surrogate escape, and reads integers past 64 bits as floats)."""
-    if orjson is None:
-        return None
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return ModerationRequest.fast_path(data)
 
 
 def _count_checked(request: ModerationRequest, limits: RequestLimits) -> ModerationRequest:
