@@ -60,7 +60,8 @@ def record(name: str, figures: Mapping[str, Any], command: str | None = None, fo
 
     folder = Path(folder) if folder is not None else FIGURES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    command = command or " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    argv = getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv]  # as typed: "python -m benchmarks.x ..."
+    command = command or " ".join(shlex.quote(a) for a in [Path(argv[0]).name, *argv[1:]])
     doc = figures_document(name, figures, command, machine(),
                            datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     path = folder / f"{name}{'-gpu' if figures.get('device') == 'cuda' else ''}.json"

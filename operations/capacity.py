@@ -396,8 +396,8 @@ def plan(req: PlanRequest, found: Mapping[str, list[Figures]], *, policy_version
             out.notes.append(f"{f.name} was measured with model {v}; the model now is {model_version}")
     if req.images_share > 0 and out.endpoint:
         out.notes.append("image posts on the endpoint are costed as a text request x the image+text / text cost ratio "
-                         "of batch scoring (the endpoint benchmark sends text only); image-only posts (OCR, about 10x "
-                         "an image+text post) are not in any figure and not planned")
+                         "of batch scoring (the endpoint benchmark sends text only); image-only posts are in no figure and "
+                         "not planned")
     if not (out.batch or out.endpoint or out.gpu or out.review):
         raise CapacityError("nothing could be planned: " + "; ".join(out.missing))
     return out
