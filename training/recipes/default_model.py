@@ -76,7 +76,10 @@ LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "target_modules": ["quer
         "layers_to_transform": [3, 4, 5]}
 SHIPPED_FILES = ("config.json", "head.safetensors", "encoders.safetensors", "lexical.json", "lexical.safetensors",
                  "calibration.json", "thresholds.json", "policy.json", "metrics.json", "MODEL_CARD.md",
-                 "training_log.jsonl")
+                 "training_log.jsonl",
+                 # benchmarks/precision_agreement.py --record: the precisions `auto` may run (moderation.precision);
+                 # a new model replaces it (deleted by install, as its record would name the old model version).
+                 "precision.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
