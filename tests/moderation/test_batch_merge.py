@@ -21,7 +21,7 @@ def record(seq: int, post_id: str | None, *, ok: bool = True, extras: dict | Non
     if ok:
         rec.update(flagged=False, action="allow", hate_score=0.1, hate_flagged=False, hate_threshold=0.8,
                    hate_action="allow", offensive_score=0.2, offensive_flagged=False, offensive_threshold=0.7,
-                   offensive_action="allow")
+                   offensive_action="allow", precision="fp32")
     else:
         rec.update(error_code="empty_post", error="the post has neither text nor image")
     rec["_extras"] = json.dumps(extras or {})
@@ -39,6 +39,7 @@ def test_mark_duplicate_clears_every_score_and_action():
     assert rec["ok"] is False and rec["error_code"] == "duplicate_id" and "appears earlier" in rec["error"]
     assert all(rec[f"{c}_{k}"] is None for c in CATEGORIES for k in ("score", "flagged", "threshold", "action"))
     assert rec["action"] is None and rec["applied_input_types"] == [] and rec["source_row"] == 4
+    assert rec["precision"] is None and rec["model_version"] == "m-1"  # never scored; the job's versions kept
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
