@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from moderation.cli import add_model_args
+from serving.cluster import serve_on_cluster
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -66,6 +67,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--decision-log", metavar="DIR", default=None,
                    help="log every decision to rotating JSONL files in DIR (no post content; other settings: the "
                         "config's decision_log, see docs/operations.md)")
+    p.add_argument("--ray-address", metavar="ADDR", default=None,
+                   help="serve on an existing Ray cluster (e.g. 127.0.0.1:PORT of `python -m serving.cluster up`): "
+                        "replicas spread over its nodes, the app deleted on exit, the cluster kept (default: start a "
+                        "local, loopback-only Ray)")
     # None = not given, so that a config file's values stand unless overridden (the help's defaults still hold).
     p.set_defaults(func=_cmd_serve, batch_size=None, device=None, precision=None)
 
@@ -141,6 +146,10 @@ def check_port(host: str, port: int) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.schemas import ServeArgs  # deferred: pydantic; Ray, FastAPI and torch below
 
+    if args.ray_address and args.proxy != "python":
+        print("error: --proxy haproxy starts with a local Ray; with --ray-address the cluster's proxy serves",
+              file=sys.stderr)
+        return 2
     app_args, host, port = _serve_args(args)
     serve_args = ServeArgs.model_validate(app_args)  # a config mistake is reported before Ray starts
     check_port(host, port)
@@ -160,7 +169,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           file=sys.stderr)
     keep_alive_s = float(_config(args)[1].get("keep_alive_timeout_s", KEEP_ALIVE_TIMEOUT_S))
     stop = threading.Event()
-    with local_ray(proxy=args.proxy):
+    with serve_on_cluster(args.ray_address) if args.ray_address else local_ray(proxy=args.proxy):
         # Installed after ray.init, which sets its own SIGTERM handler (an abrupt exit that leaves Ray's agent
         # processes behind); SIGINT too, in case the shell started us with it ignored (a background job).
         for sig in (signal.SIGINT, signal.SIGTERM):

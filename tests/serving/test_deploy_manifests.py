@@ -73,3 +73,13 @@ def test_rayjob_runs_a_moderation_score_command_the_cli_accepts():
     _check_cluster(spec["rayClusterSpec"])
     dumps = [v for v in spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"] if v["name"] == "dumps"]
     assert dumps and dumps[0]["persistentVolumeClaim"]["claimName"] == "moderation-dumps"
+
+
+def test_serve_on_a_cluster_refuses_the_haproxy_request_path_before_anything_starts(capsys):
+    """`--ray-address` drives the cluster's own proxy; `--proxy haproxy` needs the local Ray it would start."""
+    from moderation.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--ray-address", "127.0.0.1:1", "--proxy", "haproxy"])
+    assert args.ray_address == "127.0.0.1:1"
+    assert args.func(args) == 2
+    assert "--proxy haproxy starts with a local Ray" in capsys.readouterr().err
