@@ -32,7 +32,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from moderation.schema import Post, ScoreResult
 
@@ -194,6 +193,8 @@ def _check_pooled(scorer: Any) -> None:
 def _pooled_probabilities(scorer: Any, prepared: Sequence[Any], owners: list[tuple[int, tuple[int, int]]],
                           variants: list[Any]) -> dict[int, np.ndarray]:
     """Calibrated probabilities of each masked variant, the word's tokens left out of the mean pooling."""
+    import torch  # deferred: `moderation explain`'s parser reads METHODS, and --help stays free of torch
+
     model = scorer.model
     enc = model.encoders["text"]
     by_post: dict[int, list[int]] = {}
@@ -222,6 +223,8 @@ def _pool_masked(scorer: Any, item: Any, ks: list[int], owners: list[tuple[int, 
                  out: dict[int, np.ndarray]) -> None:
     """Probabilities of one post's masked variants: its hidden states (T, d) per pooled layer, re-pooled without
     each variant's words, then the head and the calibration."""
+    import torch  # deferred: as in _pooled_probabilities
+
     model = scorer.model
     special = (offsets[:, 0] == offsets[:, 1])
     keep = attention.float().unsqueeze(0).repeat(len(ks), 1)

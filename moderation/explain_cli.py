@@ -18,7 +18,7 @@ from moderation.dumps import read_jsonl
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `explain` subcommand."""
-    from moderation.explain import METHODS  # deferred: torch (a light home for METHODS would make --help light)
+    from moderation.explain import METHODS  # deferred: numpy (modules stay light at import; --help loads no torch)
 
     p = subparsers.add_parser(
         "explain", help="the words that drove the score of posts sent to review or blocked",
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from moderation.explain import explain, explanations_html  # deferred: torch
+    from moderation.explain import explain, explanations_html  # deferred: numpy; torch when posts are scored
 
     posts: list = [{"id": f"text-{i + 1}", "text": t} for i, t in enumerate(args.text)]
     root = None

@@ -16,7 +16,8 @@ serving, which picks bf16 only where it is both fast and known to keep the model
    bf16 once measured.
 
 An explicit "fp32" or "bf16" is always obeyed; a bf16 that the record refused carries a warning.
-Core module: torch only.
+Core module: torch only, imported where the hardware is asked about, so that the command-line parser can read
+PRECISION_MODES without loading torch.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
-
-import torch
 
 #: The precisions a scorer can run in.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
@@ -52,6 +51,8 @@ class PrecisionError(ValueError):
 
 def _torch_cpu_capabilities() -> Mapping[str, Any]:
     """torch's own CPU feature detection (cpuinfo; torch >= 2.9), or {} when this torch lacks it."""
+    import torch  # deferred: the parser of every subcommand reads this module's constants
+
     get = getattr(getattr(torch, "cpu", None), "get_capabilities", None)
     if get is None:
         return {}
@@ -84,6 +85,8 @@ def cpu_native_bf16() -> list[str]:
 
 def native_bf16(device: torch.device | str) -> tuple[bool, str]:
     """Whether `device` computes bf16 natively (not emulated), and what says so (or why not), for the log."""
+    import torch  # deferred: as in _torch_cpu_capabilities
+
     device = torch.device(device)
     if device.type == "cpu":
         flags = cpu_native_bf16()

@@ -128,3 +128,12 @@ def test_subcommand_modules_are_light_at_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(modules) >= 8 and out.stdout.strip() == "[]", out.stdout
+
+
+def test_help_loads_no_torch():
+    """`moderation --help` (every subcommand's parser built) loads neither torch nor Ray: a second, not several."""
+    code = ("import sys\nfrom moderation.cli import build_parser\nbuild_parser()\n"
+            "print(sorted(h for h in ('torch', 'transformers', 'ray', 'sklearn') if h in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout
