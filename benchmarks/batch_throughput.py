@@ -40,6 +40,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from benchmarks.figures import batch_throughput_figures, record
+from moderation.batch import score_dump
+from moderation.cli import _quiet_libraries
+from moderation.model import collate, ModelConfig, ModerationModel
+from moderation.model_dir import ModelInfo, save_model
+from moderation.scorer import Scorer
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASETS = REPO.parent / "shared" / "datasets"
 TINY_CONFIG = {
@@ -116,8 +123,6 @@ def ceiling(scorer, posts: Sequence[dict[str, Any]], image_root: Path | None, ch
     """Forward-only throughput on pre-made batches built exactly as the job builds them."""
     import torch
 
-    from moderation.model import collate
-
     prepared = []
     for p in posts:
         try:
@@ -147,8 +152,6 @@ def ceiling(scorer, posts: Sequence[dict[str, Any]], image_root: Path | None, ch
 
 def end_to_end(scorer, sample: Path, out: Path, image_root: Path | None, chunk_size: int,
                workers: int | None) -> dict[str, Any]:
-    from moderation.batch import score_dump
-
     if hasattr(scorer, "_clock"):
         scorer._clock.take()
     t, c = time.perf_counter(), time.process_time()
@@ -205,14 +208,8 @@ def _vm_hwm_mib() -> float:
 
 def memory_child(args: argparse.Namespace) -> None:
     """Subprocess: score a dump with the memory configuration, print peak RSS (MiB) as JSON."""
-    from moderation.batch import score_dump
-    from moderation.scorer import Scorer
-
     if args.memory_config == "tiny":
         import torch
-
-        from moderation.model import ModelConfig, ModerationModel
-        from moderation.model_dir import load_model, save_model
 
         model_dir = Path(args.memory_out).with_suffix(".model")
         torch.manual_seed(0)
@@ -220,9 +217,6 @@ def memory_child(args: argparse.Namespace) -> None:
                    trained=True, name="bench-tiny")
         scorer = Scorer.from_dir(model_dir, batch_size=args.batch_size)
     else:  # "default-short": the default encoders, text cut at 16 tokens
-        from moderation.model import ModelConfig, ModerationModel
-        from moderation.model_dir import ModelInfo
-
         cfg = ModelConfig(text_encoder={"name": "all-MiniLM-L6-v2", "pooling": "mean", "max_length": 16})
         info = ModelInfo(path=None, config=cfg, model_version="default-untrained-len16", trained=False,
                          calibration=None, thresholds=None, meta={})
@@ -288,7 +282,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--memory-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from moderation.cli import _quiet_libraries
     _quiet_libraries()
     if args.memory_child:
         memory_child(args)
@@ -298,8 +291,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     import torch
-
-    from moderation.scorer import Scorer
 
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                                           "processor": platform.processor() or platform.machine(),
@@ -383,7 +374,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     if args.record:
-        from benchmarks.figures import batch_throughput_figures, record
         record("batch_throughput", batch_throughput_figures(report))
     return 0
 

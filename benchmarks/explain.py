@@ -16,6 +16,9 @@ import statistics
 import time
 from pathlib import Path
 
+from moderation.explain import explain
+from moderation.scorer import Scorer
+
 DATASET = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "tweeteval_hate" / "data.jsonl"
 
 
@@ -27,9 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=6)
     args = ap.parse_args(argv)
     import torch
-
-    from moderation.explain import explain
-    from moderation.scorer import Scorer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -28,15 +28,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from eval.metrics import roc_auc
+from eval.quality import ANCHORS, ANY
+from moderation.cli import _quiet_libraries
+from moderation.datasets import DEFAULT_DATASETS, default_dataset_specs, load_labelled, post_texts
+from moderation.model import ModelConfig
+from training.config import TrainConfig
+from training.embeddings import embed_posts
+from training.recipes.default_model import MODEL, TRAINING
+from training.train import train, training_scorer
 
 
 def logits_of(model: Any, data: Any, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(N, C) logits of a frozen-encoder model on a LabelledSet, from cached embeddings; (N,) ok."""
     import torch
-
-    from moderation.datasets import post_texts
-    from training.embeddings import embed_posts
-    from training.train import training_scorer
 
     emb = embed_posts(model, training_scorer(model).prepare, data.posts, progress=progress)
     present = torch.from_numpy(emb.present)
@@ -61,14 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-root", default=None, help="shared datasets folder (default: ../shared/datasets)")
     p.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = p.parse_args(argv)
-
-    from eval.quality import ANCHORS, ANY
-    from moderation.cli import _quiet_libraries
-    from moderation.model import ModelConfig
-    from moderation.datasets import DEFAULT_DATASETS, default_dataset_specs, load_labelled
-    from training.recipes.default_model import MODEL, TRAINING
-    from training.config import TrainConfig
-    from training.train import train
 
     _quiet_libraries()
     specs = default_dataset_specs(args.data_root)

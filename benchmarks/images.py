@@ -40,6 +40,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from eval.quality import anchor_metrics
+from moderation.batch import score_dump
+from moderation.hashes import PDQ_MATCH_THRESHOLD, hamming, hex_to_words, pdq_dihedral, pdq_hash
+from moderation.inputs import load_image
+from moderation.ocr import OcrEngine, OcrSettings
+from moderation.scorer import Scorer
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASETS = REPO.parent / "shared" / "datasets"
 PARTS = ("ocr", "throughput", "hashes")
@@ -104,10 +111,6 @@ def ocr_quality(datasets: Path, limit: int | None = None, split_words: bool = Tr
     """WER of OCR vs the dataset's text, and image-only ROC-AUC / F1 with and without OCR (module docstring).
 
     split_words False: OCR without splitting runs of letters into words (to measure what the split does)."""
-    from eval.quality import anchor_metrics
-    from moderation.ocr import OcrEngine, OcrSettings
-    from moderation.scorer import Scorer
-
     root = datasets / "multioff"
     rows = _read_jsonl(root / "data.jsonl")[:limit]
     engine = OcrEngine(OcrSettings(split_joined_words=split_words))
@@ -150,9 +153,6 @@ def ocr_quality(datasets: Path, limit: int | None = None, split_words: bool = Tr
 
 def ocr_throughput(datasets: Path, rows: int, rounds: int) -> dict[str, Any]:
     """Batch rows/s on image-only MultiOFF posts, OCR off vs auto, alternated in one run."""
-    from moderation.batch import score_dump
-    from moderation.scorer import Scorer
-
     root = datasets / "multioff"
     memes = _read_jsonl(root / "data.jsonl")[:rows]
     scorers = {"ocr off": Scorer.default(ocr="off"), "ocr auto": Scorer.default(ocr="auto")}
@@ -228,9 +228,6 @@ def edits() -> dict[str, Any]:
 
 def hash_robustness(datasets: Path, limit: int | None = None) -> dict[str, Any]:
     """Match rate of edited copies, and false matches between distinct images, at the PDQ threshold."""
-    from moderation.hashes import PDQ_MATCH_THRESHOLD, hamming, hex_to_words, pdq_dihedral, pdq_hash
-    from moderation.inputs import load_image
-
     root = datasets / "multioff"
     memes = _read_jsonl(root / "data.jsonl")[:limit]
     paths = [root / r["image"] for r in memes]

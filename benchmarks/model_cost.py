@@ -25,6 +25,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from moderation.cli import _quiet_libraries
+from moderation.datasets import data_root
+from moderation.model_dir import default_model_dir
+from moderation.scorer import Scorer
+
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("tweeteval_hate", "tweeteval_offensive", "gab_hate_corpus", "implicit_hate", "reddit_misogyny")
 
@@ -75,11 +80,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
-
-    from moderation.cli import _quiet_libraries
-    from moderation.model_dir import default_model_dir
-    from moderation.scorer import Scorer
-    from moderation.datasets import data_root
 
     _quiet_libraries()
     torch.set_num_threads(args.threads)

@@ -16,6 +16,9 @@ import json
 import subprocess
 import sys
 
+from moderation.ocr import OcrEngine, OcrSettings
+from moderation.schema import InputError
+
 #: "+budget": the same image with the OCR aspect cap lifted to the input limit's 100:1, so that only the pixel
 #: budget and the deadline bound it.
 CASES = ("caption_640x160", "blank_1x100", "blank_1x100+budget", "strip_200x20000", "strip_200x20000+budget",
@@ -48,8 +51,6 @@ def _child(case: str) -> dict:
     import resource
     import time
 
-    from moderation.ocr import OcrEngine, OcrSettings
-    from moderation.schema import InputError
     from tests.imagegen import caption
 
     name, _, variant = case.partition("+")

@@ -34,6 +34,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from moderation.cli import main as moderation_main
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -59,11 +61,9 @@ def _dump(path: Path, rows: Sequence[dict[str, Any]], start: datetime, prefix: s
 
 
 def run(argv: Sequence[str], figures: dict[str, Any], key: str) -> int:
-    from moderation.cli import main
-
     print(f"\n$ moderation {' '.join(argv)}", flush=True)
     t0 = time.time()
-    status = main(list(argv))
+    status = moderation_main(list(argv))
     figures.setdefault("steps", {})[key] = {"exit": status, "seconds": round(time.time() - t0, 1),
                                            "command": "moderation " + " ".join(argv)}
     print(f"[{key}: exit {status}, {time.time() - t0:.0f} s]", flush=True)

@@ -44,6 +44,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from moderation.cli import _quiet_libraries
+from moderation.datasets import (ALL_DATASETS, DATA_FILE, KNOWN_DATASETS, data_root, DatasetWarning,
+                                 default_dataset_specs, load_labelled)
+from moderation.model import PreparedPost
+from moderation.precision import PRECISIONS, cpu_native_bf16, PrecisionRecord
+from moderation.scorer import Scorer
+
 REFERENCE = "fp32"
 MEASURABLE = ("bf16", "int8")
 ACTIONS = ("allow", "review", "block")
@@ -53,8 +60,6 @@ ACTIONS = ("allow", "review", "block")
 
 def test_split_datasets(root: Path) -> list[str]:
     """Every known shared dataset under `root` that has rows in a test split, ALL_DATASETS order first."""
-    from moderation.datasets import ALL_DATASETS, DATA_FILE, KNOWN_DATASETS
-
     names = [*ALL_DATASETS, *sorted(set(KNOWN_DATASETS) - set(ALL_DATASETS))]
     found = []
     for name in names:
@@ -71,8 +76,6 @@ def load_test_posts(root: Path, name: str, categories: Sequence[str], limit: int
                     seed: int) -> tuple[list[dict[str, Any]], int]:
     """The test split of one shared dataset (moderation.datasets), `limit` posts drawn at random when given.
     Returns (posts, posts in the split)."""
-    from moderation.datasets import DatasetWarning, default_dataset_specs, load_labelled
-
     specs = default_dataset_specs(root, names=[name])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatasetWarning)  # malformed rows are the dataset's business, counted there
@@ -122,8 +125,6 @@ class ForwardClock:
 def build_scorers(scorer: Any, precisions: Sequence[str]) -> dict[str, Any]:
     """One scorer per precision, sharing the reference scorer's model (int8: a quantized copy), calibration and
     policy. They only score posts the reference scorer prepared."""
-    from moderation.scorer import Scorer
-
     out = {REFERENCE: scorer}
     opts = dict(batch_size=scorer.batch_size, policy=scorer.policy, ocr="off", num_workers=0,
                 detect_language=scorer.detect_language)
@@ -221,10 +222,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Score every test split in every precision; the report (see the module docstring)."""
     import torch
     from tqdm.auto import tqdm
-
-    from moderation.model import PreparedPost
-    from moderation.precision import cpu_native_bf16
-    from moderation.scorer import Scorer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -326,8 +323,6 @@ def verdicts(report: dict[str, Any]) -> dict[str, Any]:
 
 def record(report: dict[str, Any], command: str) -> Path:
     """Write the run's verdicts for the precisions a Scorer can run (bf16) into the model's precision.json."""
-    from moderation.precision import PRECISIONS, PrecisionRecord
-
     precisions = {}
     for p, t in report["total"]["against_fp32"].items():
         if p not in PRECISIONS:
@@ -399,8 +394,6 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from moderation.datasets import data_root
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model directory (default: the shipped default model)")
     p.add_argument("--data-root", type=Path, default=None,
@@ -434,7 +427,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         p.error(f"--gate {' '.join(missing)}: not among --precisions")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from moderation.cli import _quiet_libraries
     _quiet_libraries()
     try:
         report = run(args)

@@ -31,8 +31,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from eval.functional.suite import markdown_table as functional_table
-from eval.quality import ANCHORS, ANY, also_table, anchor_metrics, f1_scores, fmt_num, pooled_table
+from eval.metrics import to_jsonable
+from eval.policy import policy_actions
+from eval.predict import predict_logits
+from eval.quality import (ANCHORS, ANY, also_table, anchor_metrics, dataset_figures, f1_scores, fmt_num,
+                          multioff_ablation, pooled_operating, pooled_table)
+from moderation.cli import _quiet_libraries
+from moderation.datasets import default_dataset_specs, load_labelled
+from moderation.model import ModelConfig, ModerationModel
+from moderation.scorer import Scorer
+from training.embeddings import embed_posts
 from training.recipes.default_model import functional_summary
+from training.train import training_scorer
 
 REPO = Path(__file__).resolve().parents[1]
 PROBES = REPO / "eval" / "probes" / "plain_posts.jsonl"
@@ -59,11 +69,6 @@ def baselines(specs: Sequence[Any], *, cache: str | None = None, progress: bool 
 
     from scipy.sparse import hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
-
-    from moderation.model import ModelConfig, ModerationModel
-    from moderation.datasets import load_labelled
-    from training.embeddings import embed_posts
-    from training.train import training_scorer
 
     cats = ["hate", "offensive", "violence"]
     model = ModerationModel(ModelConfig(categories=cats))
@@ -171,11 +176,6 @@ def measure_model(scorer: Any, specs: Sequence[Any], progress: bool = True,
     eval.predict.PredictionSet.load reads them back), e.g. for benchmarks.block_rules."""
     import warnings
 
-    from eval.policy import policy_actions
-    from eval.predict import predict_logits
-    from eval.quality import dataset_figures, multioff_ablation, pooled_operating
-    from moderation.datasets import load_labelled
-
     cats = list(scorer.categories)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -273,11 +273,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--save-predictions", metavar="DIR", type=Path, default=None,
                    help="keep the model's raw val and test predictions in DIR (val.npz, test.npz + .json sidecars)")
     args = p.parse_args(argv)
-
-    from eval.metrics import to_jsonable
-    from moderation.cli import _quiet_libraries
-    from moderation.scorer import Scorer
-    from moderation.datasets import default_dataset_specs
 
     _quiet_libraries()
     specs = default_dataset_specs(args.data_root)

@@ -22,6 +22,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks.figures import record
+from moderation.cli import _quiet_libraries
+from moderation.datasets import ALL_DATASETS, data_root, default_dataset_specs, load_labelled
+from moderation.scorer import Scorer
+
 
 def sample(data: Any, per_dataset: int, seed: int) -> Any:
     """Up to `per_dataset` rows of each dataset of a LabelledSet, drawn without replacement (seeded)."""
@@ -78,10 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     from tqdm import tqdm
 
-    from moderation.cli import _quiet_libraries
-    from moderation.datasets import ALL_DATASETS, data_root, default_dataset_specs, load_labelled
-    from moderation.scorer import Scorer
-
     _quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -122,7 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     if args.record:
-        from benchmarks.figures import record
         record("review_rates", figures)
     return 0
 

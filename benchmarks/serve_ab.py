@@ -38,6 +38,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from serving.cli import read_config
+from serving.loadtest import closed_loop, open_loop, text_bodies
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -143,9 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-    from serving.cli import read_config
-    from serving.loadtest import closed_loop, open_loop, text_bodies
 
     texts, source = load_texts(Path(args.datasets), 512)
     model = str(Path(args.model).resolve()) if args.model else str(REPO / "moderation" / "default_model")

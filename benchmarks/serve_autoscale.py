@@ -21,6 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from serving.cli import read_config
+from serving.loadtest import closed_loop, text_bodies
+from serving.local_ray import local_ray, start_http
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -52,10 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from serving.cli import read_config
-    from serving.loadtest import closed_loop, text_bodies
-    from serving.local_ray import local_ray, start_http
-
     texts, source = load_texts(Path(args.datasets), 512)
     bodies = text_bodies(texts, 1)
     deployment = "ModerationAPI" if args.topology == "fused" else "ModerationModel"
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     with local_ray(num_cpus=max(2, args.max_replicas)) as ray:  # noqa: F841 - Ray stays up for the block
         from ray import serve
 
-        from serving.app import build_app
+        from serving.app import build_app  # deferred: Ray, imported once its loopback environment is set
 
         start_http("127.0.0.1", args.port)
         serve.run(build_app({"model_dir": args.model, "topology": args.topology, "num_cpus": 1, "decode_workers": 0,

@@ -30,6 +30,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmarks.serve_latency import load_texts
+from moderation.decision_log import DecisionLog
+from moderation.schema import Post
+from moderation.scorer import Scorer
+from serving.parsing import format_results, parse_request, request_items
+from serving.schemas import ModerationRequest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -37,8 +44,6 @@ class _StubCore:
     """Stands in for serving.model_core.ModelCore: answers `score` with results computed beforehand."""
 
     def __init__(self, scorer: Any, texts: list[str]) -> None:
-        from moderation.schema import Post
-
         self._describe = scorer.describe()
         self._by_text = {t: r for t, r in zip(texts, scorer.score([Post(id=str(i), text=t) for i, t in enumerate(texts)]))}
 
@@ -95,13 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     from fastapi import FastAPI, Request
     from starlette.requests import Request as StarletteRequest
 
-    from benchmarks.serve_latency import load_texts
-    from moderation.decision_log import DecisionLog
-    from moderation.scorer import Scorer
-    from serving.ingress import ModerationIngress, encode_json
+    from serving.ingress import ModerationIngress, encode_json  # deferred: Ray, imported once its loopback environment is set
     from serving.loadtest import text_bodies
-    from serving.parsing import format_results, parse_request, request_items
-    from serving.schemas import ModerationRequest
 
     texts, source = load_texts(Path(args.datasets), 256)
     scorer = Scorer.from_dir(args.model, num_workers=0) if args.model else Scorer.default(num_workers=0)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import statistics
@@ -34,6 +33,12 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.figures import record, serve_latency_figures
+from moderation.scorer import Scorer
+from serving.cli import DEFAULT_PROXY
+from serving.loadtest import closed_loop, open_loop, text_bodies
+from serving.local_ray import local_ray, start_http
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,8 +64,6 @@ def load_texts(datasets: Path, n: int) -> tuple[list[str], str]:
 
 def load_scorer(args: argparse.Namespace):
     import torch
-
-    from moderation.scorer import Scorer
 
     torch.set_num_threads(max(1, int(args.num_cpus * args.num_replicas)))  # the same cores as all the replicas
     # Batches of --batch-size posts, run in length-sorted chunks of --forward-batch-size, as the replica does.
@@ -104,7 +107,7 @@ def deploy(args: argparse.Namespace, name: str, max_batch_size: int, wait_s: flo
     """Deploy one copy of the app at /<name> and wait until it answers; returns seconds taken."""
     from ray import serve
 
-    from serving.app import build_app
+    from serving.app import build_app  # deferred: Ray, imported once its loopback environment is set
 
     start = time.perf_counter()
     serve.run(build_app(serve_args(args, max_batch_size, wait_s)), name=name, route_prefix=f"/{name}")
@@ -247,9 +250,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from serving.loadtest import closed_loop, open_loop, text_bodies
-    from serving.local_ray import local_ray, start_http
-
     texts, source = load_texts(Path(args.datasets), 512)
     bodies = text_bodies(texts, args.posts_per_request)
     url = {mode: f"http://127.0.0.1:{args.port}/{mode}/v1/moderations" for mode in ("on", "off")}
@@ -276,8 +276,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # /on and /off both deployed: Ray's CPU count is logical, and only one of them works at a time.
     if args.proxy is None:
-        from serving.cli import DEFAULT_PROXY
-
         args.proxy = report["settings"]["proxy"] = DEFAULT_PROXY
     with local_ray(num_cpus=int(2 * args.num_replicas * max(args.num_cpus, 1)), proxy=args.proxy) as ray:
         start_http("127.0.0.1", args.port)
@@ -372,7 +370,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"figures written to {args.out}")
     if args.record:
         sys.path.insert(0, str(REPO))  # run by path: the repository root holds the benchmarks package
-        from benchmarks.figures import record, serve_latency_figures
         record("serve_latency", serve_latency_figures(report), report["command"])
     return 0
 

@@ -17,6 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
+from moderation.scorer import Scorer
 from moderation.textnorm import normalize_text
 
 DATASET = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "tweeteval_hate" / "data.jsonl"
@@ -43,7 +44,6 @@ def _per_post_us(texts: list[str]) -> tuple[float, float]:
 
 
 def _ocr_cost(n: int) -> dict[str, float]:
-    from moderation.scorer import Scorer
     from tests.imagegen import caption, encode
 
     posts = [{"id": str(i), "text": "lol", "image": encode(caption(f"MEME NUMBER {i} SAYS HELLO"))} for i in range(n)]

@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from serving.cluster import free_port, LoopbackCluster
+
 REPO = Path(__file__).resolve().parents[1]
 MODERATION = [sys.executable, "-c", "from moderation.cli import main; raise SystemExit(main())"]
 
@@ -183,8 +185,6 @@ def endpoint_drill(cluster: Any, work: Path, *, requests: int, model: str | None
     """`moderation serve --ray-address` with a replica per node; node_c killed while a client sends requests."""
     import httpx
 
-    from serving.cluster import free_port
-
     cluster.add_node("node_c")
     port = free_port()
     env = {**os.environ, **cluster.env(), "PYTHONPATH": str(REPO)}
@@ -261,8 +261,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout-s", type=float, default=3600, help="limit of each step (default: 3600)")
     p.add_argument("--out", default=None, help="write the figures here as JSON")
     args = p.parse_args(argv)
-
-    from serving.cluster import LoopbackCluster
 
     work = Path(tempfile.mkdtemp(prefix="two-node-"))
     dump = work / "dump.jsonl"

@@ -43,9 +43,15 @@ from moderation.batch import (
     open_work_dir,
     resolve_job,
 )
+from moderation.cli import _quiet_libraries
 from moderation.dumps import DEFAULT_MAX_ROW_BYTES, count_rows, iter_rows
+from moderation.hashes import HashList
 from moderation.inputs import check_text
+from moderation.ocr import check_ocr_mode
+from moderation.policy import Policy
 from moderation.schema import ErrorCode, InputError, Post
+from serving.cluster import connect
+from serving.local_ray import local_ray
 
 #: seq of a Ray row = file index << SEQ_SHIFT | position of the row in its file: sorts in input order.
 SEQ_SHIFT = 40
@@ -116,9 +122,9 @@ class ScorerActor:
     def __init__(self, model: str | None, batch_size: int, precision: str, device: str, workers: int | None,
                  threads: int, ocr: str = "auto", ocr_with_image: bool = False,
                  hash_lists: Sequence[str] = (), policy: str | None = None) -> None:
+        # deferred: torch and the scorer load in the actor's own process, not in the driver
         import torch
 
-        from moderation.cli import _quiet_libraries
         from moderation.scorer import Scorer
 
         _quiet_libraries()
@@ -357,13 +363,9 @@ def _connect(address: str | None, num_cpus: int | None):
         ray = sys.modules.get("ray")
         if ray is not None and ray.is_initialized():
             return lambda: None
-        from serving.local_ray import local_ray
-
         ctx = local_ray(num_cpus=num_cpus)
         ctx.__enter__()
         return lambda: ctx.__exit__(None, None, None)
-    from serving.cluster import connect
-
     ctx = connect(address)  # a cluster on 127.0.0.1 is checked to stay on loopback
     ctx.__enter__()
     return lambda: ctx.__exit__(None, None, None)
@@ -395,7 +397,7 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
         model_str = str(model) if model is not None else None
 
         # The fingerprint needs the model's versions: read them from the model directory without loading weights.
-        from moderation.model_dir import default_model_dir, read_model_info
+        from moderation.model_dir import default_model_dir, read_model_info  # deferred: torch, in jobs that need it
         from moderation.scorer import UNTRAINED_VERSION
 
         model_path = Path(model_str) if model_str else default_model_dir()
@@ -404,7 +406,8 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
             meta = {"model_version": info.model_version, "categories": list(info.config.categories),
                     "thresholds_version": info.thresholds.version if info.thresholds else None}
         else:
-            from moderation.model import ModelConfig
+            from moderation.model import ModelConfig  # deferred: torch, as above
+
             meta = {"model_version": UNTRAINED_VERSION, "categories": list(ModelConfig().categories),
                     "thresholds_version": None}
 
@@ -413,14 +416,9 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
             thresholds_version = meta["thresholds_version"]
             categories = meta["categories"]
 
-        from moderation.hashes import HashList
-        from moderation.ocr import check_ocr_mode
-
         lists = [HashList.load(p) for p in hash_lists]  # refused here, before Ray starts, when missing or invalid
         policy_path = None
         if policy is not None:  # refused here too (PolicyError), before Ray starts
-            from moderation.policy import Policy
-
             Policy.load(policy).check_categories(meta["categories"], str(policy))
             policy_path = str(Path(policy).resolve())
         _Versions.precision = precision
