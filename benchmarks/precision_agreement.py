@@ -44,6 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks.batch_throughput import ForwardClock
 from moderation.cli import _quiet_libraries
 from moderation.datasets import (ALL_DATASETS, DATA_FILE, KNOWN_DATASETS, data_root, DatasetWarning,
                                  default_dataset_specs, load_labelled)
@@ -104,22 +105,6 @@ def int8_model(model: Any) -> Any:
         warnings.simplefilter("ignore")  # torch deprecates the ao path in favour of torchao, which is not installed
         encoder.model = quantize_dynamic(encoder.model, {torch.nn.Linear}, dtype=torch.qint8)
     return q.eval()
-
-
-class ForwardClock:
-    """Seconds spent inside a model's forward (hooks on the top module)."""
-
-    def __init__(self, model: Any) -> None:
-        self.seconds = 0.0
-        self._t = 0.0
-        model.register_forward_pre_hook(self._start)
-        model.register_forward_hook(self._stop)
-
-    def _start(self, *_: Any) -> None:
-        self._t = time.perf_counter()
-
-    def _stop(self, *_: Any) -> None:
-        self.seconds += time.perf_counter() - self._t
 
 
 def build_scorers(scorer: Any, precisions: Sequence[str]) -> dict[str, Any]:
