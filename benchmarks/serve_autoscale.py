@@ -21,11 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serving.cli import read_config
-from serving.loadtest import closed_loop, text_bodies
-from serving.local_ray import local_ray, start_http
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run by path: the repository root holds the benchmarks package
+
+from serving.cli import read_config  # noqa: E402
+from serving.loadtest import closed_loop, text_bodies  # noqa: E402
+from serving.local_ray import local_ray, start_http  # noqa: E402
+
 sys.path.insert(0, str(REPO))
 
 from benchmarks.serve_latency import load_texts  # noqa: E402

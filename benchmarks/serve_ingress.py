@@ -30,14 +30,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.serve_latency import load_texts
-from moderation.decision_log import DecisionLog
-from moderation.schema import Post
-from moderation.scorer import Scorer
-from serving.parsing import format_results, parse_request, request_items
-from serving.schemas import ModerationRequest
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run by path: the repository root holds the benchmarks package
+
+from benchmarks.serve_latency import load_texts  # noqa: E402
+from moderation.decision_log import DecisionLog  # noqa: E402
+from moderation.schema import Post  # noqa: E402
+from moderation.scorer import Scorer  # noqa: E402
+from serving.parsing import format_results, parse_request, request_items  # noqa: E402
+from serving.schemas import ModerationRequest  # noqa: E402
 
 
 class _StubCore:

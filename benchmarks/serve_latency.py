@@ -34,13 +34,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.figures import record, serve_latency_figures
-from moderation.scorer import Scorer
-from serving.cli import DEFAULT_PROXY
-from serving.loadtest import closed_loop, open_loop, text_bodies
-from serving.local_ray import local_ray, start_http
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run by path: the repository root holds the benchmarks package
+
+from benchmarks.figures import record, serve_latency_figures  # noqa: E402
+from moderation.scorer import Scorer  # noqa: E402
+from serving.cli import DEFAULT_PROXY  # noqa: E402
+from serving.loadtest import closed_loop, open_loop, text_bodies  # noqa: E402
+from serving.local_ray import local_ray, start_http  # noqa: E402
 
 
 def load_texts(datasets: Path, n: int) -> tuple[list[str], str]:
@@ -369,7 +370,6 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(report, indent=2))
         print(f"figures written to {args.out}")
     if args.record:
-        sys.path.insert(0, str(REPO))  # run by path: the repository root holds the benchmarks package
         record("serve_latency", serve_latency_figures(report), report["command"])
     return 0
 
