@@ -24,13 +24,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run by path: the repository root holds the benchmarks package
 
+from benchmarks.serve_latency import load_texts  # noqa: E402
 from serving.cli import read_config  # noqa: E402
 from serving.loadtest import closed_loop, text_bodies  # noqa: E402
 from serving.local_ray import local_ray, start_http  # noqa: E402
-
-sys.path.insert(0, str(REPO))
-
-from benchmarks.serve_latency import load_texts  # noqa: E402
 
 
 def running_replicas(serve: Any, app: str, deployment: str) -> int:

@@ -37,6 +37,7 @@ from benchmarks.serve_latency import load_texts  # noqa: E402
 from moderation.decision_log import DecisionLog  # noqa: E402
 from moderation.schema import Post  # noqa: E402
 from moderation.scorer import Scorer  # noqa: E402
+from serving.loadtest import text_bodies  # noqa: E402
 from serving.parsing import format_results, parse_request, request_items  # noqa: E402
 from serving.schemas import ModerationRequest  # noqa: E402
 
@@ -96,13 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000, help="requests per timed loop")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO))
 
     from fastapi import FastAPI, Request
     from starlette.requests import Request as StarletteRequest
 
-    from serving.ingress import ModerationIngress, encode_json  # deferred: Ray, imported once its loopback environment is set
-    from serving.loadtest import text_bodies
+    from serving.ingress import ModerationIngress, encode_json  # deferred: Ray, after its loopback environment
 
     texts, source = load_texts(Path(args.datasets), 256)
     scorer = Scorer.from_dir(args.model, num_workers=0) if args.model else Scorer.default(num_workers=0)
