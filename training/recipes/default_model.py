@@ -32,27 +32,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
-from eval.calibrate import calibrate_model_dir
-from eval.functional.suite import markdown_table, run as run_functional
-from eval.metrics import evaluate, to_jsonable
-from eval.policy import ReviewTarget, policy_actions
-from eval.predict import predict_logits
-from eval.quality import (ANCHORS, also_table, dataset_figures, fmt_flags, fmt_num, image_only, multioff_ablation,
-                          pooled_operating, pooled_table)
-from eval.report import write_report
-from moderation.cli import _quiet_libraries
-from moderation.datasets import (ALL_DATASETS, DEFAULT_DATASETS, KNOWN_DATASETS, DatasetSpec, default_dataset_specs,
-                                 load_labelled)
-from moderation.encoders.text import parse_layers
-from moderation.model import ModelConfig
-from moderation.model_dir import read_model_info, write_metrics
-from moderation.scorer import Scorer
-from training import stance, synthetic
-from training.config import TrainConfig
-from training.train import train
-
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "moderation" / "default_model"
 DEFAULT_REPORT = REPO / "docs" / "default_model_report"
@@ -145,6 +124,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Train, calibrate, measure and (unless --no-install) install the default model."""
+    # deferred: torch, eval and the training loop; `moderation train` (training.cli, a subcommand module that
+    # must stay light) imports this module for its argument list
+    import torch
+
+    from moderation.cli import _quiet_libraries
+    from moderation.model import ModelConfig
+    from moderation.datasets import ALL_DATASETS, DEFAULT_DATASETS, default_dataset_specs
+    from training.config import TrainConfig
+    from training.train import train
+
     _quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -154,10 +143,15 @@ def run(args: argparse.Namespace) -> int:
     specs = default_dataset_specs(args.data_root, names=ALL_DATASETS if train_cfg.pop("datasets", "") == "all" else DEFAULT_DATASETS)
     measured_specs = list(specs)  # calibration, policy and test figures: real data only
     if args.mode == "full":
+        # deferred: as in run()
+        from moderation.datasets import DatasetSpec
+        from training import synthetic
         specs.append(DatasetSpec(path=synthetic.write_synthetic(work.parent / f"{synthetic.NAME}.jsonl", args.seed),
                                  labels=dict(synthetic.LABELS), name=synthetic.NAME))
         conan = [s for s in specs if s.name == "conan"]
         if args.stance and conan:
+            # deferred: as in run()
+            from training import stance
             specs.append(DatasetSpec(path=stance.write_stance(work.parent / f"{stance.NAME}.jsonl", conan[0].path, args.seed),
                                      labels=dict(stance.LABELS), name=stance.NAME))
     max_length = args.max_length or train_cfg.pop("max_length", 128)
@@ -169,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         if args.text_layers == "last":
             model_cfg["text_encoder"].pop("layers", None)
         else:
+            # deferred: as in run()
+            from moderation.encoders.text import parse_layers
             model_cfg["text_encoder"]["layers"] = parse_layers(args.text_layers, also=", or 'last'")
     if args.mode != "frozen":
         model_cfg["finetune"] = {"text": args.mode, "image": "frozen"}
@@ -191,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         train(specs, work, ModelConfig(**model_cfg), TrainConfig(**train_cfg), name="default")
     train_seconds = time.time() - t0
     if args.skip_train:  # the training run's own time, as its config.json recorded it (embedding excluded)
+        # deferred: as in run()
+        from moderation.model_dir import read_model_info
         train_seconds = float(read_model_info(work).meta.get("training", {}).get("seconds") or 0.0)
     command = "python -m training.recipes.default_model" + (f" --mode {args.mode}" if args.mode != "frozen" else "")
     command += f" --lora-layers {args.lora_layers}" if args.lora_layers else ""
@@ -209,6 +207,11 @@ def calibration_predictions(scorer: Any, specs: list, progress: bool = True) -> 
     """(val LabelledSet, val predictions, image-only predictions or None): the val splits, and, for a model that
     reads images, the MultiOFF val memes as image-only posts scored without OCR (input type "image"), for the
     calibration of pictures without text."""
+    # deferred: as in run()
+    from eval.predict import predict_logits
+    from eval.quality import image_only
+    from moderation.datasets import load_labelled
+
     cats = scorer.categories
     val = load_labelled(specs, cats, "val")
     val_pred = predict_logits(scorer, val, progress=progress)
@@ -228,6 +231,17 @@ def calibrate_and_measure(model_dir: Path, specs: list, report_dir: Path, recipe
                           report: bool = True) -> dict[str, Any]:
     """Calibrate and fit the policy on the val splits, measure on the test splits, write metrics.json,
     MODEL_CARD.md and (unless report is False) the HTML report."""
+    # deferred: as in run()
+    from eval.calibrate import calibrate_model_dir
+    from eval.metrics import evaluate, to_jsonable
+    from eval.policy import ReviewTarget, policy_actions
+    from eval.predict import predict_logits
+    from eval.quality import dataset_figures, multioff_ablation, pooled_operating
+    from eval.report import write_report
+    from moderation.model_dir import read_model_info, write_metrics
+    from moderation.scorer import Scorer
+    from moderation.datasets import load_labelled
+
     scorer = Scorer.from_dir(model_dir)
     cats = scorer.categories
     with warnings.catch_warnings(record=True) as caught:
@@ -301,6 +315,10 @@ def calibrate_and_measure(model_dir: Path, specs: list, report_dir: Path, recipe
 
 def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> str:
     """The model card (Markdown) with the measured test figures."""
+    # deferred: as in run()
+    from eval.quality import ANCHORS, also_table, fmt_flags, fmt_num, pooled_table
+    from moderation.datasets import KNOWN_DATASETS
+
     cfg = info.config
     t = metrics["test"]
     tc = training.get("config", {})
@@ -376,6 +394,8 @@ def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> 
         for label, fig in t["multioff_ablation"].items():
             lines.append(f"| {label} | {fig['f1']:.3f} | {fig['roc_auc']:.3f} |")
     if metrics.get("functional"):
+        # deferred: as in run()
+        from eval.functional.suite import markdown_table
         lines += ["", "Functional suite (eval/functional/cases.jsonl: hand-written cases, one behaviour each, never trained "
                   "on; allow cases pass when allowed, the others when reviewed or blocked):", "",
                   markdown_table(metrics["functional"]).strip()]
@@ -395,6 +415,9 @@ def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> 
 
 def functional_summary(scorer: Any) -> dict[str, Any] | None:
     """The functional suite's pass rates per behaviour (eval.functional), without the per-case lists."""
+    # deferred: as in run()
+    from eval.functional.suite import run as run_functional
+
     summary = run_functional(scorer)["summary"]
     summary["behaviours"] = {b: {k: v for k, v in e.items() if k != "failed_ids"} for b, e in summary["behaviours"].items()}
     summary.update(model_version=scorer.model_version, policy_version=getattr(scorer.policy, "version", None))
@@ -402,6 +425,8 @@ def functional_summary(scorer: Any) -> dict[str, Any] | None:
 
 
 def print_summary(metrics: dict[str, Any]) -> None:
+    # deferred: as in run()
+    from eval.quality import ANCHORS, fmt_flags
 
     t = metrics["test"]
     print(f"\nmodel {metrics['model_version']}: official test splits")
