@@ -271,7 +271,7 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
                         min_positives: int = DEFAULT_MIN_POSITIVES, seed: int = 0, progress: bool = True,
                         predictions: Any = None, review: Any = "default", languages: Any = None,
                         not_judged: str | None = None,
-                        extra_calibration: Any = None) -> tuple[Calibration, Thresholds]:
+                        extra_calibration: Any = None, block_rule: str = "pooled") -> tuple[Calibration, Thresholds]:
     """Predict on `data` (a held-out calibration LabelledSet), fit calibration, thresholds and the moderation
     policy, and write them into the model directory.
 
@@ -284,7 +284,9 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
     model's config.json records for its training data, else English). not_judged: the policy's action for a
     category none of a post's inputs can judge ("allow", the default, or "review"). extra_calibration: a PredictionSet used
     for the calibration only, not for thresholds and policy (e.g. image-only copies of posts, so that
-    pictures without text get a calibration of their own).
+    pictures without text get a calibration of their own). block_rule: how the policy's block threshold is fitted
+    (eval.policy.BLOCK_RULES): "pooled" (the precision target over every calibration row) or "each_dataset" (and on
+    every dataset of `data` on its own; the thresholds.json cut-offs stay pooled).
     scorer: an already loaded Scorer of this directory (loaded here when None); its calibration, thresholds and
     policy are updated in place so that it scores like a freshly loaded one. predictions: a PredictionSet of
     `data` already computed with this model (skips the prediction pass).
@@ -342,7 +344,8 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
     review_target = ReviewTarget(*DEFAULT_REVIEW) if review == "default" else review
     if review_target is not None:
         policy = fit_policy(probs, predictions.labels[ok], cats, block_precision=target_precision, review=review_target,
-                            confidence=confidence, languages=languages, min_positives=min_positives)
+                            confidence=confidence, languages=languages, min_positives=min_positives,
+                            block_rule=block_rule, sources=list(np.asarray(predictions.sources, dtype=object)[ok]))
     else:
         policy = from_thresholds(thresholds, languages)
     if not_judged is not None:

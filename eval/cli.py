@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from moderation.cli import add_model_args, build_scorer, untrained_banner
-from moderation.policy import LanguageRule
+from moderation.policy import BLOCK_RULES, EACH_DATASET_MIN_FLAGGED, LanguageRule
 
 DATA_HELP = ("labelled dataset: PATH[:FIELD=CATEGORY,...][@NAME], PATH a JSONL file or a folder holding data.jsonl "
              "(rows: id, text, image, label fields, split); repeat for several. Default: the shared datasets "
@@ -160,14 +160,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         cal, thr = calibrate_model_dir(args.model, data, target_precision=args.target_precision, method=args.method,
                                        confidence=args.confidence, scorer=scorer, min_positives=args.min_positives,
                                        seed=args.seed, progress=not args.no_progress, review=review,
-                                       languages=languages, not_judged=args.not_judged or scorer.policy.not_judged)
+                                       languages=languages, not_judged=args.not_judged or scorer.policy.not_judged,
+                                       block_rule=args.block_rule)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     policy = scorer.policy
     print(f"\ncalibration {cal.version}, thresholds {thr.version}, policy {policy.version} written to "
           f"{Path(args.model).resolve()}")
     review_goal = f"review for {review.kind} {review.value:g}" if review else "no review band"
-    print(f"block: precision {args.target_precision:g} ({args.confidence:.0%} Clopper-Pearson lower bound); {review_goal}; "
+    rule = "" if args.block_rule == "pooled" else ", on every dataset on its own too"
+    print(f"block: precision {args.target_precision:g} ({args.confidence:.0%} Clopper-Pearson lower bound{rule}); {review_goal}; "
           f"languages {', '.join(policy.languages.trained)} (others: {policy.languages.action}); "
           f"categories no input can judge: {policy.not_judged}\n")
     print(f"{'category':<12} {'method':<12} {'block':>7} {'prec':>6} {'(lb)':>6} {'recall':>7} {'review':>7} "
@@ -182,12 +184,17 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         te = thr.categories.get(c, {})
         pe = policy.categories.get(c)
         rf = (pe.meta.get("review_fit") if pe is not None else None) or {}
-        print(f"{c:<12} {ce.get('method', 'identity'):<12} {f(te.get('threshold'), 7)} {f(te.get('precision'), 6)} "
-              f"{f(te.get('precision_lower_bound'), 6)} {f(te.get('recall'), 7)} {f(pe.review if pe else None, 7)} "
+        # the policy's block fit (the same as thresholds.json under the pooled rule; raised under each_dataset)
+        bf = {**te, **((pe.meta.get("block_fit") if pe is not None else None) or {}), "threshold": pe.block if pe else None}
+        print(f"{c:<12} {ce.get('method', 'identity'):<12} {f(bf.get('threshold'), 7)} {f(bf.get('precision'), 6)} "
+              f"{f(bf.get('precision_lower_bound'), 6)} {f(bf.get('recall'), 7)} {f(pe.review if pe else None, 7)} "
               f"{f(rf.get('review_share'), 9)} {f(rf.get('review_precision'), 8)} {f(rf.get('block_or_review_recall'), 10)}  "
-              f"{te.get('status')}")
-        if te.get("threshold") is None:
-            notes.append(f"{c}: {te.get('reason')}")
+              f"{bf.get('status')}")
+        if bf.get("threshold") is None:
+            notes.append(f"{c}: {bf.get('reason')}")
+        elif bf.get("binding_dataset"):
+            notes.append(f"{c}: block threshold raised from {te.get('threshold'):.4f} (pooled) to {bf['threshold']:.4f} "
+                         f"so that {bf['binding_dataset']} on its own keeps block precision {args.target_precision:g}")
         if rf.get("status") == "unreachable":
             notes.append(f"{c} review: {rf.get('reason')}")
     for line in notes:
@@ -295,6 +302,11 @@ def register(subparsers: Any) -> None:
     _add_data_args(cal, "val")
     cal.add_argument("--target-precision", "--block-precision", type=float, default=0.9,
                      help="precision automatic blocks must reach (lower confidence bound; default 0.9)")
+    cal.add_argument("--block-rule", choices=BLOCK_RULES, default="pooled",
+                     help="pooled (default): the block precision target over all calibration rows; each_dataset: "
+                          "and on every dataset on its own where it blocks at least "
+                          f"{EACH_DATASET_MIN_FLAGGED} posts (a pool is dominated by the easy datasets; "
+                          "docs/evaluation.md)")
     cal.add_argument("--method", choices=("auto", "temperature", "platt", "isotonic"), default="auto",
                      help="calibration method (default auto: lowest cross-validated log-loss per category)")
     cal.add_argument("--confidence", type=float, default=0.95,

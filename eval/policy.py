@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from moderation.policy import CategoryPolicy, LanguageRule, Policy, policy_version
+from moderation.policy import BLOCK_RULES, EACH_DATASET_MIN_FLAGGED, CategoryPolicy, LanguageRule, Policy, policy_version
 
 from eval.metrics import clopper_pearson_lower, to_jsonable
 from eval.thresholds import select_threshold, threshold_candidates
@@ -34,12 +34,6 @@ DEFAULT_BLOCK_PRECISION = 0.90
 DEFAULT_REVIEW = ("recall", 0.90)
 RECALL_GRID: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 BLOCK_GRID: tuple[float, ...] = (0.8, 0.85, 0.9, 0.95)
-#: How the block threshold is fitted: "pooled" (the precision lower bound over all calibration rows) or
-#: "each_dataset" (that, and the precision must also reach the target on every dataset on its own wherever it
-#: blocks at least EACH_DATASET_MIN_FLAGGED posts: a pooled split is dominated by the datasets that are easy to
-#: block, and a platform's traffic looks like one dataset, not the pool).
-BLOCK_RULES: tuple[str, ...] = ("pooled", "each_dataset")
-EACH_DATASET_MIN_FLAGGED = 10
 
 
 @dataclass(frozen=True)

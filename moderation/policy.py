@@ -53,6 +53,13 @@ ACTIONS: tuple[str, ...] = ("allow", "review", "block")
 LANGUAGE_ACTIONS: tuple[str, ...] = ("review", "allow", "block")
 #: What may happen to a category that none of a post's inputs can judge (never "block": there is no evidence).
 NOT_JUDGED_ACTIONS: tuple[str, ...] = ("allow", "review")
+#: How a policy's block threshold is fitted (eval.policy.fit_policy, `moderation calibrate --block-rule`):
+#: "pooled" (the precision lower bound over all calibration rows) or "each_dataset" (that, and the precision must
+#: also reach the target on every dataset on its own wherever it blocks at least EACH_DATASET_MIN_FLAGGED posts:
+#: a pooled split is dominated by the datasets that are easy to block, and a platform's traffic looks like one
+#: dataset, not the pool). Here, not in eval.policy, so that the CLI's parser needs no numpy.
+BLOCK_RULES: tuple[str, ...] = ("pooled", "each_dataset")
+EACH_DATASET_MIN_FLAGGED = 10
 #: The suffix of a policy version that names its term lists (see `lists_version`).
 _LISTS_SUFFIX = re.compile(r"\+lists-[0-9a-f]{12}$")
 

@@ -250,3 +250,32 @@ def test_a_refit_keeps_the_policy_term_lists_and_their_version(tiny_model_dir, l
     result = scorer.score([{"id": "1", "text": "I will kill you"}])[0]
     assert result.action == "block" and result.reasons[0]["rule"] == "term_list"
     assert result.policy_version == again.version
+
+
+def test_calibrate_model_dir_each_dataset_rule_raises_the_policy_block_only(tiny_model_dir):
+    """block_rule="each_dataset" reaches policy.json through calibrate_model_dir with each row's dataset:
+    the policy's block is raised until the hard dataset keeps the target; thresholds.json stays pooled."""
+    from types import SimpleNamespace
+
+    from eval.predict import PredictionSet
+    from tests.eval.test_policy_fit import _two_datasets
+
+    y, p, src = _two_datasets()
+    n = len(y)
+    logits = np.log(p / (1 - p))
+    preds = PredictionSet(ids=[str(i) for i in range(n)], logits=np.c_[logits, logits], labels=np.c_[y, y],
+                          slices=np.array(["text"] * n, dtype=object), ok=np.ones(n, dtype=bool), errors={},
+                          categories=["hate", "offensive"], sources=list(src), splits=["val"] * n)
+    data = SimpleNamespace(sources=list(src), splits=["val"] * n)
+    _, pooled_thr = calibrate_model_dir(tiny_model_dir, data, predictions=preds, progress=False, method="temperature")
+    pooled = json.loads((tiny_model_dir / "policy.json").read_text())
+    _, thr = calibrate_model_dir(tiny_model_dir, data, predictions=preds, progress=False, method="temperature",
+                                 block_rule="each_dataset")
+    each = json.loads((tiny_model_dir / "policy.json").read_text())
+    assert pooled["fitted"]["block_rule"] == "pooled" and each["fitted"]["block_rule"] == "each_dataset"
+    assert thr.categories["hate"]["threshold"] == pooled_thr.categories["hate"]["threshold"]
+    assert pooled["categories"]["hate"]["block"] == pytest.approx(pooled_thr.categories["hate"]["threshold"])
+    assert each["categories"]["hate"]["block"] > pooled["categories"]["hate"]["block"]
+    assert each["categories"]["hate"]["block_fit"]["binding_dataset"] == "hard"
+    with pytest.raises(ValueError, match="block_rule"):
+        calibrate_model_dir(tiny_model_dir, data, predictions=preds, progress=False, block_rule="strictest")

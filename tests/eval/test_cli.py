@@ -70,6 +70,13 @@ def test_calibrate_evaluate_report(tiny_model_dir, labelled_folder, tmp_path, ca
     comparison = json.loads((rep2 / "report.json").read_text())["comparison"]["figures"]
     assert comparison["offensive"]["ROC-AUC"]["delta"] == 0.0  # the same model on both sides
 
+    # The block rule: each dataset on its own must keep the block precision (recorded in policy.json).
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(tiny_model_dir), "--data", spec, "--split", "val", "--no-progress",
+                 "--min-positives", "10", "--block-rule", "each_dataset"]) == 0
+    assert "on every dataset on its own too" in capsys.readouterr().out
+    assert json.loads((tiny_model_dir / "policy.json").read_text())["fitted"]["block_rule"] == "each_dataset"
+
 
 def test_cli_user_errors(tiny_model_dir, labelled_folder, tmp_path, capsys):
     spec = f"{labelled_folder}:off_label=offensive@toyset"
