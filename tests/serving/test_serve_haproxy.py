@@ -59,17 +59,26 @@ def test_haproxy_request_path_keeps_the_contracts(tmp_path: Path, tiny_serving_m
             time.sleep(2)
         assert ready.json()["ready"] is True
 
-        procs = _session_processes(proc.pid)
-        names = {p.name() for p in procs if p.is_running()}
+        def listeners() -> tuple[set[str], list[tuple[int, str, str, int]]]:
+            procs = _session_processes(proc.pid)
+            found = []
+            for p in procs:
+                try:
+                    for conn in p.net_connections(kind="inet"):
+                        if conn.status == psutil.CONN_LISTEN:
+                            found.append((p.pid, p.name(), conn.laddr.ip, conn.laddr.port))
+                except psutil.Error:
+                    continue
+            return {p.name() for p in procs if p.is_running()}, found
+
+        # Ray reloads HAProxy (a new process takes the sockets over) as replicas come up: look again for a while.
+        until = time.monotonic() + 60
+        while True:
+            names, listening = listeners()
+            if any(name == "haproxy" and port_ == port for _, name, _, port_ in listening) or time.monotonic() > until:
+                break
+            time.sleep(2)
         assert "haproxy" in names, f"no HAProxy among the server's processes: {sorted(names)}"
-        listening = []
-        for p in procs:
-            try:
-                for conn in p.net_connections(kind="inet"):
-                    if conn.status == psutil.CONN_LISTEN:
-                        listening.append((p.pid, p.name(), conn.laddr.ip, conn.laddr.port))
-            except psutil.Error:
-                continue
         assert any(name == "haproxy" and port_ == port for _, name, _, port_ in listening), listening
         beyond = [entry for entry in listening if not entry[2].startswith(LOOPBACK)]
         assert not beyond, f"listening beyond loopback: {beyond}"
