@@ -37,7 +37,7 @@ from eval.predict import predict_logits
 from eval.quality import (ANCHORS, ANY, also_table, anchor_metrics, dataset_figures, f1_scores, fmt_num,
                           multioff_ablation, pooled_operating, pooled_table)
 from moderation.cli import _quiet_libraries
-from moderation.datasets import ALL_DATASETS, DEFAULT_DATASETS, default_dataset_specs, load_labelled
+from moderation.datasets import ALL_DATASETS, default_dataset_specs, load_labelled
 from moderation.model import ModelConfig, ModerationModel
 from moderation.scorer import Scorer
 from training.embeddings import embed_posts
@@ -279,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     _quiet_libraries()
-    specs = default_dataset_specs(args.data_root, names=ALL_DATASETS if args.all_datasets else DEFAULT_DATASETS)
+    baseline_specs = default_dataset_specs(args.data_root)  # the baselines are fitted on the default eight
+    specs = default_dataset_specs(args.data_root, names=ALL_DATASETS) if args.all_datasets else baseline_specs
 
     def write(result: dict[str, Any]) -> None:
         if args.out:
@@ -288,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nfigures written to {args.out}")
 
     if args.baselines_only:
-        write({"baselines": baselines(default_dataset_specs(args.data_root), progress=not args.quiet)})
+        write({"baselines": baselines(baseline_specs, progress=not args.quiet)})
         return 0
     scorer = Scorer.from_dir(args.model) if args.model else Scorer.default()
     if not scorer.trained:
@@ -300,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = None
     if not args.no_baselines:
         print("baselines (fit on the train splits, threshold chosen on val, measured on test):")
-        base = baselines(default_dataset_specs(args.data_root), progress=not args.quiet)
+        base = baselines(baseline_specs, progress=not args.quiet)
     result = {"model": model, "baselines": base, "anchors": {n: a.__dict__ for n, a in ANCHORS.items()},
               "seconds": round(time.time() - t0, 1)}
     print(f"\nmodel {model['model_version']} (policy {model['policy_version']})\n")

@@ -345,7 +345,9 @@ def calibrate_model_dir(model_dir: str | os.PathLike, data: Any, *, target_preci
     if review_target is not None:
         policy = fit_policy(probs, predictions.labels[ok], cats, block_precision=target_precision, review=review_target,
                             confidence=confidence, languages=languages, min_positives=min_positives,
-                            block_rule=block_rule, sources=list(np.asarray(predictions.sources, dtype=object)[ok]))
+                            block_rule=block_rule,  # the rows' datasets, where the predictions name them
+                            sources=list(np.asarray(predictions.sources, dtype=object)[ok])
+                            if len(predictions.sources) == len(predictions) else None)
     else:
         policy = from_thresholds(thresholds, languages)
     if not_judged is not None:

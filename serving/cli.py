@@ -17,6 +17,7 @@ from typing import Any
 from moderation.cli import add_model_args
 from serving.cluster import serve_on_cluster
 from serving.haproxy import PROXY_CHOICES, resolve_proxy
+from serving.loadtest import LOOPBACK
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -149,15 +150,15 @@ def check_port(host: str, port: int) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from serving.schemas import ServeArgs  # deferred: pydantic; Ray, FastAPI and torch below
 
-    if args.ray_address and args.proxy == "haproxy":
-        print("error: --proxy haproxy starts with a local Ray; with --ray-address the cluster's proxy serves",
-              file=sys.stderr)
-        return 2
     app_args, host, port = _serve_args(args)
-    proxy, why = resolve_proxy(args.proxy, args.ray_address, host)
+    try:
+        proxy, why = resolve_proxy(args.proxy, args.ray_address, host)
+    except ValueError as exc:  # a request path this server cannot have: said before anything starts
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     serve_args = ServeArgs.model_validate(app_args)  # a config mistake is reported before Ray starts
     check_port(host, port)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOOPBACK:
         print(f"WARNING: binding {host}: the endpoint is reachable from other machines"
               + ("" if serve_args.auth_token_env else " and has NO authentication (see --auth-token-env)"), file=sys.stderr)
 

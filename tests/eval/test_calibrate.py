@@ -279,3 +279,10 @@ def test_calibrate_model_dir_each_dataset_rule_raises_the_policy_block_only(tiny
     assert each["categories"]["hate"]["block_fit"]["binding_dataset"] == "hard"
     with pytest.raises(ValueError, match="block_rule"):
         calibrate_model_dir(tiny_model_dir, data, predictions=preds, progress=False, block_rule="strictest")
+    # Predictions that do not name their datasets: the pooled rule fits as before, each_dataset says what it needs.
+    unnamed = PredictionSet(ids=preds.ids, logits=preds.logits, labels=preds.labels, slices=preds.slices, ok=preds.ok,
+                            errors={}, categories=preds.categories)
+    _, again = calibrate_model_dir(tiny_model_dir, data, predictions=unnamed, progress=False, method="temperature")
+    assert again.categories["hate"]["threshold"] == pooled_thr.categories["hate"]["threshold"]
+    with pytest.raises(ValueError, match="needs the dataset of every row"):
+        calibrate_model_dir(tiny_model_dir, data, predictions=unnamed, progress=False, block_rule="each_dataset")

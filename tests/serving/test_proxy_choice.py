@@ -40,6 +40,8 @@ def test_haproxy_refuses_a_host_beyond_loopback_and_unknown_choices():
         resolve_proxy("haproxy", host="0.0.0.0")
     with pytest.raises(ValueError, match="--proxy must be one of"):
         resolve_proxy("nginx")
+    with pytest.raises(ValueError, match="starts with a local Ray"):
+        resolve_proxy("haproxy", ray_address="127.0.0.1:6379")
 
 
 def test_serve_haproxy_on_another_host_is_refused_before_anything_starts(capsys):

