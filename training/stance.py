@@ -5,8 +5,9 @@ this teaches what a post *does* with a hateful sentence, not what it is about.
 Why: the shared data have counter-speech (CONAN counter-narratives, Qian interventions) that answers hate without
 quoting it, and hate that is never quoted. A model trained on them learns that a hateful sentence inside a post
 means hate, so counter-speech that quotes or names the hate it rejects is held. These rows pair each quoted
-sentence with a rejecting or reporting frame (hate 0, violence 0, offensive unknown: a rejection may itself be
-rude) and with an endorsing frame (hate 1, offensive 1, violence unknown: CONAN's own labels for its hate speech).
+sentence with a rejecting or reporting frame (hate 0, offensive unknown: a rejection may itself be rude; violence 0,
+or unknown with `benign_violence=None`) and with an endorsing frame (hate 1, offensive 1, violence unknown: CONAN's
+own labels for its hate speech).
 
 Only CONAN's `train` split is quoted, so its val and test hate speech and counter-narratives stay unseen. The
 frames were written for this module without reading the functional suite (eval/functional/), and every generated
@@ -80,8 +81,13 @@ def conan_train_hate(conan_path: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def stance_rows(conan_path: str | Path, n_quotes: int = 1500, seed: int = 0, exclude: Iterable[str] = ()) -> list[dict]:
+def stance_rows(conan_path: str | Path, n_quotes: int = 1500, seed: int = 0, exclude: Iterable[str] = (),
+                benign_violence: int | None = 0) -> list[dict]:
     """Two posts per sampled quote: one rejecting or reporting it (hate 0), one endorsing it (hate 1).
+
+    `benign_violence` is the rejecting or reporting post's violence label: 0, or None (unknown, masked): the
+    reporting frames name attacks and police, and 0 there may teach the violence head that violent words in a
+    post are benign.
 
     Both posts of a quote share a split (85% train / 15% val by the quote's id), so a quote seen in training never
     judges the early stopping. Posts within word-Jaccard NEAR_DUPLICATE of an `exclude` text are left out.
@@ -96,7 +102,7 @@ def stance_rows(conan_path: str | Path, n_quotes: int = 1500, seed: int = 0, exc
     for qid, q in quotes[:n_quotes]:
         split = "val" if int(hashlib.sha1(qid.encode()).hexdigest()[:4], 16) % 100 < 15 else "train"
         benign_frame = rng.choice(REJECT if rng.random() < 0.75 else REPORT)
-        pairs = [(benign_frame, {"hate": 0, "offensive": None, "violence": 0}),
+        pairs = [(benign_frame, {"hate": 0, "offensive": None, "violence": benign_violence}),
                  (rng.choice(ENDORSE), {"hate": 1, "offensive": 1, "violence": None})]
         for frame, labels in pairs:
             text = frame.format(q=q.rstrip(".") if '"{q}".' in frame else q)  # no '."."'
@@ -108,11 +114,12 @@ def stance_rows(conan_path: str | Path, n_quotes: int = 1500, seed: int = 0, exc
     return rows
 
 
-def write_stance(path: str | Path, conan_path: str | Path, seed: int = 0, n_quotes: int = 1500) -> Path:
+def write_stance(path: str | Path, conan_path: str | Path, seed: int = 0, n_quotes: int = 1500,
+                 benign_violence: int | None = 0) -> Path:
     """Write the stance posts (none near a functional-suite case) as a dataset JSONL file; returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
-        for row in stance_rows(conan_path, n_quotes, seed, exclude=functional_texts()):
+        for row in stance_rows(conan_path, n_quotes, seed, exclude=functional_texts(), benign_violence=benign_violence):
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path

@@ -62,3 +62,11 @@ def test_written_file_loads_with_masked_unknowns(tmp_path):
     hate, offensive = data.labels[:, 0], data.labels[:, 1]
     assert set(np.unique(hate)) == {0.0, 1.0}
     assert np.isnan(offensive[hate == 0]).all() and (offensive[hate == 1] == 1).all()
+
+
+def test_benign_violence_unknown_is_masked(tmp_path):
+    path = stance.write_stance(tmp_path / "stance.jsonl", _conan(tmp_path), n_quotes=30, benign_violence=None)
+    data = load_labelled([DatasetSpec(path, dict(stance.LABELS), stance.NAME)], ["hate", "offensive", "violence"], "train")
+    assert len(data) > 0
+    assert np.isnan(data.labels[:, 2]).all()  # every stance post's violence unknown: none a violence negative
+    assert set(np.unique(data.labels[:, 0])) == {0.0, 1.0}

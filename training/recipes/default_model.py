@@ -113,6 +113,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-stance", dest="stance", action="store_false",
                    help="full mode: leave out the synthetic stance posts (CONAN train hate quoted in rejecting, reporting "
                         "and endorsing frames: training.stance)")
+    p.add_argument("--stance-violence", choices=["zero", "unknown"], default="zero",
+                   help="full mode: the violence label of the rejecting and reporting stance posts (default: %(default)s)")
     p.add_argument("--no-install", action="store_true", help="train, calibrate and measure, but do not copy into --out")
     p.add_argument("--skip-train", action="store_true", help="reuse the trained model in --work-dir (recalibrate and re-measure)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report and the MultiOFF ablation")
@@ -152,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
         if args.stance and conan:
             # deferred: as in run()
             from training import stance
-            specs.append(DatasetSpec(path=stance.write_stance(work.parent / f"{stance.NAME}.jsonl", conan[0].path, args.seed),
+            specs.append(DatasetSpec(path=stance.write_stance(
+                work.parent / f"{stance.NAME}.jsonl", conan[0].path, args.seed,
+                benign_violence=0 if args.stance_violence == "zero" else None),
                                      labels=dict(stance.LABELS), name=stance.NAME))
     max_length = args.max_length or train_cfg.pop("max_length", 128)
     train_cfg.pop("max_length", None)
@@ -194,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     command += f" --lora-layers {args.lora_layers}" if args.lora_layers else ""
     command += f" --text-encoder {args.text_encoder}" if args.text_encoder else ""
     command += f" --text-layers {args.text_layers}" if args.text_layers else ""
+    command += f" --stance-violence {args.stance_violence}" if args.mode == "full" and args.stance_violence != "zero" else ""
     metrics = calibrate_and_measure(work, measured_specs, Path(args.report_dir), report=not args.no_report, recipe={
         "command": command, "mode": args.mode, "train_seconds": round(train_seconds), "seed": args.seed})
     print_summary(metrics)
