@@ -137,7 +137,7 @@ def ceiling(scorer, posts: Sequence[dict[str, Any]], image_root: Path | None, ch
         window = sorted(window, key=lambda p: len(p.text or ""))
         for b in range(0, len(window), scorer.batch_size):
             batches.append(collate(window[b:b + scorer.batch_size], scorer.model, scorer.device))
-    with torch.inference_mode(), scorer._autocast():
+    with torch.inference_mode(), scorer._autocast(scorer.precision != "fp32"):  # bf16-guarded: its bf16 pass
         scorer.model(batches[0])  # warm-up (allocator, one-time kernel choices)
         if hasattr(scorer, "_clock"):
             scorer._clock.take()
@@ -261,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--image-sample", type=int, default=300)
     p.add_argument("--naive-text", type=int, default=300)
     p.add_argument("--naive-image", type=int, default=60)
-    p.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16", "bf16-guarded"],
                    help="precisions to measure (default: auto, what `moderation score` runs; a run is labelled "
                         "with the precision auto chose)")
     p.add_argument("--batch-size", type=int, default=32)

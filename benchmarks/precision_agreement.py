@@ -4,27 +4,35 @@ precision by the same model, its calibration and its policy; the decisions compa
     python -m benchmarks.precision_agreement                         # shipped default model, every test split
     python -m benchmarks.precision_agreement --limit 800 --record    # a sample per dataset; write precision.json
     python -m benchmarks.precision_agreement --model DIR --precisions bf16 --tolerance-blocks 0
+    python -m benchmarks.precision_agreement --limit 400 --precisions bf16 bf16-guarded --record
 
 Each dataset's test split is loaded through moderation.datasets (every shared dataset with a test split: the
 default model's, the hard negatives and the Jigsaw sample), `--limit` posts drawn from each at random (seed
 `--seed`) when given. Posts are prepared once (text checks, image decoding, OCR: precision-independent), then
 scored by the model in fp32 (the reference: the thresholds are fitted in it), in bf16 autocast and in int8
 (dynamic quantization of the text encoder's Linear layers, torch.ao.quantization.quantize_dynamic), in an order
-that rotates per dataset so that a change of the machine's load hits each alike. Printed per dataset and in
+that rotates per dataset so that a change of the machine's load hits each alike.
+
+bf16-guarded (moderation.precision) needs its margins before the test splits are scored: each dataset's val split
+(the same `--limit` and seed) is scored in fp32 and bf16 first, and the margin of a category is the largest
+|bf16 - fp32| logit difference there times `--guard-factor` (default 2). The test splits then check them: a test
+post whose difference exceeds its margin can still flip, and would be counted. Printed per dataset and in
 total, per precision against fp32:
 
-- the largest |score difference| per category (calibrated probabilities);
+- the largest |score difference| per category (calibrated probabilities) and |logit difference|;
 - decisions changed: posts whose action (allow / review / block) differs;
 - blocks changed: posts whose set of blocked categories differs (a block gained, lost or moved);
 - speed: posts/s of the scoring step (tokenizing, lexical channel, forward, calibration, policy) and of the
-  model's forward alone, as ratios to fp32 within this run.
+  model's forward alone, as ratios to fp32 within this run;
+- bf16-guarded: the share of posts scored twice (bf16, then fp32: near a threshold).
 
-Exit status 1 when a precision named by `--gate` (default bf16: what `auto` may choose) changes more blocks than
+Exit status 1 when a precision named by `--gate` (default: bf16, or the runnable precisions measured when bf16 is
+not among them) changes more blocks than
 `--tolerance-blocks` (default 0, issue 19's target); 0 otherwise; 2 for bad arguments. `--fail-fast` stops after
 the first dataset that takes a gated precision beyond the tolerance (the verdict cannot improve; the datasets
 left are not scored, and the report and record say so). `--record` writes the
-verdicts into the model directory's precision.json (moderation.precision): `auto` runs bf16 only for a model
-version whose record validates it. int8 is measured, never recorded as runnable: it is not a precision a Scorer
+verdicts into the model directory's precision.json (moderation.precision): `auto` runs bf16 (or bf16-guarded, with
+the margins measured here) only for a model version whose record validates it. int8 is measured, never recorded as runnable: it is not a precision a Scorer
 offers (docs/benchmarks.md says why).
 """
 
@@ -33,6 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import platform
 import sys
@@ -49,11 +58,11 @@ from moderation.cli import _quiet_libraries
 from moderation.datasets import (ALL_DATASETS, DATA_FILE, KNOWN_DATASETS, data_root, DatasetWarning,
                                  default_dataset_specs, load_labelled)
 from moderation.model import PreparedPost
-from moderation.precision import PRECISIONS, cpu_native_bf16, PrecisionRecord
+from moderation.precision import GUARDED, PRECISIONS, cpu_native_bf16, PrecisionRecord
 from moderation.scorer import Scorer
 
 REFERENCE = "fp32"
-MEASURABLE = ("bf16", "int8")
+MEASURABLE = ("bf16", GUARDED, "int8")
 ACTIONS = ("allow", "review", "block")
 
 
@@ -74,13 +83,13 @@ def test_split_datasets(root: Path) -> list[str]:
 
 
 def load_test_posts(root: Path, name: str, categories: Sequence[str], limit: int | None,
-                    seed: int) -> tuple[list[dict[str, Any]], int]:
-    """The test split of one shared dataset (moderation.datasets), `limit` posts drawn at random when given.
-    Returns (posts, posts in the split)."""
+                    seed: int, split: str = "test") -> tuple[list[dict[str, Any]], int]:
+    """The test split (or `split`) of one shared dataset (moderation.datasets), `limit` posts drawn at random when
+    given. Returns (posts, posts in the split)."""
     specs = default_dataset_specs(root, names=[name])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatasetWarning)  # malformed rows are the dataset's business, counted there
-        data = load_labelled(specs, list(categories), "test")
+        data = load_labelled(specs, list(categories), split)
     posts, total = data.posts, len(data.posts)
     if limit is not None and total > limit:
         keep = np.sort(np.random.default_rng(seed).choice(total, size=limit, replace=False))
@@ -107,15 +116,19 @@ def int8_model(model: Any) -> Any:
     return q.eval()
 
 
-def build_scorers(scorer: Any, precisions: Sequence[str]) -> dict[str, Any]:
+def build_scorers(scorer: Any, precisions: Sequence[str],
+                  guard_margin: dict[str, float] | None = None) -> dict[str, Any]:
     """One scorer per precision, sharing the reference scorer's model (int8: a quantized copy), calibration and
-    policy. They only score posts the reference scorer prepared."""
+    policy (bf16-guarded: with `guard_margin`). They only score posts the reference scorer prepared."""
     out = {REFERENCE: scorer}
     opts = dict(batch_size=scorer.batch_size, policy=scorer.policy, ocr="off", num_workers=0,
                 detect_language=scorer.detect_language)
     for p in precisions:
         if p == "bf16":
             out[p] = Scorer(scorer.model, scorer.info, precision="bf16", device=str(scorer.device), **opts)
+        elif p == GUARDED:
+            out[p] = Scorer(scorer.model, scorer.info, precision=GUARDED, device=str(scorer.device),
+                            guard_margin=guard_margin, **opts)
         elif p == "int8":
             if scorer.device.type != "cpu":
                 raise ValueError("int8 dynamic quantization runs on the CPU only (--device cpu)")
@@ -128,17 +141,19 @@ def build_scorers(scorer: Any, precisions: Sequence[str]) -> dict[str, Any]:
 
 
 def score_prepared(scorer: Any, prepared: Sequence[Any]) -> tuple[dict[str, Any], float, float]:
-    """Score prepared posts. Returns ({"scores" (N, C), "actions" [N], "blocked" [N frozensets]}, seconds,
-    forward seconds)."""
+    """Score prepared posts. Returns ({"scores" (N, C), "logits" (N, C), "actions" [N], "blocked" [N frozensets],
+    "rescored": posts scored twice (bf16-guarded)}, seconds, forward seconds)."""
     clock = scorer._clock
     clock.seconds = 0.0
+    twice = scorer.guard_stats["rescored"]
     t = time.perf_counter()
     logits, truncated = scorer.logits(prepared)
     results = scorer.results(prepared, logits, truncated)
     seconds = time.perf_counter() - t
     cats = scorer.categories
     scores = np.array([[r.categories[c].score for c in cats] for r in results], dtype=np.float64).reshape(-1, len(cats))
-    return ({"scores": scores, "actions": [r.action for r in results],
+    return ({"scores": scores, "logits": logits, "rescored": scorer.guard_stats["rescored"] - twice,
+             "actions": [r.action for r in results],
              "blocked": [frozenset(c for c in cats if r.categories[c].action == "block") for r in results]},
             seconds, clock.seconds)
 
@@ -176,8 +191,12 @@ def compare(reference: dict[str, Any], other: dict[str, Any], categories: Sequen
                             "reference_scores": {c: round(float(a[i, j]), 6) for j, c in enumerate(categories)},
                             "other_scores": {c: round(float(b[i, j]), 6) for j, c in enumerate(categories)}})
     n = len(ids)
+    logit_diff = (np.abs(reference["logits"] - other["logits"]) if "logits" in reference and "logits" in other
+                  else np.zeros_like(diff))
     return {"posts": n,
             "max_abs_diff": {c: float(diff[:, j].max()) if n else 0.0 for j, c in enumerate(categories)},
+            "max_abs_logit_diff": {c: float(logit_diff[:, j].max()) if n else 0.0 for j, c in enumerate(categories)},
+            "rescored": int(other.get("rescored", 0)),
             "mean_abs_diff": {c: float(diff[:, j].mean()) if n else 0.0 for j, c in enumerate(categories)},
             "decisions_changed": decisions, "transitions": transitions, "blocks_changed": blocks,
             "blocks_gained": int(gained), "blocks_lost": int(lost), "changed": changed}
@@ -192,6 +211,8 @@ def merge(parts: Sequence[dict[str, Any]], categories: Sequence[str]) -> dict[st
             transitions[k] = transitions.get(k, 0) + v
     return {"posts": n,
             "max_abs_diff": {c: max((p["max_abs_diff"][c] for p in parts), default=0.0) for c in categories},
+            "max_abs_logit_diff": {c: max((p["max_abs_logit_diff"][c] for p in parts), default=0.0) for c in categories},
+            "rescored": sum(p["rescored"] for p in parts),
             "mean_abs_diff": {c: (sum(p["mean_abs_diff"][c] * p["posts"] for p in parts) / n if n else 0.0)
                               for c in categories},
             "decisions_changed": sum(p["decisions_changed"] for p in parts), "transitions": transitions,
@@ -199,6 +220,34 @@ def merge(parts: Sequence[dict[str, Any]], categories: Sequence[str]) -> dict[st
             "blocks_gained": sum(p["blocks_gained"] for p in parts),
             "blocks_lost": sum(p["blocks_lost"] for p in parts),
             "changed": [c for p in parts for c in p["changed"]]}
+
+
+# --- the margins of bf16-guarded ---------------------------------------------------------------------------
+
+def guard_margins(scorer: Any, root: Path, names: Sequence[str], limit: int | None, seed: int, factor: float,
+                  quiet: bool = False) -> dict[str, Any]:
+    """The logit margins of bf16-guarded, from the val splits: per category, the largest |bf16 - fp32| logit
+    difference over each dataset's val posts (`limit` drawn at random, as the test splits), times `factor`."""
+    from tqdm.auto import tqdm
+
+    cats = scorer.categories
+    largest = np.zeros(len(cats))
+    counted: dict[str, int] = {}
+    for name in tqdm(names, desc="bf16-guarded margins (val splits)", unit="dataset", disable=quiet, dynamic_ncols=True):
+        posts, _ = load_test_posts(root, name, cats, limit, seed, split="val")
+        prepared = [p for p in scorer.prepare_many(posts, root / name) if isinstance(p, PreparedPost)]
+        if not prepared:
+            continue
+        ref = scorer._forward(prepared, bf16=False)[0]
+        low = scorer._forward(prepared, bf16=True)[0]
+        largest = np.maximum(largest, np.abs(ref - low).max(axis=0))
+        counted[name] = len(prepared)
+    if not counted:
+        raise ValueError("bf16-guarded: no val split to measure its margins on (the datasets have none)")
+    return {"posts": sum(counted.values()), "datasets": counted, "factor": factor,
+            "max_abs_logit_diff": {c: round(float(largest[j]), 6) for j, c in enumerate(cats)},
+            # rounded up: a margin never below the measured difference times the factor
+            "margin_logit": {c: math.ceil(float(largest[j]) * factor * 1e6) / 1e6 for j, c in enumerate(cats)}}
 
 
 # --- the run ---------------------------------------------------------------------------------------------
@@ -216,12 +265,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not scorer.trained or scorer.info.path is None:
         raise ValueError("the model is untrained (no thresholds): there are no decisions to compare")
     precisions = list(dict.fromkeys(args.precisions))
-    scorers = build_scorers(scorer, precisions)
-    order = [REFERENCE, *precisions]
     cats = scorer.categories
     names = args.datasets or test_split_datasets(args.data_root)
     if not names:
         raise FileNotFoundError(f"no shared dataset with a test split under {args.data_root} (give --data-root)")
+    margins = (guard_margins(scorer, args.data_root, names, args.limit, args.seed, args.guard_factor, args.quiet)
+               if GUARDED in precisions else None)
+    scorers = build_scorers(scorer, precisions, margins["margin_logit"] if margins else None)
+    order = [REFERENCE, *precisions]
     report: dict[str, Any] = {
         "model_version": scorer.model_version, "model_dir": str(scorer.info.path),
         "thresholds_version": scorer.thresholds_version, "policy_version": scorer.policy.version,
@@ -230,7 +281,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "processor": platform.processor() or platform.machine(), "native_bf16": cpu_native_bf16(),
                     "device": str(scorer.device)},
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "datasets": {}}
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "datasets": {},
+        **({"guard_margins": margins} if margins else {})}
     seconds = {p: 0.0 for p in order}
     forward = {p: 0.0 for p in order}
     per_precision: dict[str, list[dict[str, Any]]] = {p: [] for p in precisions}
@@ -316,7 +368,14 @@ def record(report: dict[str, Any], command: str) -> Path:
                          "posts": t["posts"], "blocks_changed": t["blocks_changed"],
                          "decisions_changed": t["decisions_changed"],
                          "max_abs_diff": {c: round(v, 6) for c, v in t["max_abs_diff"].items()},
+                         "max_abs_logit_diff": {c: round(v, 6) for c, v in t["max_abs_logit_diff"].items()},
                          "speed_vs_fp32": round(report["speed"][p]["vs_fp32"], 3)}
+        if p == GUARDED:
+            m = report["guard_margins"]
+            precisions[p].update(
+                margin_logit=m["margin_logit"], rescored_share=round(t["rescored"] / t["posts"], 4) if t["posts"] else 0.0,
+                margin_from=(f"val splits ({m['posts']:,} posts): largest |bf16 - fp32| logit difference "
+                             f"{m['max_abs_logit_diff']} x {m['factor']:g}"))
     measured_only = {p: {"posts": t["posts"], "blocks_changed": t["blocks_changed"],
                          "decisions_changed": t["decisions_changed"],
                          "speed_vs_fp32": round(report["speed"][p]["vs_fp32"], 3)}
@@ -362,7 +421,13 @@ def print_report(report: dict[str, Any]) -> None:
         tr = ", ".join(f"{k} {v}" for k, v in sorted(t["transitions"].items())) or "none"
         print(f"{p}: decisions changed {t['decisions_changed']} of {t['posts']} ({tr}); blocks changed "
               f"{t['blocks_changed']} (gained {t['blocks_gained']}, lost {t['blocks_lost']}); mean |d| "
-              + "/".join(f"{t['mean_abs_diff'][c]:.5f}" for c in cats))
+              + "/".join(f"{t['mean_abs_diff'][c]:.5f}" for c in cats) + "; max |d logit| "
+              + "/".join(f"{t['max_abs_logit_diff'][c]:.4f}" for c in cats)
+              + (f"; scored twice {t['rescored']} ({t['rescored'] / max(t['posts'], 1):.1%})" if p == GUARDED else ""))
+    if "guard_margins" in report:
+        m = report["guard_margins"]
+        print(f"{GUARDED} margins (logit, from {m['posts']:,} val posts: largest difference x {m['factor']:g}): "
+              + ", ".join(f"{c} {m['margin_logit'][c]:.4f}" for c in cats))
     sp = report["speed"]
     print("speed (same run): " + "; ".join(
         f"{p} {sp[p]['posts_per_s']:.1f} posts/s ({sp[p]['vs_fp32']:.2f}x fp32), forward {sp[p]['forward_posts_per_s']:.1f}"
@@ -388,9 +453,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="posts drawn at random from each test split (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precisions", nargs="+", default=list(MEASURABLE), choices=MEASURABLE,
-                   help="precisions compared with fp32 (default: bf16 int8)")
-    p.add_argument("--gate", nargs="*", default=["bf16"], choices=MEASURABLE,
-                   help="precisions whose blocks changed decide the exit status (default: bf16)")
+                   help="precisions compared with fp32 (default: all: bf16 bf16-guarded int8)")
+    p.add_argument("--gate", nargs="*", default=None, choices=MEASURABLE,
+                   help="precisions whose blocks changed decide the exit status (default: bf16 when measured, else "
+                        "the measured precisions a Scorer runs)")
+    p.add_argument("--guard-factor", type=float, default=2.0,
+                   help="bf16-guarded: its margin is the val splits' largest logit difference times this (default: 2)")
     p.add_argument("--tolerance-blocks", type=int, default=0,
                    help="blocks a gated precision may change, in total (default: 0)")
     p.add_argument("--fail-fast", action="store_true",
@@ -408,6 +476,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.data_root = data_root(args.data_root)
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be >= 1")
+    if args.gate is None:
+        args.gate = ["bf16"] if "bf16" in args.precisions else [x for x in args.precisions if x in PRECISIONS]
+    if args.guard_factor < 1:
+        p.error("--guard-factor must be >= 1 (a margin below the measured difference guards nothing)")
     missing = [g for g in args.gate if g not in args.precisions]
     if missing:
         p.error(f"--gate {' '.join(missing)}: not among --precisions")

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model directory (default: the shipped default model)")
     parser.add_argument("--datasets", default=str(REPO.parent / "shared" / "datasets"))
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "bf16-guarded", "auto"), default="fp32")
     parser.add_argument("--phase-s", type=float, default=12.0, help="seconds per measured phase")
     parser.add_argument("--warmup-s", type=float, default=3.0, help="seconds of warm-up before each deployment's phases")
     parser.add_argument("--concurrency", default="1,4,16,64", help="closed-loop sweep")

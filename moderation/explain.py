@@ -202,7 +202,7 @@ def _pooled_probabilities(scorer: Any, prepared: Sequence[Any], owners: list[tup
         by_post.setdefault(i, []).append(k)
     out: dict[int, np.ndarray] = {}
     posts = list(by_post)
-    with torch.inference_mode(), scorer._autocast():
+    with torch.inference_mode(), scorer._autocast(scorer.precision != "fp32"):  # bf16-guarded: its bf16 pass
         for chunk in range(0, len(posts), scorer.batch_size):  # one batched encoder pass, as when scoring
             ids = posts[chunk:chunk + scorer.batch_size]
             tok = enc.tokenizer([prepared[i].text for i in ids], truncation=True, max_length=enc.max_length,

@@ -1,21 +1,31 @@
-"""The numeric precision a scorer runs in: "fp32", "bf16" (autocast), or "auto", the default of batch scoring and
-serving, which picks bf16 only where it is both fast and known to keep the model's decisions, fp32 elsewhere.
+"""The numeric precision a scorer runs in: "fp32", "bf16" (autocast), "bf16-guarded", or "auto", the default of
+batch scoring and serving, which picks a bf16 only where it is both fast and known to keep the model's decisions,
+fp32 elsewhere.
 
     choice = resolve_precision("auto", torch.device("cpu"), model_version=info.model_version, record=info.precision)
-    choice.chosen   # "bf16" or "fp32"
+    choice.chosen   # "bf16", "bf16-guarded" or "fp32"
     choice.line()   # "precision bf16 (auto: native bf16 on this CPU (avx512_bf16); validated for ...)"
 
-"auto" chooses bf16 when
-1. the device computes bf16 natively: a CPU with AVX512-BF16 or AMX-BF16 (x86) or the BF16 extension (Arm),
-   or a CUDA GPU of compute capability 8.0 or later. Elsewhere bf16 is emulated, slower than fp32: fp32;
-2. and the model directory's precision record (`precision.json`, written by
-   `python -m benchmarks.precision_agreement --record`) says that bf16 was measured against fp32 on the shared
-   test splits for this very model version and changed no more blocks than the record's tolerance (0 by default).
-   A model without a record, with a record of another model version (it was retrained), or whose record refused
-   bf16 runs in fp32: a block must almost never be wrong, so the thresholds fitted in fp32 are only trusted in
-   bf16 once measured.
+"bf16-guarded" scores every post in bf16, then scores again in fp32 the posts whose bf16 logits lie within a
+margin of a decision threshold (per category, in logit space: the calibrated scores of logit - margin and
+logit + margin fall on two sides of a block or review threshold). A post whose fp32 logit is within the margin of
+its bf16 logit therefore gets fp32's decision; the margins are measured on the val splits (the largest
+|bf16 - fp32| logit difference there, times a safety factor) and kept in the precision record, which also says
+how many test decisions the guarded scoring changed and what share of posts it scored twice.
 
-An explicit "fp32" or "bf16" is always obeyed; a bf16 that the record refused carries a warning.
+"auto" chooses
+1. fp32 unless the device computes bf16 natively: a CPU with AVX512-BF16 or AMX-BF16 (x86) or the BF16 extension
+   (Arm), or a CUDA GPU of compute capability 8.0 or later. Elsewhere bf16 is emulated, slower than fp32;
+2. bf16 when the model directory's precision record (`precision.json`, written by
+   `python -m benchmarks.precision_agreement --record`) says that bf16 was measured against fp32 on the shared
+   test splits for this very model version and changed no more blocks than the record's tolerance (0 by default);
+3. else bf16-guarded when the record validates it (same test, same tolerance) and gives its margins;
+4. else fp32. A model without a record, with a record of another model version (it was retrained), or whose
+   record refused both runs in fp32: a block must almost never be wrong, so the thresholds fitted in fp32 are
+   only trusted in another precision once measured.
+
+An explicit "fp32" or "bf16" is always obeyed; a bf16 that the record refused carries a warning. An explicit
+"bf16-guarded" needs margins: the record's, or a Scorer's `guard_margin`.
 Core module: torch only, imported where the hardware is asked about, so that the command-line parser can read
 PRECISION_MODES without loading torch.
 """
@@ -30,7 +40,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 #: The precisions a scorer can run in.
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "bf16-guarded")
+#: bf16 with fp32 re-scoring of the posts near a threshold (see the module docstring).
+GUARDED = "bf16-guarded"
 #: What a caller may ask for: a precision, or "auto".
 PRECISION_MODES: tuple[str, ...] = ("auto", *PRECISIONS)
 #: The precision record of a model directory.
@@ -135,9 +147,18 @@ class PrecisionRecord:
     def summary(self, precision: str) -> str:
         """One line of what was measured for `precision`, e.g. "0 blocks and 3 decisions changed on 9,400 test posts"."""
         e = self.precisions.get(precision) or {}
+        twice = (f", {e['rescored_share']:.1%} of them scored twice" if isinstance(e.get("rescored_share"), (int, float))
+                 else "")
         return (f"{e.get('blocks_changed', '?')} blocks and {e.get('decisions_changed', '?')} decisions changed "
-                f"against {self.reference} on {e.get('posts', 0):,} test posts (tolerance "
+                f"against {self.reference} on {e.get('posts', 0):,} test posts{twice} (tolerance "
                 f"{self.tolerance.get('blocks_changed', 0)} blocks)")
+
+    def guard_margin(self) -> dict[str, float] | None:
+        """The logit margin per category of bf16-guarded scoring (None when the record has none)."""
+        margin = (self.precisions.get(GUARDED) or {}).get("margin_logit")
+        if not isinstance(margin, Mapping) or not margin:
+            return None
+        return {str(c): float(v) for c, v in margin.items()}
 
     def _body(self) -> dict[str, Any]:
         return {"model_version": self.model_version, "reference": self.reference, "tolerance": self.tolerance,
@@ -183,7 +204,7 @@ class PrecisionRecord:
 
 @dataclass(frozen=True)
 class PrecisionChoice:
-    """What was asked ("auto", "fp32", "bf16"), what runs, and why (one sentence, for start-up logs)."""
+    """What was asked ("auto" or a precision), what runs, and why (one sentence, for start-up logs)."""
 
     asked: str
     chosen: str
@@ -217,8 +238,8 @@ def resolve_precision(asked: str, device: torch.device | str, *, model_version: 
     current = record if record is not None and record.model_version == model_version else None
     if asked != "auto":
         warning = None
-        if asked == "bf16" and current is not None and current.status("bf16") == "refused":
-            warning = f"this model's precision record refused bf16: {current.summary('bf16')}"
+        if asked != REFERENCE and current is not None and current.status(asked) == "refused":
+            warning = f"this model's precision record refused {asked}: {current.summary(asked)}"
         reason = "the reference precision of the thresholds" if asked == REFERENCE else "explicit"
         return PrecisionChoice(asked, asked, reason, warning)
     native, hardware = native_bf16(device)
@@ -234,6 +255,10 @@ def resolve_precision(asked: str, device: torch.device | str, *, model_version: 
     status = current.status("bf16")
     if status == "validated":
         return PrecisionChoice(asked, "bf16", f"{hardware}; validated for {model_version}: {current.summary('bf16')}")
+    if current.status(GUARDED) == "validated" and current.guard_margin() is not None:
+        refused = f"bf16 alone refused ({current.summary('bf16')}); " if status == "refused" else ""
+        return PrecisionChoice(asked, GUARDED, f"{hardware}; {refused}bf16 with fp32 re-scoring near the thresholds "
+                                               f"validated for {model_version}: {current.summary(GUARDED)}")
     if status == "refused":
         return PrecisionChoice(asked, REFERENCE, f"{hardware}, but this model refuses bf16: {current.summary('bf16')}")
     return PrecisionChoice(asked, REFERENCE, f"{hardware}, but {PRECISION_FILE} has no bf16 measurement (`{rerun}`)")

@@ -31,7 +31,8 @@ from moderation.model import ModelConfig, ModerationModel, PreparedPost, collate
 from moderation.language import detect_language
 from moderation.model_dir import ModelInfo, default_model_dir, load_model, read_model_info
 from moderation.policy import POLICY_FILE, Policy, from_thresholds
-from moderation.precision import PRECISIONS, PrecisionChoice, check_precision, resolve_precision  # noqa: F401 - PRECISIONS re-exported
+from moderation.precision import (PRECISIONS, GUARDED, PrecisionChoice, PrecisionError,  # noqa: F401 - PRECISIONS re-exported
+                                  check_precision, resolve_precision)
 from moderation.ocr import OcrEngine, OcrUnavailableError, check_ocr_mode, model_dir as ocr_model_dir, shared_engine
 from moderation.textnorm import normalize_text
 from moderation.schema import (
@@ -95,10 +96,12 @@ class Scorer:
     """Scores posts with a model, its calibration and its thresholds.
 
     batch_size: posts per forward pass. precision: "fp32" (the default here: the precision thresholds are fitted
-    in), "bf16" autocast (faster on CPUs and GPUs with native bf16), or "auto": bf16 where the device has native
-    bf16 and the model directory's precision record validates it for this model, fp32 elsewhere
-    (moderation.precision; the default of batch scoring and serving). `precision` is then what runs and
-    `precision_choice` says why; every result records it. num_workers: threads that read and decode images
+    in), "bf16" autocast (faster on CPUs and GPUs with native bf16), "bf16-guarded" (bf16, then fp32 again for the
+    posts whose bf16 logits lie within `guard_margin` of a threshold: fp32's decisions at close to bf16's cost), or
+    "auto": a bf16 where the device has native bf16 and the model directory's precision record validates it for this
+    model, fp32 elsewhere (moderation.precision; the default of batch scoring and serving). `precision` is then what
+    runs and `precision_choice` says why; every result records it. guard_margin: logit margin per category of
+    bf16-guarded (default: the precision record's). `guard_stats` counts the posts scored and scored twice. num_workers: threads that read and decode images
     in parallel (0: in the calling thread); OCR and hashing run there too. image_root: default folder that
     image paths resolve under.
 
@@ -118,7 +121,7 @@ class Scorer:
                  ocr_with_image: bool = False,
                  hash_lists: Sequence[str | os.PathLike | HashList] | HashMatcher | None = None,
                  ocr_engine: OcrEngine | None = None, policy: Policy | str | os.PathLike | None = None,
-                 detect_language: bool = True) -> None:
+                 detect_language: bool = True, guard_margin: Mapping[str, float] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         check_precision(precision)
@@ -128,8 +131,13 @@ class Scorer:
         self.batch_size = batch_size
         self.precision_choice: PrecisionChoice = resolve_precision(
             precision, self.device, model_version=info.model_version, record=info.precision)
-        #: What the model runs in ("fp32" or "bf16"), after resolving "auto".
+        #: What the model runs in ("fp32", "bf16" or "bf16-guarded"), after resolving "auto".
         self.precision: str = self.precision_choice.chosen
+        self.guard_margin: dict[str, float] | None = None
+        if self.precision == GUARDED:
+            self.guard_margin = self._guard_margin(guard_margin)
+        #: bf16-guarded: posts scored, and those scored again in fp32 (near a threshold).
+        self.guard_stats: dict[str, int] = {"posts": 0, "rescored": 0}
         self.image_root = image_root
         self.limits = limits
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
@@ -366,23 +374,67 @@ class Scorer:
 
     # --- the model ----------------------------------------------------------------------------------
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
+    def _guard_margin(self, given: Mapping[str, float] | None) -> dict[str, float]:
+        record = self.info.precision
+        if given is None and record is not None and record.model_version == self.model_version:
+            given = record.guard_margin()
+        if given is None:
+            raise PrecisionError(f"{GUARDED} needs a logit margin per category: this model's precision record has none "
+                                 "(`python -m benchmarks.precision_agreement --precisions bf16 bf16-guarded --record` "
+                                 "measures it)")
+        missing = [c for c in self.categories if c not in given]
+        bad = [c for c, v in given.items() if not (isinstance(v, (int, float)) and 0 <= v < float("inf"))]
+        if missing or bad:
+            raise PrecisionError(f"{GUARDED}: the margin needs a finite value >= 0 for every category "
+                                 f"(missing: {missing or 'none'}; bad: {bad or 'none'})")
+        return {c: float(given[c]) for c in self.categories}
+
+    def _autocast(self, bf16: bool) -> contextlib.AbstractContextManager:
+        if bf16:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def logits(self, items: Sequence[PreparedPost]) -> tuple[np.ndarray, np.ndarray]:
         """Raw logits for prepared posts, (N, C) float64, plus (N,) bool 'text truncated'. Order kept.
 
-        Runs in chunks of `batch_size`, each chunk's posts sorted by text length to cut padding.
+        Runs in chunks of `batch_size`, each chunk's posts sorted by text length to cut padding. bf16-guarded:
+        the posts near_thresholds() finds in the bf16 pass get their fp32 logits.
         """
+        if self.precision != GUARDED:
+            return self._forward(items, bf16=self.precision == "bf16")
+        logits, truncated = self._forward(items, bf16=True)
+        near = self.near_thresholds(items, logits)
+        self.guard_stats["posts"] += len(items)
+        if near.any():
+            idx = np.flatnonzero(near)
+            logits[idx] = self._forward([items[i] for i in idx], bf16=False)[0]
+            self.guard_stats["rescored"] += len(idx)
+        return logits, truncated
+
+    def near_thresholds(self, items: Sequence[PreparedPost], logits: np.ndarray) -> np.ndarray:
+        """(N,) bool: posts whose decision could differ for a logit within guard_margin of theirs, i.e. whose
+        calibrated scores at logit - margin and logit + margin lie on two sides of a category's block or review
+        threshold (calibration is monotone, so every score in between lies between them)."""
+        if self.guard_margin is None:
+            raise PrecisionError(f"near_thresholds needs the margins of {GUARDED}")
+        margin = np.array([self.guard_margin[c] for c in self.categories], dtype=np.float64)
+        low, high = self.probabilities(items, logits - margin), self.probabilities(items, logits + margin)
+        near = np.zeros(len(items), dtype=bool)
+        for j, c in enumerate(self.categories):
+            entry = self.policy.categories.get(c)
+            for t in ((entry.block, entry.review) if entry is not None else ()):
+                if t is not None:
+                    near |= (low[:, j] < t) & (high[:, j] >= t)
+        return near
+
+    def _forward(self, items: Sequence[PreparedPost], bf16: bool) -> tuple[np.ndarray, np.ndarray]:
         n = len(items)
         logits = np.zeros((n, len(self.categories)), dtype=np.float64)
         truncated = np.zeros(n, dtype=bool)
         if n == 0:
             return logits, truncated
         order = sorted(range(n), key=lambda i: len(items[i].text or ""))
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self._autocast(bf16):
             for start in range(0, n, self.batch_size):
                 idx = order[start : start + self.batch_size]
                 batch = collate([items[i] for i in idx], self.model, self.device)

@@ -116,8 +116,9 @@ class ServeArgs(BaseModel):
     model_dir: Optional[str] = None
     device: str = "cpu"
     #: "auto": bf16 where the device has native bf16 and the model's precision.json validates it, else fp32
-    #: (moderation.precision); "fp32" or "bf16" to force one.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    #: (moderation.precision), or bf16-guarded where the record validates that; "fp32", "bf16" or "bf16-guarded"
+    #: to force one.
+    precision: Literal["auto", "fp32", "bf16", "bf16-guarded"] = "auto"
     #: Threads that decode images inside the model replica (0: decode in the batch thread); OCR and hashing run there.
     decode_workers: int = Field(2, ge=0, le=16)
     #: OCR of images (moderation.ocr): "auto" (or "both") reads every image post and scores the OCR text after
@@ -336,7 +337,7 @@ class ModerationResult(BaseModel):
     language: Optional[str] = None
     language_confidence: Optional[float] = None
     policy_version: Optional[str] = None
-    #: The numeric precision the scores were computed in ("fp32" or "bf16"); null when not scored.
+    #: The numeric precision the scores were computed in ("fp32", "bf16" or "bf16-guarded"); null when not scored.
     precision: Optional[str] = None
     text_truncated: bool = False
     #: Text OCR read in the image ("" none found); null when OCR did not run on this item.

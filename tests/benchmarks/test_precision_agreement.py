@@ -161,3 +161,41 @@ def test_bad_arguments_exit_2(tiny_model_dir, data_root, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert pa.main(["--model", str(tiny_model_dir), "--data-root", str(empty), "--quiet"]) == 2
+
+
+def test_bf16_guarded_takes_its_margins_from_val_and_keeps_the_flipped_block(monkeypatch, tiny_model_dir, data_root,
+                                                                              tmp_path, capsys):
+    from moderation.scorer import Scorer
+
+    path = data_root / "tweeteval_hate" / "data.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    val = [{**r, "id": "v" + r["id"], "split": "val"} for r in rows if r["split"] == "test"]  # the same texts
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows + val))
+    policy = _flip_policy(tiny_model_dir, data_root, tmp_path)
+    out = tmp_path / "report.json"
+    code = pa.main(["--model", str(tiny_model_dir), "--data-root", str(data_root), "--precisions", "bf16",
+                    "bf16-guarded", "--gate", "bf16-guarded", "--datasets", "tweeteval_hate", "--ocr", "off",
+                    "--policy", str(policy), "--record", "--json", str(out), "--quiet"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["guard_margins"]["posts"] == 8 and report["guard_margins"]["factor"] == 2.0
+    total = report["total"]["against_fp32"]
+    assert total["bf16"]["blocks_changed"] >= 1 and total["bf16-guarded"]["blocks_changed"] == 0
+    assert total["bf16-guarded"]["rescored"] >= 1  # at least the post at the threshold was scored again
+    assert total["bf16"]["max_abs_logit_diff"]["hate"] > 0
+    assert "bf16-guarded margins (logit, from 8 val posts" in capsys.readouterr().out
+    record = json.loads((tiny_model_dir / "precision.json").read_text())
+    guarded = record["precisions"]["bf16-guarded"]
+    assert record["precisions"]["bf16"]["status"] == "refused" and guarded["status"] == "validated"
+    assert guarded["margin_logit"]["hate"] == pytest.approx(2 * report["guard_margins"]["max_abs_logit_diff"]["hate"],
+                                                            rel=1e-3)
+    assert 0 < guarded["rescored_share"] <= 1 and "val splits (8 posts)" in guarded["margin_from"]
+    _native(monkeypatch, True)
+    auto = Scorer.from_dir(tiny_model_dir, precision="auto", ocr="off")
+    assert auto.precision == "bf16-guarded" and auto.guard_margin == guarded["margin_logit"]
+    assert "bf16 alone refused" in auto.precision_choice.reason
+
+
+def test_bf16_guarded_without_val_splits_is_a_clear_error(tiny_model_dir, data_root):
+    assert pa.main(["--model", str(tiny_model_dir), "--data-root", str(data_root), "--precisions", "bf16-guarded",
+                    "--ocr", "off", "--quiet"]) == 2

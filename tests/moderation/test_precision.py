@@ -95,7 +95,7 @@ def test_explicit_precisions_are_obeyed_and_a_refused_bf16_warns(monkeypatch):
     assert "WARNING" in bf16.line()
     fp32 = resolve_precision("fp32", "cpu", model_version="m-1", record=refused)
     assert fp32.chosen == "fp32" and fp32.warning is None
-    with pytest.raises(PrecisionError, match="auto, fp32, bf16; got 'fp16'"):
+    with pytest.raises(PrecisionError, match="auto, fp32, bf16, bf16-guarded; got 'fp16'"):
         resolve_precision("fp16", "cpu", model_version="m-1", record=None)
 
 
@@ -215,3 +215,86 @@ def test_cli_score_and_info_default_to_auto_and_say_what_runs(monkeypatch, tiny_
     assert main(["score", str(src), "--out", str(tmp_path / "o.jsonl"), "--model", str(tiny_model_dir),
                  "--ocr", "off", "--no-progress"]) == 0
     assert "precision fp32 (auto: " in capsys.readouterr().err
+
+
+# --- bf16-guarded ----------------------------------------------------------------------------------------
+
+def _guarded_record(version: str, bf16: str = "refused", guarded: str = "validated", margin=None) -> PrecisionRecord:
+    entry = {"status": guarded, "posts": 900, "blocks_changed": 0, "decisions_changed": 0, "rescored_share": 0.125}
+    if margin is not False:
+        entry["margin_logit"] = margin or {"hate": 0.2, "offensive": 0.3}
+    return PrecisionRecord(model_version=version, precisions={
+        "bf16": {"status": bf16, "posts": 900, "blocks_changed": 3, "decisions_changed": 3}, "bf16-guarded": entry})
+
+
+def test_auto_falls_back_to_bf16_guarded_when_bf16_alone_is_refused(monkeypatch):
+    _hardware(monkeypatch, torch_caps={"avx512_bf16": True})
+    choice = resolve_precision("auto", "cpu", model_version="m-1", record=_guarded_record("m-1"))
+    assert choice.chosen == "bf16-guarded"
+    assert "bf16 alone refused (3 blocks" in choice.reason and "12.5% of them scored twice" in choice.reason
+    validated_bf16 = _guarded_record("m-1", bf16="validated")
+    assert resolve_precision("auto", "cpu", model_version="m-1", record=validated_bf16).chosen == "bf16"
+    for record in (_guarded_record("m-1", guarded="refused"), _guarded_record("m-1", margin=False)):
+        assert resolve_precision("auto", "cpu", model_version="m-1", record=record).chosen == "fp32"
+    assert resolve_precision("auto", "cpu", model_version="m-2", record=_guarded_record("m-1")).chosen == "fp32"
+    _hardware(monkeypatch)  # no native bf16: fp32, whatever the record says
+    assert resolve_precision("auto", "cpu", model_version="m-1", record=_guarded_record("m-1")).chosen == "fp32"
+
+
+def _guarded_scorers(tiny_model_dir, texts, margin):
+    """fp32, bf16 and bf16-guarded scorers of the tiny model under one policy whose thresholds sit among the
+    fp32 scores of `texts` (so that some posts are near one)."""
+    import numpy as np
+
+    from moderation.policy import CategoryPolicy, LanguageRule, Policy, policy_version
+    from moderation.scorer import Scorer
+
+    fp32 = Scorer.from_dir(tiny_model_dir, precision="fp32", ocr="off", detect_language=False)
+    scores = np.array([[r.categories[c].score for c in fp32.categories] for r in fp32.score(texts)])
+    cats = {c: CategoryPolicy(block=float(np.quantile(scores[:, j], 0.75)), review=float(np.quantile(scores[:, j], 0.4)))
+            for j, c in enumerate(fp32.categories)}
+    policy = Policy(version=policy_version(cats, LanguageRule()), categories=cats)
+    opts = dict(ocr="off", detect_language=False, policy=policy)
+    return (Scorer.from_dir(tiny_model_dir, precision="fp32", **opts),
+            Scorer.from_dir(tiny_model_dir, precision="bf16", **opts),
+            Scorer.from_dir(tiny_model_dir, precision="bf16-guarded", guard_margin=margin, **opts))
+
+
+def test_bf16_guarded_rescores_exactly_the_posts_near_a_threshold(tiny_model_dir):
+    import numpy as np
+
+    texts = [{"id": str(i), "text": f"post number {i} says {'hello ' * (i % 5)}{'awful ' * (i % 3)}"} for i in range(40)]
+    fp32, bf16, _ = _guarded_scorers(tiny_model_dir, texts, {"hate": 0.0, "offensive": 0.0})
+    prepared = fp32.prepare_many(texts)
+    ref, low = fp32.logits(prepared)[0], bf16.logits(prepared)[0]
+    assert not np.array_equal(ref, low)  # bf16 does change the logits of this model
+    for margin, everything in ((0.0, False), (1e3, True), (0.05, None)):
+        guarded = _guarded_scorers(tiny_model_dir, texts, {"hate": margin, "offensive": margin})[2]
+        near = guarded.near_thresholds(prepared, low)
+        got = guarded.logits(prepared)[0]
+        assert np.array_equal(got[near], ref[near]) and np.array_equal(got[~near], low[~near])
+        assert guarded.guard_stats == {"posts": len(prepared), "rescored": int(near.sum())}
+        if everything is not None:
+            assert near.all() == everything and near.any() == everything
+    # a margin that covers every bf16 difference gives fp32's decisions on every post
+    covering = float(np.abs(ref - low).max()) * 1.01
+    guarded = _guarded_scorers(tiny_model_dir, texts, {"hate": covering, "offensive": covering})[2]
+    assert [r.action for r in guarded.score(texts)] == [r.action for r in fp32.score(texts)]
+    assert [r.precision for r in guarded.score(texts[:2])] == ["bf16-guarded"] * 2
+
+
+def test_bf16_guarded_needs_margins(tiny_model_dir):
+    from moderation.model_dir import read_model_info
+    from moderation.scorer import Scorer
+
+    with pytest.raises(PrecisionError, match="precision record has none"):
+        Scorer.from_dir(tiny_model_dir, precision="bf16-guarded", ocr="off")
+    with pytest.raises(PrecisionError, match="missing: \\['offensive'\\]"):
+        Scorer.from_dir(tiny_model_dir, precision="bf16-guarded", ocr="off", guard_margin={"hate": 0.1})
+    with pytest.raises(PrecisionError, match="bad"):
+        Scorer.from_dir(tiny_model_dir, precision="bf16-guarded", ocr="off",
+                        guard_margin={"hate": -1.0, "offensive": float("inf")})
+    version = read_model_info(tiny_model_dir).model_version
+    _guarded_record(version).save(tiny_model_dir)
+    scorer = Scorer.from_dir(tiny_model_dir, precision="bf16-guarded", ocr="off")
+    assert scorer.guard_margin == {"hate": 0.2, "offensive": 0.3} and scorer.precision_choice.warning is None
