@@ -70,8 +70,13 @@ class ModelMetrics:
             "moderation_batch_latency_ms", description="Time to prepare and score one batch, in ms.",
             boundaries=LATENCY_BOUNDARIES_MS)
         self.posts = metrics.Counter("moderation_model_posts_total", description="Posts scored by the model replica.")
+        self.rescored = metrics.Counter(
+            "moderation_model_rescored_total",
+            description="Posts scored again in fp32 by precision bf16-guarded (their bf16 score was near a threshold).")
 
-    def batch(self, size: int, latency_ms: float) -> None:
+    def batch(self, size: int, latency_ms: float, rescored: int = 0) -> None:
         self.batch_size.observe(size)
         self.batch_latency.observe(latency_ms)
         self.posts.inc(size)
+        if rescored:
+            self.rescored.inc(rescored)

@@ -115,8 +115,9 @@ class ModelCore:
         """The batched scoring method (wrapped by serve.batch in __init__): a list of posts in, results out."""
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
+        twice = self.scorer.guard_stats["rescored"]
         results = await loop.run_in_executor(self._compute, self._score_batch, posts)
-        self.metrics.batch(len(posts), (time.perf_counter() - start) * 1000)
+        self.metrics.batch(len(posts), (time.perf_counter() - start) * 1000, self.scorer.guard_stats["rescored"] - twice)
         self.batches += 1
         self.posts += len(posts)
         self.largest_batch = max(self.largest_batch, len(posts))
@@ -156,4 +157,6 @@ class ModelCore:
                 "device": str(self.scorer.device),
                 "precision": self.scorer.precision, "precision_choice": self.scorer.precision_choice.to_dict(),
                 "torch_threads": self.torch_threads,
-                "stats": {"batches": self.batches, "posts": self.posts, "largest_batch": self.largest_batch}}
+                "stats": {"batches": self.batches, "posts": self.posts, "largest_batch": self.largest_batch,
+                          # bf16-guarded: posts scored again in fp32 (0 in another precision)
+                          "rescored": self.scorer.guard_stats["rescored"]}}

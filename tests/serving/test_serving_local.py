@@ -152,6 +152,7 @@ def test_concurrent_requests_are_batched_and_answered_to_the_right_caller(api, d
     assert after["posts"] - before["posts"] == n_posts
     assert after["batches"] - before["batches"] < len(texts)  # grouped across requests
     assert after["largest_batch"] > 3  # more posts than any single request holds
+    assert after["rescored"] == 0  # fp32: nothing scored twice
     flat = [t for ts in texts for t in ts]
     expected = direct_scorer.score([{"id": str(k), "text": t} for k, t in enumerate(flat)])
     k = 0
