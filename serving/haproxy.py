@@ -10,6 +10,10 @@ does about it:
   path points at a small shim written here which rewrites a wildcard `bind` of the config file Ray just wrote to
   `127.0.0.1` and then execs the real binary with the same arguments (Ray checks the running HAProxy by its
   command line, which stays as Ray made it). Their ports are free loopback ports, not the fixed 8404 / 9101.
+- Ray's config has no `timeout http-request` (no setting for it), so a client that opens a connection and sends its
+  request headers slowly, or never, was held for HAProxy's `timeout client` (an hour). The shim adds
+  `timeout http-request` (HEADER_TIMEOUT_S, the ingress's default body timeout) to the `defaults` section when the
+  config has none: HAProxy then answers 408 and closes such a connection.
 - The replicas' HTTP servers bind `http_options.host` (127.0.0.1 here; Ray warns that HAProxy on other nodes
   could not reach them, which is the point on one machine).
 - HAProxy's files (config, admin socket, server state) go under the run's temporary folder, not the shared
@@ -17,7 +21,7 @@ does about it:
   the fixed 8500 / 9500), so two servers on one machine do not collide.
 
 The contracts are tested in tests/serving/test_serve_haproxy.py (listeners, 503 on overload, body limits,
-/readyz); the speed against the Python proxy is measured by benchmarks/serve_ab.py --b-proxy haproxy
+/readyz, slow headers cut); the speed against the Python proxy is measured by benchmarks/serve_ab.py --b-proxy haproxy
 (docs/benchmarks-serving.md).
 """
 
@@ -33,6 +37,9 @@ from serving.loadtest import LOOPBACK
 PROXIES: tuple[str, ...] = ("python", "haproxy")
 #: `--proxy` choices: "auto" picks one of PROXIES (resolve_proxy).
 PROXY_CHOICES: tuple[str, ...] = ("auto", *PROXIES)
+#: Seconds a client has to send its request headers (and, for HAProxy, the request line) before a 408: HAProxy's
+#: `timeout http-request`, which Ray's config leaves unset. The ingress's own body_timeout_s default is the same.
+HEADER_TIMEOUT_S = 10
 
 _SHIM = """#!/bin/sh
 # Written by serving.haproxy: start HAProxy as Ray Serve asks, with every wildcard listener on 127.0.0.1.
@@ -44,6 +51,9 @@ for arg in "$@"; do
 done
 if [ -n "$cfg" ] && [ -f "$cfg" ]; then
   sed -i -E 's/^([[:space:]]*bind[[:space:]]+)(\\*|0\\.0\\.0\\.0|\\[::\\]|::)?:([0-9]+)/\\1127.0.0.1:\\3/' "$cfg" || exit 1
+  if ! grep -Eq '^[[:space:]]*timeout[[:space:]]+http-request' "$cfg"; then
+    sed -i -E 's/^defaults([[:space:]].*)?$/&\\n    timeout http-request {header_timeout}s/' "$cfg" || exit 1
+  fi
 fi
 exec {binary} "$@"
 """
@@ -91,13 +101,15 @@ def _free_loopback_port() -> int:
         return s.getsockname()[1]
 
 
-def write_shim(folder: Path, binary: str | None = None) -> Path:
+def write_shim(folder: Path, binary: str | None = None, header_timeout_s: int = HEADER_TIMEOUT_S) -> Path:
     """Write the loopback shim (an executable shell script) into `folder`; returns its path."""
     binary = binary or real_binary()
     if "'" in binary:
         raise ValueError(f"HAProxy binary path {binary!r} holds a quote; install it under a plain path")
+    if int(header_timeout_s) < 1:
+        raise ValueError(f"header_timeout_s must be a whole number of seconds >= 1, got {header_timeout_s!r}")
     path = Path(folder) / "haproxy-loopback"
-    path.write_text(_SHIM.replace("{binary}", f"'{binary}'"))
+    path.write_text(_SHIM.replace("{binary}", f"'{binary}'").replace("{header_timeout}", str(int(header_timeout_s))))
     path.chmod(0o755)
     return path
 

