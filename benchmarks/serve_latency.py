@@ -271,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     step("loading the scorer in-process")
     scorer = load_scorer(args)
     report["model"] = {"model_version": scorer.model_version, "trained": scorer.trained}
+    # What runs (the replicas resolve "auto" as this process did, on the same machine and model): the recorded
+    # figures name it, so that `moderation capacity` plans for the precision that was measured.
+    report["settings"]["precision_asked"] = args.precision
+    report["settings"]["precision"] = scorer.precision
     ceilings = []
     step("bare ceiling 1/3")
     ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.ceiling_batch))
