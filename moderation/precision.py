@@ -262,3 +262,22 @@ def resolve_precision(asked: str, device: torch.device | str, *, model_version: 
     if status == "refused":
         return PrecisionChoice(asked, REFERENCE, f"{hardware}, but this model refuses bf16: {current.summary('bf16')}")
     return PrecisionChoice(asked, REFERENCE, f"{hardware}, but {PRECISION_FILE} has no bf16 measurement (`{rerun}`)")
+
+
+def guard_margins(given: Mapping[str, float] | None, record: PrecisionRecord | None, model_version: str,
+                  categories: list[str]) -> dict[str, float]:
+    """The logit margin per category of bf16-guarded: `given`, else the record's (of this model version).
+
+    Raises PrecisionError when there is none, or when a category lacks a finite margin >= 0."""
+    if given is None and record is not None and record.model_version == model_version:
+        given = record.guard_margin()
+    if given is None:
+        raise PrecisionError(f"{GUARDED} needs a logit margin per category: this model's precision record has none "
+                             "(`python -m benchmarks.precision_agreement --precisions bf16 bf16-guarded --record` "
+                             "measures it)")
+    missing = [c for c in categories if c not in given]
+    bad = [c for c, v in given.items() if not (isinstance(v, (int, float)) and 0 <= v < float("inf"))]
+    if missing or bad:
+        raise PrecisionError(f"{GUARDED}: the margin needs a finite value >= 0 for every category "
+                             f"(missing: {missing or 'none'}; bad: {bad or 'none'})")
+    return {c: float(given[c]) for c in categories}

@@ -32,7 +32,7 @@ from moderation.language import detect_language
 from moderation.model_dir import ModelInfo, default_model_dir, load_model, read_model_info
 from moderation.policy import POLICY_FILE, Policy, from_thresholds
 from moderation.precision import (PRECISIONS, GUARDED, PrecisionChoice, PrecisionError,  # noqa: F401 - PRECISIONS re-exported
-                                  check_precision, resolve_precision)
+                                  check_precision, guard_margins, resolve_precision)
 from moderation.ocr import OcrEngine, OcrUnavailableError, check_ocr_mode, model_dir as ocr_model_dir, shared_engine
 from moderation.textnorm import normalize_text
 from moderation.schema import (
@@ -135,7 +135,7 @@ class Scorer:
         self.precision: str = self.precision_choice.chosen
         self.guard_margin: dict[str, float] | None = None
         if self.precision == GUARDED:
-            self.guard_margin = self._guard_margin(guard_margin)
+            self.guard_margin = guard_margins(guard_margin, info.precision, info.model_version, self.categories)
         #: bf16-guarded: posts scored, and those scored again in fp32 (near a threshold).
         self.guard_stats: dict[str, int] = {"posts": 0, "rescored": 0}
         self.image_root = image_root
@@ -373,21 +373,6 @@ class Scorer:
             self._pool = None
 
     # --- the model ----------------------------------------------------------------------------------
-
-    def _guard_margin(self, given: Mapping[str, float] | None) -> dict[str, float]:
-        record = self.info.precision
-        if given is None and record is not None and record.model_version == self.model_version:
-            given = record.guard_margin()
-        if given is None:
-            raise PrecisionError(f"{GUARDED} needs a logit margin per category: this model's precision record has none "
-                                 "(`python -m benchmarks.precision_agreement --precisions bf16 bf16-guarded --record` "
-                                 "measures it)")
-        missing = [c for c in self.categories if c not in given]
-        bad = [c for c, v in given.items() if not (isinstance(v, (int, float)) and 0 <= v < float("inf"))]
-        if missing or bad:
-            raise PrecisionError(f"{GUARDED}: the margin needs a finite value >= 0 for every category "
-                                 f"(missing: {missing or 'none'}; bad: {bad or 'none'})")
-        return {c: float(given[c]) for c in self.categories}
 
     def _autocast(self, bf16: bool) -> contextlib.AbstractContextManager:
         if bf16:
