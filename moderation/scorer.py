@@ -95,15 +95,15 @@ def applied_input_types(item: PreparedPost) -> list[str]:
 class Scorer:
     """Scores posts with a model, its calibration and its thresholds.
 
-    batch_size: posts per forward pass. precision: "fp32" (the default here: the precision thresholds are fitted
-    in), "bf16" autocast (faster on CPUs and GPUs with native bf16), "bf16-guarded" (bf16, then fp32 again for the
-    posts whose bf16 logits lie within `guard_margin` of a threshold: fp32's decisions at close to bf16's cost), or
-    "auto": a bf16 where the device has native bf16 and the model directory's precision record validates it for this
-    model, fp32 elsewhere (moderation.precision; the default of batch scoring and serving). `precision` is then what
-    runs and `precision_choice` says why; every result records it. guard_margin: logit margin per category of
-    bf16-guarded (default: the precision record's). `guard_stats` counts the posts scored and scored twice. num_workers: threads that read and decode images
-    in parallel (0: in the calling thread); OCR and hashing run there too. image_root: default folder that
-    image paths resolve under.
+    batch_size: posts per forward pass. precision: "fp32" (the default here: the thresholds are fitted in it), "bf16"
+    autocast (faster on CPUs and GPUs with native bf16), "bf16-guarded" (bf16, then fp32 again for the posts whose
+    bf16 logits lie within `guard_margin`, per category, of a threshold: fp32's decisions near bf16's cost; default
+    margins: the precision record's; `guard_stats` counts posts scored and scored twice), or "auto": a bf16 where the
+    device has native bf16 and the model directory's precision record validates it for this model, fp32 elsewhere
+    (moderation.precision; the default of batch scoring and serving). `precision` is then what runs and
+    `precision_choice` says why; every result records it. num_workers: threads that read and decode images in
+    parallel (0: in the calling thread); OCR and hashing run there too. image_root: default folder that image paths
+    resolve under.
 
     ocr: "auto" (default, or its synonym "both") reads the printed text of every image post and scores it after
     the given text (alone when there is none); "ocr" scores the OCR text instead of the given text; "off" never
