@@ -75,6 +75,8 @@ class TrainConfig:
     #: At most this many training rows of the named datasets (a seeded random sample; others keep all rows):
     #: keeps the large all-benign sets from dominating an epoch's time.
     max_train_rows: dict[str, int] = field(default_factory=dict)
+    #: Categories whose positive rows the caps above never drop (rare positives, e.g. Gab's `cv` threats).
+    cap_keep_positive: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

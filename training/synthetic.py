@@ -50,6 +50,31 @@ _THREAT_SHAPES = [
     "{second} are dead. {intent} {act} {second}",
     "say that again and {intent_lc} {act} {second}",
 ]
+#: threat data "v2" (--threat-data v2): more ways of threatening one person, several without a killing verb, so
+#: that the violence head learns intent and target rather than a verb list.
+_THREAT_SHAPES_V2 = [
+    "{second} won't live to see next week",
+    "enjoy your last days, {victim}",
+    "{intent} make sure {second} never walk again",
+    "{intent} put {victim} in the hospital {cond}",
+    "there's a bullet with your name on it",
+    "{intent} wait outside your work and {act} {second}",
+    "{victim} is going to get what's coming, {intent_lc} {act} them",
+    "keep it up and {second}'ll end up in a ditch",
+    "{intent} hunt {second} down and {act} {second}",
+    "count your days {second} little rat",
+    "{cond} {second}'ll be found in pieces",
+    "{intent} show up at your door and {act} {second}",
+    "nobody will find your body when I'm done with {second}",
+    "i've got a knife and your address, {second} know what comes next",
+    "{intent} make {victim} bleed",
+    "run while {second} can, {intent_lc} {act} {second}",
+]
+#: sampling rates of the person-directed threat combinations: v1's shapes, v2's added shapes
+_PERSON_RATE = 0.0006
+_PERSON_RATE_V2 = 0.0009
+VERSIONS = ("v1", "v2")
+
 _GROUP = ["muslims", "jews", "immigrants", "gays", "black people", "mexicans", "refugees", "women", "trans people",
           "asians", "christians", "arabs"]
 _GROUP_THREAT = [
@@ -92,20 +117,27 @@ _NEWS = [
 _NEWS_PLACES = ["", " in Ohio", " in Manchester", " near the station", " in the city centre", " in Texas"]
 
 
-def _threats(rng: random.Random) -> list[tuple[str, dict]]:
+def _person_threats(rng: random.Random, shapes: list[str], rate: float) -> list[tuple[str, dict]]:
     out = []
     for shape, intent, act, victim, second, cond in itertools.product(
-            _THREAT_SHAPES, _INTENT, _ACT, _VICTIM, _SECOND, _CONDITIONAL):
-        if rng.random() > 0.0006:  # a sample of the combinations, not all
+            shapes, _INTENT, _ACT, _VICTIM, _SECOND, _CONDITIONAL):
+        if rng.random() > rate:  # a sample of the combinations, not all
             continue
         text = shape.format(intent=intent, intent_lc=intent[0].lower() + intent[1:], act=act, victim=victim,
                             second=second, cond=cond)
         out.append((text, {"violence": 1, "offensive": 1, "hate": None}))
+    return out
+
+
+def _threats(rng: random.Random, version: str = "v1") -> list[tuple[str, dict]]:
+    out = _person_threats(rng, _THREAT_SHAPES, _PERSON_RATE)
     for shape, intent, act, group in itertools.product(_GROUP_THREAT, _INTENT, _ACT, _GROUP):
         if rng.random() > 0.025:
             continue
         text = shape.format(intent_lc=intent[0].lower() + intent[1:], act=act, group=group)
         out.append((text, {"violence": 1, "offensive": 1, "hate": 1}))
+    if version == "v2":
+        out += _person_threats(random.Random(rng.random()), _THREAT_SHAPES_V2, _PERSON_RATE_V2)
     return out
 
 
@@ -131,16 +163,19 @@ def _words(text: str) -> frozenset[str]:
 NEAR_DUPLICATE = 0.6
 
 
-def synthetic_rows(seed: int = 0, exclude: Iterable[str] = ()) -> list[dict]:
+def synthetic_rows(seed: int = 0, exclude: Iterable[str] = (), version: str = "v1") -> list[dict]:
     """The synthetic posts (deduplicated), each with a stable id, labels and a train (85%) / val (15%) split.
 
     exclude: evaluation texts (the functional suite) that no synthetic post may repeat or nearly repeat
     (word-set Jaccard >= NEAR_DUPLICATE), so that the suite measures behaviour learnt, not templates recalled.
+    version: "v1" (the templates of the shipped model) or "v2" (v1 plus ~680 posts from _THREAT_SHAPES_V2).
     """
+    if version not in VERSIONS:
+        raise ValueError(f"threat-data version must be one of {VERSIONS}, got {version!r}")
     rng = random.Random(seed)
     rows, seen = [], set()
     held_out = [w for w in (_words(t) for t in exclude) if w]
-    for text, labels in _threats(rng) + _benign(rng):
+    for text, labels in _threats(rng, version) + _benign(rng):
         key = " ".join(text.lower().split())
         words = _words(text)
         if key in seen or any(len(words & h) / len(words | h) >= NEAR_DUPLICATE for h in held_out):
@@ -160,11 +195,11 @@ def functional_texts() -> list[str]:
     return [case.text for case in load_cases(CASES_PATH)]
 
 
-def write_synthetic(path: str | Path, seed: int = 0) -> Path:
+def write_synthetic(path: str | Path, seed: int = 0, version: str = "v1") -> Path:
     """Write the synthetic posts (none near a functional-suite case) as a dataset JSONL file; returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
-        for row in synthetic_rows(seed, exclude=functional_texts()):
+        for row in synthetic_rows(seed, exclude=functional_texts(), version=version):
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path

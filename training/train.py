@@ -59,16 +59,27 @@ class TrainResult:
     model: ModerationModel
 
 
-def cap_rows(data: Any, max_rows: dict[str, int], seed: int) -> Any:
-    """`data` with at most max_rows[name] rows of each named dataset (a seeded random sample, order kept)."""
+def cap_rows(data: Any, max_rows: dict[str, int], seed: int, keep_positive: Sequence[int] = ()) -> Any:
+    """`data` with at most max_rows[name] rows of each named dataset (a seeded random sample, order kept).
+
+    keep_positive: label columns whose positive rows are always kept; the cap then samples the other rows
+    (max_rows[name] minus those kept, at least none), so a capped dataset can exceed its cap by its rare positives.
+    """
     rng = np.random.default_rng(seed)
     sources = np.asarray(data.sources)
+    labels = np.asarray(data.labels)
     keep = np.ones(len(data), dtype=bool)
     for name, cap in max_rows.items():
         rows = np.nonzero(sources == name)[0]
-        if len(rows) > cap:
-            keep[rows] = False
-            keep[rng.choice(rows, size=int(cap), replace=False)] = True
+        if len(rows) <= cap:
+            continue
+        sure = np.zeros(len(rows), dtype=bool)
+        for col in keep_positive:
+            sure |= labels[rows, col] == 1
+        rest = rows[~sure]
+        keep[rest] = False
+        n = min(len(rest), max(0, int(cap) - int(sure.sum())))
+        keep[rng.choice(rest, size=n, replace=False)] = True
     return data.subset(keep)
 
 
@@ -114,7 +125,8 @@ def train(specs: Sequence[DatasetSpec], out_dir: str | os.PathLike, model_config
 
     data = load_labelled(list(specs), categories, "train")
     if config.max_train_rows:
-        data = cap_rows(data, config.max_train_rows, config.seed)
+        data = cap_rows(data, config.max_train_rows, config.seed,
+                        keep_positive=[categories.index(c) for c in config.cap_keep_positive])
     counts = data.counts()
     for c in categories:
         if counts[c]["positive"] == 0 or counts[c]["positive"] == counts[c]["known"]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from moderation.datasets import DatasetSpec, load_labelled
 from training import synthetic
 
@@ -31,3 +33,19 @@ def test_written_file_loads_with_both_classes_per_category(tmp_path):
     threats = [r for r in rows if r["violence"] == 1]
     assert all(r["offensive"] == 1 for r in threats)
     assert any(r["hate"] is None for r in threats) and any(r["hate"] == 1 for r in threats)
+
+
+def test_v2_adds_person_threats_and_keeps_v1_and_the_suite_disjoint():
+    cases = synthetic.functional_texts()
+    v1 = synthetic.synthetic_rows(exclude=cases)
+    v2 = synthetic.synthetic_rows(exclude=cases, version="v2")
+    person = lambda rows: [r for r in rows if r["violence"] == 1 and r["hate"] is None]  # noqa: E731
+    assert len(person(v2)) > 1.5 * len(person(v1))
+    # v2 keeps v1's threats (its benign posts are another seeded sample of the same templates)
+    assert {r["text"] for r in v1 if r["violence"] == 1} <= {r["text"] for r in v2}
+    held = [synthetic._words(t) for t in cases]
+    for row in v2:
+        words = synthetic._words(row["text"])
+        assert all(len(words & h) / len(words | h) < synthetic.NEAR_DUPLICATE for h in held), row["text"]
+    with pytest.raises(ValueError, match="version"):
+        synthetic.synthetic_rows(version="v3")

@@ -252,3 +252,26 @@ def test_dataset_balanced_weights_neutralise_base_rates():
     w = dataset_balanced_weights(labels, ["a", "a", "a", "a", "b", "b"])
     # dataset a: 1 positive and 3 negatives weigh 2 and 2; dataset b has one known label (one class): weight 1.
     np.testing.assert_allclose(w[:, 0], [2.0, 2 / 3, 2 / 3, 2 / 3, 1.0, 0.0])
+
+
+def test_cap_rows_samples_each_capped_dataset_and_can_keep_rare_positives():
+    import numpy as np
+
+    from moderation.datasets import LabelledSet
+    from training.train import cap_rows
+
+    n = 100
+    labels = np.zeros((n + 10, 1), dtype=np.float32)
+    labels[[3, 40, 77], 0] = 1.0  # three rare positives in the capped dataset
+    labels[n + 2, 0] = np.nan
+    data = LabelledSet(posts=[{"id": f"x/{i}", "text": str(i), "image": None} for i in range(n + 10)],
+                       labels=labels, categories=["violence"], sources=["big"] * n + ["small"] * 10)
+    capped = cap_rows(data, {"big": 20, "small": 50}, seed=0)
+    assert capped.sources.count("big") == 20 and capped.sources.count("small") == 10
+    kept = cap_rows(data, {"big": 20}, seed=0, keep_positive=[0])
+    assert kept.sources.count("big") == 20 and kept.sources.count("small") == 10
+    ids = {p["id"] for p in kept.posts}
+    assert {"x/3", "x/40", "x/77"} <= ids  # every positive kept, 17 others sampled
+    assert cap_rows(data, {"big": 2}, seed=0, keep_positive=[0]).sources.count("big") == 3  # positives exceed the cap
+    # without keep_positive the sample is the one the caps always drew (the shipped recipe's data unchanged)
+    assert [p["id"] for p in cap_rows(data, {"big": 20}, seed=0, keep_positive=[]).posts] == [p["id"] for p in capped.posts]

@@ -70,6 +70,11 @@ TRAINING: dict[str, dict[str, Any]] = {
                                 "gab_hate_corpus": 12000, "implicit_hate": 12000},
              "datasets": "all", **_COMMON},
 }
+#: --violence-data: the synthetic threat templates' version and the changes to the full recipe's sampling.
+VIOLENCE_DATA: dict[str, dict[str, Any]] = {
+    "v1": {"synthetic": "v1", "cap_keep_positive": [], "uncap": []},
+    "v2": {"synthetic": "v2", "cap_keep_positive": ["violence"], "uncap": ["crisislex_violence_news"]},
+}
 #: LoRA on the top half of MiniLM (layers 3-5): backward stops there, so a CPU step costs about a third less
 #: than adapting all six layers; the adapters stay small (~330k parameters).
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "target_modules": ["query", "key", "value", "dense"],
@@ -115,6 +120,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and endorsing frames: training.stance)")
     p.add_argument("--stance-violence", choices=["zero", "unknown"], default="zero",
                    help="full mode: the violence label of the rejecting and reporting stance posts (default: %(default)s)")
+    p.add_argument("--violence-data", choices=list(VIOLENCE_DATA), default="v1",
+                   help="full mode: v1 (the shipped model's) or v2: more person-directed threat templates "
+                        "(training.synthetic v2), every violence positive kept under the sampling caps, and all of "
+                        "CrisisLex's violence news (default: %(default)s)")
     p.add_argument("--no-install", action="store_true", help="train, calibrate and measure, but do not copy into --out")
     p.add_argument("--skip-train", action="store_true", help="reuse the trained model in --work-dir (recalibrate and re-measure)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report and the MultiOFF ablation")
@@ -148,7 +157,11 @@ def run(args: argparse.Namespace) -> int:
         # deferred: as in run()
         from moderation.datasets import DatasetSpec
         from training import synthetic
-        specs.append(DatasetSpec(path=synthetic.write_synthetic(work.parent / f"{synthetic.NAME}.jsonl", args.seed),
+        vdata = VIOLENCE_DATA[args.violence_data]
+        train_cfg["cap_keep_positive"] = list(vdata["cap_keep_positive"])
+        train_cfg["max_train_rows"] = {k: v for k, v in train_cfg["max_train_rows"].items() if k not in vdata["uncap"]}
+        specs.append(DatasetSpec(path=synthetic.write_synthetic(work.parent / f"{synthetic.NAME}.jsonl", args.seed,
+                                                                version=vdata["synthetic"]),
                                  labels=dict(synthetic.LABELS), name=synthetic.NAME))
         conan = [s for s in specs if s.name == "conan"]
         if args.stance and conan:
@@ -199,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     command += f" --text-encoder {args.text_encoder}" if args.text_encoder else ""
     command += f" --text-layers {args.text_layers}" if args.text_layers else ""
     command += f" --stance-violence {args.stance_violence}" if args.mode == "full" and args.stance_violence != "zero" else ""
+    command += f" --violence-data {args.violence_data}" if args.mode == "full" and args.violence_data != "v1" else ""
     metrics = calibrate_and_measure(work, measured_specs, Path(args.report_dir), report=not args.no_report, recipe={
         "command": command, "mode": args.mode, "train_seconds": round(train_seconds), "seed": args.seed})
     print_summary(metrics)
