@@ -88,11 +88,14 @@ def _vectorizers(config: LexicalConfig, vocab_word: dict[str, int] | None = None
 
 def _tfidf(counts: Any, idf: np.ndarray) -> Any:
     """Sublinear tf (1 + log count) times idf, rows L2-normalised: scikit-learn's TfidfVectorizer(sublinear_tf=True)."""
-    from sklearn.preprocessing import normalize
+    # sklearn.preprocessing.normalize's own kernel, without the argument validation around it (~0.5 ms a call,
+    # two calls a post: a third of the channel's cost on a single-post request); the same arithmetic
+    from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l2
 
     x = counts.tocsr().astype(np.float32)
     x.data = (1.0 + np.log(x.data)) * idf[x.indices]  # each stored cell times its column's idf, in place of a
-    return normalize(x, norm="l2", copy=False)        # sparse-by-dense-row product (same float32 arithmetic)
+    inplace_csr_row_normalize_l2(x)                   # sparse-by-dense-row product (same float32 arithmetic)
+    return x
 
 
 def _idf(counts: Any) -> np.ndarray:
