@@ -69,7 +69,8 @@ def load_scorer(args: argparse.Namespace):
 
     torch.set_num_threads(max(1, int(args.num_cpus * args.num_replicas)))  # the same cores as all the replicas
     # Batches of --batch-size posts, run in length-sorted chunks of --forward-batch-size, as the replica does.
-    opts = dict(batch_size=args.forward_batch_size or args.batch_size, precision=args.precision, num_workers=0)
+    opts = dict(batch_size=args.forward_batch_size or args.batch_size, precision=args.precision, num_workers=0,
+                onnx_text=args.onnx_text)
     return Scorer.from_dir(args.model, **opts) if args.model else Scorer.default(**opts)
 
 
@@ -97,7 +98,8 @@ def bare_ceiling(scorer, texts: list[str], seconds: float, size: int) -> dict[st
 
 
 def serve_args(args: argparse.Namespace, max_batch_size: int, wait_s: float) -> dict[str, Any]:
-    return {"model_dir": args.model, "precision": args.precision, "num_cpus": args.num_cpus, "decode_workers": 0,
+    return {"model_dir": args.model, "precision": args.precision, "onnx_text": args.onnx_text,
+            "num_cpus": args.num_cpus, "decode_workers": 0,
             "topology": args.topology, "num_replicas": args.num_replicas,
             "batch": {"max_batch_size": max_batch_size, "batch_wait_timeout_s": wait_s,
                       "forward_batch_size": min(args.forward_batch_size or max_batch_size, max_batch_size)},
@@ -216,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model directory (default: the shipped default model)")
     parser.add_argument("--datasets", default=str(REPO.parent / "shared" / "datasets"))
     parser.add_argument("--precision", choices=("fp32", "bf16", "bf16-guarded", "auto"), default="fp32")
+    parser.add_argument("--onnx-text", choices=("auto", "on", "off"), default="auto",
+                        help="small batches' text encoder in ONNX Runtime (as `moderation serve --onnx-text`)")
     parser.add_argument("--phase-s", type=float, default=12.0, help="seconds per measured phase")
     parser.add_argument("--warmup-s", type=float, default=3.0, help="seconds of warm-up before each deployment's phases")
     parser.add_argument("--concurrency", default="1,4,16,64", help="closed-loop sweep")
@@ -275,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     # figures name it, so that `moderation capacity` plans for the precision that was measured.
     report["settings"]["precision_asked"] = args.precision
     report["settings"]["precision"] = scorer.precision
+    report["settings"]["onnx_text_asked"] = args.onnx_text
+    report["settings"]["onnx_text"] = scorer.onnx_text_choice
     ceilings = []
     step("bare ceiling 1/3")
     ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.ceiling_batch))

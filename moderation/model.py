@@ -229,8 +229,8 @@ class ModerationModel(nn.Module):
             if index.numel() == 0:
                 out[modality] = torch.zeros(size, encoder.output_dim, device=batch["present"].device)
                 continue
-            if modality == "text":
-                feats = encoder(**batch["text"])
+            if modality == "text":  # text_runtime: the same encoder run elsewhere (moderation.onnx_text)
+                feats = batch.get("text_runtime", encoder)(**batch["text"])
             else:
                 feats = encoder(batch["image"])
             full = torch.zeros(size, feats.shape[1], dtype=feats.dtype, device=feats.device)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from moderation.calibration import sigmoid
-from moderation.hashes import HashList, HashMatcher
+from moderation.hashes import HashList, HashMatcher, as_matcher
 from moderation.inputs import DEFAULT_LIMITS, InputLimits, check_text, load_image
 from moderation.model import ModelConfig, ModerationModel, PreparedPost, collate, merge_lora
 from moderation.language import detect_language
@@ -33,16 +33,10 @@ from moderation.model_dir import ModelInfo, default_model_dir, load_model, read_
 from moderation.policy import POLICY_FILE, Policy, from_thresholds
 from moderation.precision import (PRECISIONS, GUARDED, PrecisionChoice, PrecisionError,  # noqa: F401 - PRECISIONS re-exported
                                   check_precision, guard_margins, resolve_precision)
+from moderation.onnx_text import DEFAULT_MAX_POSTS, text_runtime
 from moderation.ocr import OcrEngine, OcrUnavailableError, check_ocr_mode, model_dir as ocr_model_dir, shared_engine
 from moderation.textnorm import normalize_text
-from moderation.schema import (
-    CategoryResult,
-    ErrorCode,
-    HashMatch,
-    InputError,
-    Post,
-    ScoreResult,
-)
+from moderation.schema import CategoryResult, ErrorCode, HashMatch, InputError, Post, ScoreResult
 
 UNTRAINED_VERSION = "default-untrained"
 
@@ -103,7 +97,8 @@ class Scorer:
     (moderation.precision; the default of batch scoring and serving). `precision` is then what runs and
     `precision_choice` says why; every result records it. num_workers: threads that read and decode images in
     parallel (0: in the calling thread); OCR and hashing run there too. image_root: default folder that image paths
-    resolve under.
+    resolve under. onnx_text: "off" (default), "auto" or "on": batches of at most `onnx_max_posts` posts run their
+    text encoder in fp32 through ONNX Runtime, ~2x faster for one post on a CPU (moderation.onnx_text).
 
     ocr: "auto" (default, or its synonym "both") reads the printed text of every image post and scores it after
     the given text (alone when there is none); "ocr" scores the OCR text instead of the given text; "off" never
@@ -121,7 +116,8 @@ class Scorer:
                  ocr_with_image: bool = False,
                  hash_lists: Sequence[str | os.PathLike | HashList] | HashMatcher | None = None,
                  ocr_engine: OcrEngine | None = None, policy: Policy | str | os.PathLike | None = None,
-                 detect_language: bool = True, guard_margin: Mapping[str, float] | None = None) -> None:
+                 detect_language: bool = True, guard_margin: Mapping[str, float] | None = None,
+                 onnx_text: str = "off", onnx_max_posts: int = DEFAULT_MAX_POSTS) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         check_precision(precision)
@@ -136,8 +132,11 @@ class Scorer:
         self.guard_margin: dict[str, float] | None = None
         if self.precision == GUARDED:
             self.guard_margin = guard_margins(guard_margin, info.precision, info.model_version, self.categories)
-        #: bf16-guarded: posts scored, and those scored again in fp32 (near a threshold).
-        self.guard_stats: dict[str, int] = {"posts": 0, "rescored": 0}
+        #: posts scored, those scored again in fp32 (bf16-guarded, near a threshold), those run in ONNX Runtime
+        self.guard_stats: dict[str, int] = {"posts": 0, "rescored": 0, "onnx": 0}
+        #: onnx_text "auto" / "on": batches of at most onnx_max_posts run fp32 in ONNX Runtime (moderation.onnx_text)
+        self.onnx_text, self.onnx_text_choice = text_runtime(onnx_text, self.model, self.device)
+        self.onnx_max_posts = int(onnx_max_posts)
         self.image_root = image_root
         self.limits = limits
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
@@ -147,7 +146,7 @@ class Scorer:
             ocr_model_dir()  # fail now, with what to do, rather than on the first image
         self._ocr_engine = ocr_engine
         self.ocr_with_image = bool(ocr_with_image)
-        self.hash_matcher = _hash_matcher(hash_lists)
+        self.hash_matcher = as_matcher(hash_lists)
         self.policy = self.resolve_policy(policy)
         self.detect_language = bool(detect_language)
 
@@ -260,6 +259,7 @@ class Scorer:
             "precision": self.precision,
             "precision_choice": self.precision_choice.to_dict(),
             "precision_record": self.info.precision.to_json() if self.info.precision is not None else None,
+            "onnx_text": {"choice": self.onnx_text_choice, "max_posts": self.onnx_max_posts if self.onnx_text else 0},
             "ocr": self.ocr,
             "ocr_with_image": self.ocr_with_image,
             "hash_lists": self.hash_matcher.describe() if self.hash_matcher is not None else [],
@@ -374,22 +374,20 @@ class Scorer:
 
     # --- the model ----------------------------------------------------------------------------------
 
-    def _autocast(self, bf16: bool) -> contextlib.AbstractContextManager:
-        if bf16:
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def logits(self, items: Sequence[PreparedPost]) -> tuple[np.ndarray, np.ndarray]:
         """Raw logits for prepared posts, (N, C) float64, plus (N,) bool 'text truncated'. Order kept.
 
         Runs in chunks of `batch_size`, each chunk's posts sorted by text length to cut padding. bf16-guarded:
         the posts near_thresholds() finds in the bf16 pass get their fp32 logits.
         """
+        self.guard_stats["posts"] += len(items)
+        if self.onnx_text is not None and len(items) <= self.onnx_max_posts:
+            self.guard_stats["onnx"] += len(items)
+            return self._forward(items, bf16=False, runtime=self.onnx_text)
         if self.precision != GUARDED:
             return self._forward(items, bf16=self.precision == "bf16")
         logits, truncated = self._forward(items, bf16=True)
         near = self.near_thresholds(items, logits)
-        self.guard_stats["posts"] += len(items)
         if near.any():
             idx = np.flatnonzero(near)
             logits[idx] = self._forward([items[i] for i in idx], bf16=False)[0]
@@ -412,7 +410,10 @@ class Scorer:
                     near |= (low[:, j] < t) & (high[:, j] >= t)
         return near
 
-    def _forward(self, items: Sequence[PreparedPost], bf16: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _autocast(self, bf16: bool) -> contextlib.AbstractContextManager:
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def _forward(self, items: Sequence[PreparedPost], bf16: bool, runtime: Any = None) -> tuple[np.ndarray, np.ndarray]:
         n = len(items)
         logits = np.zeros((n, len(self.categories)), dtype=np.float64)
         truncated = np.zeros(n, dtype=bool)
@@ -423,6 +424,8 @@ class Scorer:
             for start in range(0, n, self.batch_size):
                 idx = order[start : start + self.batch_size]
                 batch = collate([items[i] for i in idx], self.model, self.device)
+                if runtime is not None and "text" in batch:
+                    batch["text_runtime"] = runtime
                 out = self.model(batch).float().cpu().numpy()
                 logits[idx] = out
                 truncated[idx] = batch["truncated"].numpy()
@@ -533,15 +536,6 @@ def _post_id(post: Any) -> str | None:
         raw = post.get("id")
         return None if raw is None else str(raw)
     return None
-
-
-def _hash_matcher(lists: Sequence[str | os.PathLike | HashList] | HashMatcher | None) -> HashMatcher | None:
-    if lists is None or isinstance(lists, HashMatcher):
-        return lists
-    if isinstance(lists, (str, os.PathLike, HashList)):
-        lists = [lists]
-    loaded = [hl if isinstance(hl, HashList) else HashList.load(hl) for hl in lists]
-    return HashMatcher(loaded) if loaded else None
 
 
 def _has_image(post: Any) -> bool:

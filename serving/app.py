@@ -140,7 +140,7 @@ def build_app(args: ServeArgs) -> Application:
     if args.policy:  # read here (a bad file stops the start); the replicas get its contents as user_config
         args = args.model_copy(update={"batch": args.batch.model_copy(
             update={"policy": Policy.load(Path(args.policy).expanduser()).to_json()})})
-    model_args = dict(model_dir=model_dir, device=args.device, precision=args.precision,
+    model_args = dict(model_dir=model_dir, device=args.device, precision=args.precision, onnx_text=args.onnx_text,
                       decode_workers=args.decode_workers, torch_threads=max(1, int(args.num_cpus)),
                       limits=args.limits.model_dump(), ocr=args.ocr, ocr_with_image=args.ocr_with_image,
                       hash_lists=hash_lists)

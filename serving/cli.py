@@ -62,6 +62,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--topology", choices=("fused", "split"), default=None,
                    help="fused: one deployment is the HTTP ingress and the batched model (default; fastest on CPU); "
                         "split: an ingress deployment in front of a separate model deployment")
+    p.add_argument("--onnx-text", choices=("auto", "on", "off"), default=None,
+                   help="run the text encoder of lone requests (batches of <= 4 posts) in fp32 through ONNX Runtime: "
+                        "auto (default: where onnx and onnxruntime are installed, on a CPU), on, off")
     p.add_argument("--ocr", choices=("off", "auto", "ocr", "both"), default=None,
                    help="OCR of images: auto (every image post; both is the same), ocr, off (default: the config's, auto)")
     p.add_argument("--hash-list", action="append", default=None, metavar="FILE", dest="hash_lists",
@@ -122,7 +125,7 @@ def _serve_args(args: argparse.Namespace) -> tuple[dict, str, int]:
     if args.batch_wait_ms is not None:
         batch["batch_wait_timeout_s"] = args.batch_wait_ms / 1000.0
     app_args["batch"] = batch
-    for name in ("max_ongoing_requests", "max_queued_requests", "num_replicas", "num_cpus", "topology", "auth_token_env",
+    for name in ("onnx_text", "max_ongoing_requests", "max_queued_requests", "num_replicas", "num_cpus", "topology", "auth_token_env",
                  "ocr", "hash_lists", "policy"):
         value = getattr(args, name)
         if value is not None:

@@ -56,7 +56,8 @@ class ModelCore:
 
     def __init__(self, model_dir: Optional[str], device: str = "cpu", precision: str = "auto",
                  decode_workers: int = 2, torch_threads: int = 1, limits: Optional[Dict[str, Any]] = None,
-                 ocr: str = "auto", ocr_with_image: bool = False, hash_lists: Optional[List[str]] = None) -> None:
+                 ocr: str = "auto", ocr_with_image: bool = False, hash_lists: Optional[List[str]] = None,
+                 onnx_text: str = "off") -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         import torch  # deferred: torch (and the scorer with it) loads in the replica, not in the driver
@@ -70,7 +71,7 @@ class ModelCore:
                                    max_image_aspect_ratio=req.max_image_aspect_ratio)
         opts = dict(batch_size=BatchConfig().max_batch_size, device=device, precision=precision,
                     limits=input_limits, num_workers=decode_workers, ocr=ocr, ocr_with_image=ocr_with_image,
-                    hash_lists=list(hash_lists or []))
+                    hash_lists=list(hash_lists or []), onnx_text=onnx_text)
         self.scorer = Scorer.from_dir(model_dir, **opts) if model_dir else Scorer.default(**opts)
         self.torch_threads = torch.get_num_threads()
         self.batch_config = BatchConfig()
@@ -86,7 +87,7 @@ class ModelCore:
         # in a process (local testing mode, two apps in one process). Settings change later via reconfigure.
         self._score_one = serve.batch(max_batch_size=self.batch_config.max_batch_size,
                                       batch_wait_timeout_s=self.batch_config.batch_wait_timeout_s)(self._run_batch)
-        logger.info("model replica: %s", self.scorer.precision_choice.line())
+        logger.info("model replica: %s; onnx_text %s", self.scorer.precision_choice.line(), self.scorer.onnx_text_choice)
         if not self.scorer.trained:
             logger.warning("serving an UNTRAINED model head (%s): scores are not judgements and nothing is flagged",
                            self.scorer.model_version)
@@ -159,4 +160,6 @@ class ModelCore:
                 "torch_threads": self.torch_threads,
                 "stats": {"batches": self.batches, "posts": self.posts, "largest_batch": self.largest_batch,
                           # bf16-guarded: posts scored again in fp32 (0 in another precision)
-                          "rescored": self.scorer.guard_stats["rescored"]}}
+                          "rescored": self.scorer.guard_stats["rescored"],
+                          # posts whose text ran fp32 in ONNX Runtime (small batches: moderation.onnx_text)
+                          "onnx_text": self.scorer.guard_stats["onnx"]}}

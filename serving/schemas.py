@@ -119,6 +119,9 @@ class ServeArgs(BaseModel):
     #: (moderation.precision), or bf16-guarded where the record validates that; "fp32", "bf16" or "bf16-guarded"
     #: to force one.
     precision: Literal["auto", "fp32", "bf16", "bf16-guarded"] = "auto"
+    #: The text encoder of batches of at most 4 posts (a lone request) in fp32 through ONNX Runtime
+    #: (moderation.onnx_text): "auto" (on where onnx and onnxruntime are installed and the device is a CPU), "on", "off".
+    onnx_text: Literal["auto", "on", "off"] = "auto"
     #: Threads that decode images inside the model replica (0: decode in the batch thread); OCR and hashing run there.
     decode_workers: int = Field(2, ge=0, le=16)
     #: OCR of images (moderation.ocr): "auto" (or "both") reads every image post and scores the OCR text after

@@ -22,7 +22,7 @@ from moderation.hashes.lists import (
     HashList,
     read_list_file,
 )
-from moderation.hashes.matcher import HashMatcher
+from moderation.hashes.matcher import HashMatcher, as_matcher
 from moderation.hashes.pdq import (
     HASH_MAX_SIDE,
     PDQ_MATCH_THRESHOLD,
@@ -40,6 +40,6 @@ from moderation.hashes.pdq import (
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "HASH_MAX_SIDE", "HASH_TYPE", "MAX_LIST_BYTES", "PDQ_MATCH_THRESHOLD",
-    "PDQ_MIN_QUALITY", "HashEntry", "HashList", "HashListError", "HashMatcher", "check_hex", "degenerate",
+    "PDQ_MIN_QUALITY", "HashEntry", "HashList", "HashListError", "HashMatcher", "as_matcher", "check_hex", "degenerate",
     "hamming", "hex_distance", "hex_to_words", "pdq_dihedral", "pdq_hash", "popcount", "read_list_file",
 ]

@@ -90,3 +90,14 @@ class HashMatcher:
         dist = self._distances(words)
         i = int(np.argmin(dist))
         return int(dist[i]), self._entries[i][1]
+
+
+def as_matcher(lists: Sequence[str | os.PathLike | HashList] | HashMatcher | None) -> HashMatcher | None:
+    """A HashMatcher of hash-list files or loaded lists (one or several), a matcher as given, or None for none.
+    Raises HashListError / FileNotFoundError for a bad list."""
+    if lists is None or isinstance(lists, HashMatcher):
+        return lists
+    if isinstance(lists, (str, os.PathLike, HashList)):
+        lists = [lists]
+    loaded = [hl if isinstance(hl, HashList) else HashList.load(hl) for hl in lists]
+    return HashMatcher(loaded) if loaded else None

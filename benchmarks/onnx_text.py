@@ -1,0 +1,142 @@
+"""Small batches through ONNX Runtime: does `--onnx-text` make a lone post faster without changing a decision?
+
+    python -m benchmarks.onnx_text                      # shipped default model, 200 test posts, 1 thread
+    python -m benchmarks.onnx_text --posts 400 --threads 2 --int8
+
+The same Scorer code path the endpoint uses (`Scorer.score([post])`: checks, language, lexical channel, forward,
+calibration, policy), one post per call, for each post in turn under each runtime (the order rotates per post, so
+a change of the machine's load hits each alike). Runtimes:
+
+- `torch`: the model's PyTorch text encoder at the precision `--precision` resolves to (what serving runs with
+  `--onnx-text off`);
+- `onnx`: the same encoder exported to fp32 ONNX and run by ONNX Runtime (`--onnx-text auto`, the default);
+- `onnx-int8` (`--int8`): that graph with its MatMuls quantised to int8 by onnxruntime's dynamic quantisation
+  (measured only: not a runtime the Scorer offers).
+
+Printed: per runtime the p50 / p90 / p99 latency of one post (ms) and its ratio to torch's p50 in this run; the
+largest |calibrated score difference| against PyTorch fp32, and how many decisions (allow / review / block) and
+blocks differ from PyTorch fp32's. Posts are drawn from the test splits of five shared text datasets (their real
+length mix). Exit status 1 when the fp32 ONNX runtime changes a decision (it must not: it is the same fp32 graph).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def _int8_runtime(fp32: Any, threads: int, folder: Path) -> Any:
+    """An OnnxTextEncoder-like callable over the int8 dynamic quantisation of `fp32`'s graph."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    path = folder / (fp32.path.stem + "-int8.onnx")
+    quantize_dynamic(str(fp32.path), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    runtime = type(fp32).__new__(type(fp32))
+    runtime.path, runtime.names = path, fp32.names
+    runtime.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return runtime
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.onnx_text", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="model directory (default: the shipped default model)")
+    parser.add_argument("--data-dir", help="shared datasets folder (default: $MODERATION_DATA_DIR or ../shared/datasets)")
+    parser.add_argument("--posts", type=int, default=200, help="test posts to score one at a time (default 200)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads (default 1, "
+                        "as one serving replica per core)")
+    parser.add_argument("--precision", default="auto", help="torch's precision (default auto, as serving)")
+    parser.add_argument("--int8", action="store_true", help="also measure the int8 quantised graph")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.posts < 1 or args.threads < 1:
+        parser.error("--posts and --threads must be >= 1")
+
+    import torch
+
+    from benchmarks.model_cost import sample_posts
+    from moderation.cli import _quiet_libraries
+    from moderation.datasets import data_root
+    from moderation.model_dir import default_model_dir
+    from moderation.scorer import Scorer
+
+    _quiet_libraries()
+    torch.set_num_threads(args.threads)
+    root = Path(args.data_dir) if args.data_dir else data_root()
+    posts = sample_posts(root, args.posts, seed=args.seed)
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    common = dict(batch_size=32, num_workers=0, ocr="off")
+    with tempfile.TemporaryDirectory(prefix="onnx-bench-") as tmp:
+        os.environ.setdefault("MODERATION_CACHE_DIR", tmp)
+        scorers = {
+            "reference fp32": Scorer.from_dir(model_dir, precision="fp32", onnx_text="off", **common),
+            "torch": Scorer.from_dir(model_dir, precision=args.precision, onnx_text="off", **common),
+            "onnx": Scorer.from_dir(model_dir, precision=args.precision, onnx_text="on", **common),
+        }
+        print(f"model {scorers['torch'].info.model_version}; torch precision {scorers['torch'].precision} "
+              f"({scorers['torch'].precision_choice.reason}); {args.threads} thread(s); {len(posts)} posts; "
+              f"onnx: {scorers['onnx'].onnx_text_choice}", flush=True)
+        if args.int8:
+            int8 = Scorer.from_dir(model_dir, precision="fp32", onnx_text="on", **common)
+            int8.onnx_text = _int8_runtime(int8.onnx_text, args.threads, Path(tmp))
+            scorers["onnx-int8"] = int8
+        names = list(scorers)
+        for scorer in scorers.values():  # warm-up: first calls allocate and (ONNX) optimise the graph
+            for post in posts[:5]:
+                scorer.score([post])
+        latency: dict[str, list[float]] = {n: [] for n in names}
+        results: dict[str, list[Any]] = {n: [] for n in names}
+        for i, post in enumerate(posts):
+            order = names[i % len(names):] + names[:i % len(names)]
+            for name in order:
+                start = time.perf_counter()
+                result = scorers[name].score([post])[0]
+                latency[name].append((time.perf_counter() - start) * 1000)
+                results[name].append(result)
+            if (i + 1) % 50 == 0:
+                print(f"  {i + 1}/{len(posts)} posts", file=sys.stderr, flush=True)
+
+    reference = results["reference fp32"]
+    failed = [r.error for r in reference if not r.ok]
+    if failed:
+        print(f"{len(failed)} posts failed to score, e.g. {failed[0]}", file=sys.stderr)
+        return 2
+    base = statistics.median(latency["torch"])
+    print("\n| runtime | p50 ms | p90 ms | p99 ms | p50 vs torch | max abs score diff vs fp32 | decisions changed "
+          f"| blocks changed |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    changed_onnx = 0
+    for name in names:
+        diffs, decisions, blocks = 0.0, 0, 0
+        for ref, got in zip(reference, results[name]):
+            for cat, c in ref.categories.items():
+                diffs = max(diffs, abs(c.score - got.categories[cat].score))
+            decisions += ref.action != got.action
+            blocks += ({k for k, c in ref.categories.items() if c.flagged}
+                       != {k for k, c in got.categories.items() if c.flagged})
+        if name == "onnx":
+            changed_onnx = decisions
+        lat = latency[name]
+        print(f"| {name} | {statistics.median(lat):.2f} | {_percentile(lat, 90):.2f} | {_percentile(lat, 99):.2f} "
+              f"| {statistics.median(lat) / base:.2f}x | {diffs:.2e} | {decisions} | {blocks} |")
+    return 1 if changed_onnx else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""The text encoder through ONNX Runtime for small batches: the same scores as PyTorch fp32, a shared export."""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+import pytest
+import torch
+
+from moderation import onnx_text
+from moderation.scorer import Scorer
+
+POSTS = [{"id": "a", "text": "you people are the worst"}, {"id": "b", "text": "lovely weather in the park"},
+         {"id": "c", "text": "I will find you"}]
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODERATION_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "onnx"
+
+
+def test_small_batches_run_in_onnx_runtime_with_fp32_scores(tiny_model_dir, cache):
+    plain = Scorer.from_dir(tiny_model_dir, num_workers=0)
+    fast = Scorer.from_dir(tiny_model_dir, num_workers=0, onnx_text="on", onnx_max_posts=2)
+    assert fast.onnx_text is not None and plain.onnx_text is None
+    assert len(list(cache.glob("text-*.onnx"))) == 1
+    for posts in (POSTS[:1], POSTS[:2]):
+        want, got = plain.score(posts), fast.score(posts)
+        for w, g in zip(want, got):
+            for c in w.categories:
+                assert g.categories[c].score == pytest.approx(w.categories[c].score, abs=1e-5)
+            assert g.action == w.action
+    assert fast.guard_stats["onnx"] == 3
+    fast.score(POSTS)  # three posts: over onnx_max_posts, PyTorch runs them
+    assert fast.guard_stats["onnx"] == 3 and fast.guard_stats["posts"] == 6
+    assert fast.describe()["onnx_text"]["max_posts"] == 2
+    assert plain.describe()["onnx_text"] == {"choice": "off", "max_posts": 0}
+
+
+def test_the_export_is_shared_and_keyed_by_the_weights(tiny_model, cache):
+    encoder = tiny_model.encoders["text"]
+    first = onnx_text.OnnxTextEncoder(encoder, threads=1)
+    stamp = first.path.stat().st_mtime_ns
+    second = onnx_text.OnnxTextEncoder(encoder, threads=1)
+    assert second.path == first.path and second.path.stat().st_mtime_ns == stamp  # not exported again
+    with torch.no_grad():
+        next(encoder.parameters()).add_(0.01)
+    assert onnx_text.OnnxTextEncoder(encoder, threads=1).path != first.path
+    assert not list(cache.glob("*.tmp"))
+    tokens = encoder.tokenize(["one post", "and a longer second post"])
+    tokens.pop("truncated")
+    with torch.inference_mode():
+        want = encoder(**tokens).numpy()
+    got = onnx_text.OnnxTextEncoder(encoder, threads=1)(**tokens).numpy()
+    assert np.abs(want - got).max() < 1e-5
+
+
+def test_modes_and_a_missing_package(tiny_model, cache, monkeypatch):
+    with pytest.raises(ValueError, match="onnx_text must be one of"):
+        onnx_text.text_runtime("fast", tiny_model, torch.device("cpu"))
+    assert onnx_text.text_runtime("off", tiny_model, torch.device("cpu")) == (None, "off")
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnx":
+            raise ImportError("no onnx here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    session, why = onnx_text.text_runtime("auto", tiny_model, torch.device("cpu"))
+    assert session is None and "pip install onnx" in why
+    with pytest.raises(onnx_text.OnnxUnavailableError, match="'onnx' is not installed"):
+        onnx_text.text_runtime("on", tiny_model, torch.device("cpu"))
+    assert "CPU-only" in onnx_text.unavailable_reason(torch.device("cuda"))
