@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     base = statistics.median(latency["torch"])
     print("\n| runtime | p50 ms | p90 ms | p99 ms | p50 vs torch | max abs score diff vs fp32 | decisions changed "
-          f"| blocks changed |")
+          "| blocks changed |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     changed_onnx = 0
     for name in names:
