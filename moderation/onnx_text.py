@@ -1,9 +1,10 @@
 """The text encoder through ONNX Runtime, for small batches: what a real-time endpoint sends (one post a request).
 
-A single tweet through MiniLM in PyTorch is mostly Python and dispatch overhead (hundreds of small module calls);
-ONNX Runtime runs the same fp32 graph in one call. Measured here (one thread, one tweet): 14.7 -> 6.4 ms for the
-encoder, with embeddings within 6e-7 of PyTorch's. On batches of 32 it is no faster than PyTorch fp32 and slower
-than bf16, so the Scorer sends only batches of at most `max_posts` posts through it (docs/benchmarks-serving.md).
+A single tweet through MiniLM in PyTorch pays Python and dispatch overhead (hundreds of small module calls) on
+top of its arithmetic; ONNX Runtime runs the same fp32 graph in one call. Measured on the 2-core machine (one thread,
+one post per Scorer.score call, 300 test posts, `python -m benchmarks.onnx_text`): 15.4 ms (PyTorch, bf16-guarded)
+-> 11.6 ms p50, scores within 4.4e-6 of PyTorch fp32's, 0 decisions changed. From 8 posts a batch it is slower than
+PyTorch bf16, so the Scorer sends only batches of at most `max_posts` posts through it (docs/benchmarks-serving.md).
 Its output is fp32: a post it scores gets fp32's decision, whatever the precision of the large batches.
 
 The graph is exported once per encoder weights (a digest of every tensor, pooling, layers and length) into

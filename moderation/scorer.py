@@ -98,7 +98,7 @@ class Scorer:
     `precision_choice` says why; every result records it. num_workers: threads that read and decode images in
     parallel (0: in the calling thread); OCR and hashing run there too. image_root: default folder that image paths
     resolve under. onnx_text: "off" (default), "auto" or "on": batches of at most `onnx_max_posts` posts run their
-    text encoder in fp32 through ONNX Runtime, ~2x faster for one post on a CPU (moderation.onnx_text).
+    text encoder in fp32 through ONNX Runtime, ~0.75x the time of one post on a CPU (moderation.onnx_text).
 
     ocr: "auto" (default, or its synonym "both") reads the printed text of every image post and scores it after
     the given text (alone when there is none); "ocr" scores the OCR text instead of the given text; "off" never
