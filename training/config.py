@@ -77,6 +77,11 @@ class TrainConfig:
     max_train_rows: dict[str, int] = field(default_factory=dict)
     #: Categories whose positive rows the caps above never drop (rare positives, e.g. Gab's `cv` threats).
     cap_keep_positive: list[str] = field(default_factory=list)
+    #: Fine-tune mode: learn a logit offset per (training dataset, category), added to every modality's logits in
+    #: the training loss only and centred over the datasets (issue 18 item 4): a dataset that labels a category more
+    #: or less readily than the others moves its own offset, not the shared head, which serves every post alone.
+    #: The offsets at the best early-stopping point are recorded with it (config.json: training.best.dataset_bias).
+    dataset_bias: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -95,6 +100,8 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.dataset_bias and self.mode == "frozen":
+            raise ValueError("dataset_bias is a fine-tuning option (mode 'lora' or 'full')")
         if self.grad_accum < 1 or self.checkpoint_every < 0:
             raise ValueError("grad_accum must be >= 1 and checkpoint_every >= 0")
         if not (self.device == "cpu" or self.device.startswith("cuda")):

@@ -213,8 +213,10 @@ def _tensors_and_texts(data: LabelledSet, emb: EmbeddedSet, ti: int, weights: np
 
 def _batch_loss(model: ModerationModel, tr: dict[str, torch.Tensor], idx: torch.Tensor, text_train: Any,
                 pw: torch.Tensor, config: TrainConfig, gen: torch.Generator, autocast: Any,
-                device: torch.device) -> torch.Tensor:
-    """The masked, weighted loss of one training batch (model in train mode), through the live text encoder."""
+                device: torch.device, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The masked, weighted loss of one training batch (model in train mode), through the live text encoder.
+    bias: (datasets, C) per-dataset logit offsets (config.dataset_bias), centred over the datasets and added to
+    the logits of each row's dataset (`tr["source"]`); None: none."""
     model.train()
     mods = model.modalities
     late = isinstance(model.head, LateFusionClassifier)
@@ -227,9 +229,11 @@ def _batch_loss(model: ModerationModel, tr: dict[str, torch.Tensor], idx: torch.
         # Rows whose text is hidden by modality dropout need no encoder pass.
         rows = present[:, mods.index("text")].nonzero(as_tuple=True)[0].cpu()
         emb["text"] = text_train(idx, rows, len(idx))
+        offset = None if bias is None else (bias - bias.mean(0))[tr["source"][idx].to(device)]
         if late:
-            return unimodal_loss(model.head, emb, present, labels, pw, weights).float()
-        return masked_bce(model.head(emb, present).float(), labels, pw, weights)
+            return unimodal_loss(model.head, emb, present, labels, pw, weights, offset).float()
+        logits = model.head(emb, present).float()
+        return masked_bce(logits if offset is None else logits + offset, labels, pw, weights)
 
 
 def _evaluate(model: ModerationModel, st: dict[str, torch.Tensor], st_texts: Sequence[str | None], text_stop: Any,
@@ -272,6 +276,12 @@ def load_checkpoint(path: Path, n: int, total_steps: int, model: ModerationModel
     return ck
 
 
+def _bias_table(bias: torch.Tensor, names: Sequence[str], categories: Sequence[str]) -> dict[str, dict[str, float]]:
+    """The centred per-dataset logit offsets, {dataset: {category: offset}} (positive: labels more readily)."""
+    centred = (bias - bias.mean(0)).detach().cpu().numpy()
+    return {n: {c: round(float(centred[i, j]), 4) for j, c in enumerate(categories)} for i, n in enumerate(names)}
+
+
 def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: EmbeddedSet, stop_set: LabelledSet,
                     stop_emb: EmbeddedSet, pw: torch.Tensor, config: TrainConfig, log_path: Path,
                     progress: bool) -> tuple[list[dict], dict]:
@@ -299,8 +309,15 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
     pw = pw.to(device)
     text_train, text_stop = _text_functions(model, tr_texts, st_texts, start, config, progress, device)
     enc_params = _trainable_encoder_params(model)
-    opt = torch.optim.AdamW([{"params": model.head.parameters(), "lr": config.lr},
-                             {"params": enc_params, "lr": config.encoder_lr}], weight_decay=config.weight_decay)
+    groups = [{"params": list(model.head.parameters()), "lr": config.lr},
+              {"params": enc_params, "lr": config.encoder_lr}]
+    bias, bias_names = None, sorted(set(train_set.sources))
+    if config.dataset_bias:
+        sources = np.asarray(train_set.sources)[train_emb.ok]
+        tr["source"] = torch.tensor([bias_names.index(x) for x in sources], dtype=torch.long)
+        bias = torch.nn.Parameter(torch.zeros(len(bias_names), len(model.categories), device=device))
+        groups.append({"params": [bias], "lr": config.lr, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     accum = max(1, int(config.grad_accum))
     batches_per_epoch = math.ceil(n / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
@@ -325,6 +342,8 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
         step, first_epoch, skip_batches = ck["step"], ck["epoch"], ck["batch_in_epoch"]
         epoch_gen_state = ck["epoch_gen_state"]
         history, best, best_state, bad_evals = ck["history"], ck["best"], ck["best_state"], ck["bad_evals"]
+        if bias is not None:
+            bias.data.copy_(ck["dataset_bias"].to(device))
         best.pop("stopped", None)  # the stop that ended the interrupted run is not this run's
         torch.set_rng_state(ck["torch_rng"])
     start_time = time.time() - (history[-1]["seconds"] if history else 0.0)
@@ -334,7 +353,8 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
             "n_train": n, "total_steps": total_steps, "trained": _trained_state(model), "opt": opt.state_dict(),
             "sched": sched.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
             "epoch_gen_state": epoch_gen_state, "history": history, "best": best, "best_state": best_state,
-            "bad_evals": bad_evals, "torch_rng": torch.get_rng_state()})
+            "bad_evals": bad_evals, "torch_rng": torch.get_rng_state(),
+            **({"dataset_bias": bias.detach().cpu().clone()} if bias is not None else {})})
 
     stop = False
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -349,7 +369,7 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
                 if not late:
                     modality_dropout(tr["present"][idx], config.modality_dropout, gen)
                 continue
-            loss = _batch_loss(model, tr, idx, text_train, pw, config, gen, autocast, device)
+            loss = _batch_loss(model, tr, idx, text_train, pw, config, gen, autocast, device, bias)
             (loss / accum).backward()
             running += float(loss.detach()) * len(idx)
             running_n += len(idx)
@@ -378,6 +398,8 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
                     best = {"epoch": epoch, "step": step, "score": score, "stop_metric": config.stop_metric,
                             "mean_ap": mean_ap, "ap": aps, "stop_figures": per, "stop_loss": stop_loss}
                     best_state = _trained_state(model)
+                    if bias is not None:
+                        best["dataset_bias"] = _bias_table(bias, bias_names, model.categories)
                     bad_evals = 0
                 else:
                     bad_evals += 1

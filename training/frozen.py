@@ -27,18 +27,21 @@ def embedded_tensors(emb: EmbeddedSet, labels: np.ndarray, weights: np.ndarray) 
 
 
 def unimodal_loss(head: LateFusionClassifier, embeddings: dict[str, torch.Tensor], present: torch.Tensor,
-                  labels: torch.Tensor, pos_weight: torch.Tensor | None, weights: torch.Tensor) -> torch.Tensor:
+                  labels: torch.Tensor, pos_weight: torch.Tensor | None, weights: torch.Tensor,
+                  offset: torch.Tensor | None = None) -> torch.Tensor:
     """Late fusion: each modality's classifier is trained on the rows where that modality is present, alone.
 
     The sum over modalities of the masked BCE of each classifier's own logits, so neither can lean on the
-    other; how they are combined is decided afterwards on validation data (training.blend).
+    other; how they are combined is decided afterwards on validation data (training.blend). offset: (B, C) added
+    to every modality's logits (a per-dataset bias during training; None: nothing).
     """
     logits = head.unimodal(embeddings)
     total = torch.zeros((), dtype=next(iter(logits.values())).dtype)
     for i, m in enumerate(head.modalities):
         rows = present[:, i]
         if rows.any():
-            total = total + masked_bce(logits[m][rows], labels[rows], pos_weight, weights[rows])
+            lg = logits[m] if offset is None else logits[m] + offset.to(logits[m].dtype)
+            total = total + masked_bce(lg[rows], labels[rows], pos_weight, weights[rows])
     return total
 
 

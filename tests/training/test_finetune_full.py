@@ -81,3 +81,34 @@ def test_cuda_device_is_refused_clearly_without_a_gpu():
         pytest.skip("a CUDA device is present")
     with pytest.raises(ValueError, match="no CUDA device"):
         TrainConfig(mode="full", device="cuda")
+
+
+def test_dataset_bias_is_learnt_centred_recorded_and_resumed(tiny_specs, tiny_model_config, tmp_path):
+    mc = _full_config(tiny_model_config)
+    plain = train(tiny_specs, tmp_path / "plain", mc, _cfg(tmp_path, checkpoint_every=1), progress=False, log=lambda _: None)
+    whole = train(tiny_specs, tmp_path / "whole", mc, _cfg(tmp_path, dataset_bias=True, checkpoint_every=1),
+                  progress=False, log=lambda _: None)
+    table = whole.best["dataset_bias"]
+    assert sorted(table) == sorted({s.name for s in tiny_specs})
+    for cat in mc.categories:
+        offsets = [row[cat] for row in table.values()]
+        assert abs(sum(offsets)) < 1e-3 and any(abs(o) > 1e-4 for o in offsets)  # centred, and learnt
+    saved = json.loads((tmp_path / "whole" / "config.json").read_text())
+    assert saved["training"]["best"]["dataset_bias"] == table
+    assert "dataset_bias" not in plain.best
+    # The offsets change the training loss, so the head differs from the run without them ...
+    assert any(not torch.equal(v, plain.model.head.state_dict()[k]) for k, v in whole.model.head.state_dict().items())
+    # ... and --resume restores them: a stopped and resumed run ends where the uninterrupted one ends.
+    train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, dataset_bias=True, checkpoint_every=1, time_budget_s=1e-9),
+          progress=False, log=lambda _: None)
+    resumed = train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, dataset_bias=True, checkpoint_every=1, resume=True),
+                    progress=False, log=lambda _: None)
+    for name, row in table.items():
+        assert resumed.best["dataset_bias"][name] == pytest.approx(row, abs=2e-4)
+    for key, value in whole.model.head.state_dict().items():
+        torch.testing.assert_close(resumed.model.head.state_dict()[key], value)
+
+
+def test_dataset_bias_is_refused_for_frozen_training():
+    with pytest.raises(ValueError, match="fine-tuning option"):
+        TrainConfig(mode="frozen", dataset_bias=True)

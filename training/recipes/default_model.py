@@ -124,6 +124,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="full mode: v1 (the shipped model's) or v2: more person-directed threat templates "
                         "(training.synthetic v2), every violence positive kept under the sampling caps, and all of "
                         "CrisisLex's violence news (default: %(default)s)")
+    p.add_argument("--dataset-bias", action="store_true",
+                   help="fine-tuning: learn a logit offset per training dataset and category, used in the training loss "
+                        "only, so that datasets that label a category more readily do not move the shared head "
+                        "(training.config.TrainConfig.dataset_bias)")
     p.add_argument("--no-install", action="store_true", help="train, calibrate and measure, but do not copy into --out")
     p.add_argument("--skip-train", action="store_true", help="reuse the trained model in --work-dir (recalibrate and re-measure)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report and the MultiOFF ablation")
@@ -183,8 +187,11 @@ def run(args: argparse.Namespace) -> int:
             # deferred: as in run()
             from moderation.encoders.text import parse_layers
             model_cfg["text_encoder"]["layers"] = parse_layers(args.text_layers, also=", or 'last'")
+    if args.dataset_bias and args.mode == "frozen":
+        raise ValueError("--dataset-bias needs --mode full or lora")
     if args.mode != "frozen":
         model_cfg["finetune"] = {"text": args.mode, "image": "frozen"}
+        train_cfg["dataset_bias"] = bool(args.dataset_bias)
         train_cfg["device"] = args.device
         train_cfg["resume"] = args.resume
         train_cfg["time_budget_s"] = args.time_budget
@@ -213,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
     command += f" --text-layers {args.text_layers}" if args.text_layers else ""
     command += f" --stance-violence {args.stance_violence}" if args.mode == "full" and args.stance_violence != "zero" else ""
     command += f" --violence-data {args.violence_data}" if args.mode == "full" and args.violence_data != "v1" else ""
+    command += " --dataset-bias" if args.dataset_bias else ""
     metrics = calibrate_and_measure(work, measured_specs, Path(args.report_dir), report=not args.no_report, recipe={
         "command": command, "mode": args.mode, "train_seconds": round(train_seconds), "seed": args.seed})
     print_summary(metrics)
