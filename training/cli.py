@@ -94,6 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="fine-tuning: write OUT/checkpoint.pt every this many steps and at every evaluation (default: never)")
     tr.add_argument("--resume", action="store_true", help="fine-tuning: continue from OUT/checkpoint.pt (same data and settings)")
     tr.add_argument("--device", default="cpu", help="fine-tuning: cpu, cuda or cuda:N (default: %(default)s)")
+    tr.add_argument("--dataset-bias", action="store_true",
+                    help="fine-tuning: a logit offset per training dataset and category in the training loss only "
+                         "(datasets that label a category more readily move their offset, not the shared head)")
     tr.add_argument("--freeze-word-embeddings", action="store_true",
                     help="--mode full: keep the word embeddings at their pretrained values (not trained, not saved)")
     cal = p.add_argument_group("calibration (needs the eval extra)")
@@ -167,7 +170,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         dataset_weights=dataset_weights, early_stopping=args.early_stopping, stop_metric=args.stop_metric,
         lexical_c=args.lexical_c, seed=args.seed,
         precision=args.precision, eval_every=args.eval_every, time_budget_s=args.time_budget, cache_dir=args.cache_dir,
-        grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every, resume=args.resume, device=args.device)
+        grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every, resume=args.resume, device=args.device,
+        dataset_bias=args.dataset_bias)
     result = train(specs, args.out, model_config, config, name=args.name)
     if args.calibrate:
         try:  # deferred: eval is an optional extra here

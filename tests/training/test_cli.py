@@ -52,3 +52,11 @@ def test_train_cli_reports_bad_arguments(tmp_path, capsys):
     assert "expected NAME=NUMBER" in capsys.readouterr().err
     assert main(["train", "--data", "x", "--text-layers", "3,six", "--out", str(tmp_path / "m")]) == 2
     assert "expected comma-separated hidden-state indices" in capsys.readouterr().err
+
+
+def test_train_cli_refuses_dataset_bias_without_fine_tuning(tiny_specs, tmp_path, capsys):
+    text_spec, _ = tiny_specs
+    assert main(["train", "--data", f"{text_spec.path}:label=hate@t", "--text-encoder", "tiny-random-bert",
+                 "--dataset-bias", "--out", str(tmp_path / "m")]) == 2
+    assert "dataset_bias is a fine-tuning option" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
