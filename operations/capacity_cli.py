@@ -120,7 +120,9 @@ def render(p: dict[str, Any]) -> str:
         lines.append(f"    by `{s['command']}`")
     for precision, e in p["endpoint"].items():
         pt = e["point"]
-        lines += ["", f"endpoint (CPU, {precision}, one post per request):",
+        onnx = e.get("onnx_text")
+        onnx = ", lone requests' text encoder in ONNX Runtime" if onnx and not onnx.startswith(("off", "auto: off")) else ""
+        lines += ["", f"endpoint (CPU, {precision}{onnx}, one post per request):",
                   f"  operating point: {pt['label']}: {_n(pt['throughput_req_s'])} req/s, p99 {_n(pt['p99_ms'] or 0)} ms, "
                   f"{pt['utilisation']:.0%} of the measured saturation ({_n(pt['saturation_req_s'])} req/s)",
                   f"  a text request costs {1000 * pt['core_seconds_per_request_at_saturation']:.1f} ms of CPU "

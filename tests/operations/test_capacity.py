@@ -205,6 +205,7 @@ def test_cli_prints_the_plan_and_its_sources(figures, capsys):
     assert "batch_throughput.json: measured 2026-12-04T20:00:00Z on 2 cores (Test CPU)" in out
     assert "`python -m benchmarks.serve_latency --record`" in out
     assert "replicas x 1 CPU" in out and "review queue at policy pol-1" in out and "no GPU figures" in out
+    assert "endpoint (CPU, fp32, one post per request)" in out  # figures that recorded no ONNX Runtime say none
     code = main(["capacity", "--posts-per-day", str(DAY), "--peak-factor", "3", "--precision", "fp32",
                  "--figures", str(figures), "--json"])
     data = json.loads(capsys.readouterr().out)
@@ -220,3 +221,17 @@ def test_cli_missing_figure_exits_2_with_the_benchmark_to_run(figures, capsys):
     assert "not planned (missing figures):" in out
     code = main(["capacity", "--posts-per-day", "1000", "--peak-factor", "2", "--figures", str(figures / "none")])
     assert code == 2 and "error: no benchmark figures folder" in capsys.readouterr().err
+
+
+def test_cli_says_when_the_endpoint_was_measured_with_onnx_runtime(tmp_path, capsys):
+    folder = tmp_path / "figures"
+    _write(folder, "batch_throughput", _batch())
+    _write(folder, "serve_latency", dict(_serve(), onnx_text="auto: batches of at most 4 posts run fp32 in ONNX Runtime"))
+    _write(folder, "review_rates", _review())
+    assert main(["capacity", "--posts-per-day", str(DAY), "--peak-factor", "3", "--precision", "fp32",
+                 "--figures", str(folder)]) == 0
+    assert "endpoint (CPU, fp32, lone requests' text encoder in ONNX Runtime, one post per request)" in capsys.readouterr().out
+    _write(folder, "serve_latency", dict(_serve(), onnx_text="auto: off (the package 'onnx' is not installed)"))
+    assert main(["capacity", "--posts-per-day", str(DAY), "--peak-factor", "3", "--precision", "fp32",
+                 "--figures", str(folder)]) == 0
+    assert "endpoint (CPU, fp32, one post per request)" in capsys.readouterr().out
