@@ -276,6 +276,22 @@ def load_checkpoint(path: Path, n: int, total_steps: int, model: ModerationModel
     return ck
 
 
+def _optimiser(model: ModerationModel, train_set: LabelledSet, train_emb: EmbeddedSet, tr: dict[str, torch.Tensor],
+               config: TrainConfig, device: torch.device) -> tuple[Any, torch.nn.Parameter | None, list[str]]:
+    """AdamW over the head (`lr`), the trainable encoder tensors (`encoder_lr`) and, with config.dataset_bias, the
+    per-dataset logit offsets (`lr`, no weight decay), whose row per training post it stores in tr["source"].
+    Returns (optimiser, offsets or None, the training datasets' names in offset order)."""
+    groups = [{"params": list(model.head.parameters()), "lr": config.lr},
+              {"params": _trainable_encoder_params(model), "lr": config.encoder_lr}]
+    bias, names = None, sorted(set(train_set.sources))
+    if config.dataset_bias:
+        sources = np.asarray(train_set.sources)[train_emb.ok]
+        tr["source"] = torch.tensor([names.index(x) for x in sources], dtype=torch.long)
+        bias = torch.nn.Parameter(torch.zeros(len(names), len(model.categories), device=device))
+        groups.append({"params": [bias], "lr": config.lr, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay), bias, names
+
+
 def _bias_table(bias: torch.Tensor, names: Sequence[str], categories: Sequence[str]) -> dict[str, dict[str, float]]:
     """The centred per-dataset logit offsets, {dataset: {category: offset}} (positive: labels more readily)."""
     centred = (bias - bias.mean(0)).detach().cpu().numpy()
@@ -308,16 +324,7 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
     model.to(device)
     pw = pw.to(device)
     text_train, text_stop = _text_functions(model, tr_texts, st_texts, start, config, progress, device)
-    enc_params = _trainable_encoder_params(model)
-    groups = [{"params": list(model.head.parameters()), "lr": config.lr},
-              {"params": enc_params, "lr": config.encoder_lr}]
-    bias, bias_names = None, sorted(set(train_set.sources))
-    if config.dataset_bias:
-        sources = np.asarray(train_set.sources)[train_emb.ok]
-        tr["source"] = torch.tensor([bias_names.index(x) for x in sources], dtype=torch.long)
-        bias = torch.nn.Parameter(torch.zeros(len(bias_names), len(model.categories), device=device))
-        groups.append({"params": [bias], "lr": config.lr, "weight_decay": 0.0})
-    opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    opt, bias, bias_names = _optimiser(model, train_set, train_emb, tr, config, device)
     accum = max(1, int(config.grad_accum))
     batches_per_epoch = math.ceil(n / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
@@ -396,11 +403,9 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
                 bar.set_postfix(loss=f"{entry['train_loss']:.4f}", **{config.stop_metric: f"{score:.4f}"})
                 if score > best["score"]:
                     best = {"epoch": epoch, "step": step, "score": score, "stop_metric": config.stop_metric,
-                            "mean_ap": mean_ap, "ap": aps, "stop_figures": per, "stop_loss": stop_loss}
-                    best_state = _trained_state(model)
-                    if bias is not None:
-                        best["dataset_bias"] = _bias_table(bias, bias_names, model.categories)
-                    bad_evals = 0
+                            "mean_ap": mean_ap, "ap": aps, "stop_figures": per, "stop_loss": stop_loss,
+                            **({} if bias is None else {"dataset_bias": _bias_table(bias, bias_names, model.categories)})}
+                    best_state, bad_evals = _trained_state(model), 0
                 else:
                     bad_evals += 1
                     stop = bad_evals >= config.patience

@@ -85,7 +85,6 @@ def test_cuda_device_is_refused_clearly_without_a_gpu():
 
 def test_dataset_bias_is_learnt_centred_recorded_and_resumed(tiny_specs, tiny_model_config, tmp_path):
     mc = _full_config(tiny_model_config)
-    plain = train(tiny_specs, tmp_path / "plain", mc, _cfg(tmp_path, checkpoint_every=1), progress=False, log=lambda _: None)
     whole = train(tiny_specs, tmp_path / "whole", mc, _cfg(tmp_path, dataset_bias=True, checkpoint_every=1),
                   progress=False, log=lambda _: None)
     table = whole.best["dataset_bias"]
@@ -95,10 +94,7 @@ def test_dataset_bias_is_learnt_centred_recorded_and_resumed(tiny_specs, tiny_mo
         assert abs(sum(offsets)) < 1e-3 and any(abs(o) > 1e-4 for o in offsets)  # centred, and learnt
     saved = json.loads((tmp_path / "whole" / "config.json").read_text())
     assert saved["training"]["best"]["dataset_bias"] == table
-    assert "dataset_bias" not in plain.best
-    # The offsets change the training loss, so the head differs from the run without them ...
-    assert any(not torch.equal(v, plain.model.head.state_dict()[k]) for k, v in whole.model.head.state_dict().items())
-    # ... and --resume restores them: a stopped and resumed run ends where the uninterrupted one ends.
+    # --resume restores them: a stopped and resumed run ends where the uninterrupted one ends.
     train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, dataset_bias=True, checkpoint_every=1, time_budget_s=1e-9),
           progress=False, log=lambda _: None)
     resumed = train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, dataset_bias=True, checkpoint_every=1, resume=True),
