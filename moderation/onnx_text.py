@@ -145,9 +145,10 @@ class OnnxTextEncoder:
         return torch.from_numpy(self.session.run(None, feed)[0])
 
 
-def text_runtime(mode: str, model: nn.Module, device: torch.device,
-                 threads: int | None = None) -> tuple[OnnxTextEncoder | None, str]:
-    """(the ONNX Runtime text encoder for `model`, or None; why), by mode "auto" / "on" / "off".
+def text_runtime(mode: str, model: nn.Module, device: torch.device, threads: int | None = None,
+                 max_posts: int = DEFAULT_MAX_POSTS) -> tuple[OnnxTextEncoder | None, str]:
+    """(the ONNX Runtime text encoder for `model`, or None; why), by mode "auto" / "on" / "off". max_posts: the
+    largest batch the caller sends through it (named in the why).
 
     Raises OnnxUnavailableError for "on" where it cannot run, ValueError for an unknown mode."""
     check_onnx_mode(mode)
@@ -167,4 +168,4 @@ def text_runtime(mode: str, model: nn.Module, device: torch.device,
         if mode == "on":
             raise OnnxUnavailableError(f"onnx_text 'on': the export failed ({type(exc).__name__}: {exc})") from exc
         return None, f"auto: off (the export failed: {type(exc).__name__}: {exc})"
-    return session, f"{mode}: batches of at most the small-batch size run fp32 in ONNX Runtime ({session.path.name})"
+    return session, f"{mode}: batches of at most {max_posts} posts run fp32 in ONNX Runtime ({session.path.name})"

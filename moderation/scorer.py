@@ -135,8 +135,9 @@ class Scorer:
         #: posts scored, those scored again in fp32 (bf16-guarded, near a threshold), those run in ONNX Runtime
         self.guard_stats: dict[str, int] = {"posts": 0, "rescored": 0, "onnx": 0}
         #: onnx_text "auto" / "on": batches of at most onnx_max_posts run fp32 in ONNX Runtime (moderation.onnx_text)
-        self.onnx_text, self.onnx_text_choice = text_runtime(onnx_text, self.model, self.device)
         self.onnx_max_posts = int(onnx_max_posts)
+        self.onnx_text, self.onnx_text_choice = text_runtime(onnx_text, self.model, self.device,
+                                                             max_posts=self.onnx_max_posts)
         self.image_root = image_root
         self.limits = limits
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers

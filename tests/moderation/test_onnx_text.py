@@ -36,6 +36,7 @@ def test_small_batches_run_in_onnx_runtime_with_fp32_scores(tiny_model_dir, cach
     fast.score(POSTS)  # three posts: over onnx_max_posts, PyTorch runs them
     assert fast.guard_stats["onnx"] == 3 and fast.guard_stats["posts"] == 6
     assert fast.describe()["onnx_text"]["max_posts"] == 2
+    assert fast.onnx_text_choice.startswith("on: batches of at most 2 posts run fp32 in ONNX Runtime")
     assert plain.describe()["onnx_text"] == {"choice": "off", "max_posts": 0}
 
 
