@@ -366,3 +366,16 @@ def test_serve_checks_its_port_before_ray_and_its_help_shows_what_runs(capsys):
         build_parser().parse_args(["serve", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
     assert "8 in the shipped config" in shown and "0 in the shipped config" in shown and "2 in the shipped config" in shown
+
+
+def test_onnx_text_defaults_to_auto_and_the_cli_sets_it():
+    from moderation.cli import build_parser
+    from serving.cli import _serve_args
+
+    assert ServeArgs().onnx_text == "auto"
+    with pytest.raises(ValidationError, match="onnx_text"):
+        ServeArgs.model_validate({"onnx_text": "fast"})
+    app_args, _, _ = _serve_args(build_parser().parse_args(["serve", "--config", "none", "--onnx-text", "off"]))
+    assert ServeArgs.model_validate(app_args).onnx_text == "off"
+    app_args, _, _ = _serve_args(build_parser().parse_args(["serve", "--config", "none"]))
+    assert "onnx_text" not in app_args and ServeArgs.model_validate(app_args).onnx_text == "auto"
