@@ -38,20 +38,14 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _int8_runtime(fp32: Any, threads: int, folder: Path) -> Any:
-    """An OnnxTextEncoder-like callable over the int8 dynamic quantisation of `fp32`'s graph."""
-    import onnxruntime as ort
+    """An OnnxTextEncoder over the int8 dynamic quantisation of `fp32`'s graph."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from moderation.onnx_text import OnnxTextEncoder
 
     path = folder / (fp32.path.stem + "-int8.onnx")
     quantize_dynamic(str(fp32.path), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    runtime = type(fp32).__new__(type(fp32))
-    runtime.path, runtime.names = path, fp32.names
-    runtime.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return runtime
+    return OnnxTextEncoder(graph=path, threads=threads)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,8 +18,8 @@ import hashlib
 import os
 import tempfile
 import threading
+import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -96,7 +96,9 @@ def export(encoder: nn.Module, path: Path) -> Path:
     try:
         was_training = encoder.training
         encoder.eval()
-        with torch.no_grad(), _quiet_export():
+        # The TorchScript exporter warns about every traced Python condition in transformers' BERT: not ours to fix.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(_Wrapper(encoder, names), args, tmp, input_names=list(names), output_names=["embedding"],
                               dynamic_axes={**{k: {0: "batch", 1: "tokens"} for k in names}, "embedding": {0: "batch"}},
                               opset_version=17, dynamo=False)
@@ -108,36 +110,28 @@ def export(encoder: nn.Module, path: Path) -> Path:
     return path
 
 
-class _quiet_export:
-    """The TorchScript exporter warns about every traced Python condition in transformers' BERT: not ours to fix."""
-
-    def __enter__(self) -> None:
-        import warnings
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore")
-
-    def __exit__(self, *exc: Any) -> None:
-        self._ctx.__exit__(*exc)
-
-
 class OnnxTextEncoder:
     """Callable like the encoder (`session(input_ids=..., attention_mask=..., ...)` -> (batch, dim) fp32 tensor),
-    running its exported graph in ONNX Runtime with `threads` intra-op threads."""
+    running an exported graph in ONNX Runtime with `threads` intra-op threads: the encoder's own (exported once into
+    `cache`), or, with `graph`, that ONNX file (e.g. a quantised copy of it)."""
 
-    def __init__(self, encoder: nn.Module, threads: int | None = None, cache: Path | None = None) -> None:
+    def __init__(self, encoder: nn.Module | None = None, threads: int | None = None, cache: Path | None = None,
+                 graph: Path | None = None) -> None:
         import onnxruntime as ort
 
-        path = (cache or cache_root()) / f"text-{encoder_digest(encoder)}.onnx"
-        with _EXPORT_LOCK:
-            if not path.is_file():
-                export(encoder, path)
-        self.path = path
+        if graph is None:
+            if encoder is None:
+                raise ValueError("OnnxTextEncoder needs an encoder or a graph")
+            graph = (cache or cache_root()) / f"text-{encoder_digest(encoder)}.onnx"
+            with _EXPORT_LOCK:
+                if not graph.is_file():
+                    export(encoder, graph)
+        self.path = Path(graph)
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:

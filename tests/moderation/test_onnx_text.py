@@ -56,6 +56,11 @@ def test_the_export_is_shared_and_keyed_by_the_weights(tiny_model, cache):
         want = encoder(**tokens).numpy()
     got = onnx_text.OnnxTextEncoder(encoder, threads=1)(**tokens).numpy()
     assert np.abs(want - got).max() < 1e-5
+    # A graph file given as such (the benchmark's quantised copy) runs the same way, with no export.
+    again = onnx_text.OnnxTextEncoder(graph=first.path, threads=1)(**tokens).numpy()
+    assert np.abs(want - again).max() < 1e-5
+    with pytest.raises(ValueError, match="an encoder or a graph"):
+        onnx_text.OnnxTextEncoder()
 
 
 def test_modes_and_a_missing_package(tiny_model, cache, monkeypatch):
