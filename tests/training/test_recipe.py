@@ -95,3 +95,22 @@ def test_default_model_acts_on_a_real_insult_and_allows_a_greeting():
     assert a.categories["offensive"].score > 0.5 > b.categories["offensive"].score
     assert a.categories["offensive"].score > b.categories["offensive"].score + 0.4
     assert a.action != "allow" and b.action == "allow" and not b.flagged
+
+
+def test_bad_training_settings_stop_the_recipe_before_it_clears_the_work_folder(tmp_path):
+    from moderation.datasets import DATA_FILE, DEFAULT_DATASETS
+    from training.recipes.default_model import main
+
+    for name in DEFAULT_DATASETS:  # the specs only need the files to exist: nothing is read before the check
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / DATA_FILE).write_text("")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("an earlier run")
+    with pytest.raises(ValueError, match="dataset_bias is a fine-tuning option"):
+        main(["--mode", "frozen", "--dataset-bias", "--data-root", str(tmp_path / "data"), "--work-dir", str(work),
+              "--no-install", "--no-report"])
+    with pytest.raises(ValueError, match="no CUDA device is available"):  # any setting TrainConfig refuses
+        main(["--mode", "lora", "--device", "cuda", "--data-root", str(tmp_path / "data"), "--work-dir", str(work),
+              "--no-install", "--no-report"])
+    assert (work / "keep.txt").read_text() == "an earlier run"

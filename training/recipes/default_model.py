@@ -187,11 +187,9 @@ def run(args: argparse.Namespace) -> int:
             # deferred: as in run()
             from moderation.encoders.text import parse_layers
             model_cfg["text_encoder"]["layers"] = parse_layers(args.text_layers, also=", or 'last'")
-    if args.dataset_bias and args.mode == "frozen":
-        raise ValueError("--dataset-bias needs --mode full or lora")
+    train_cfg["dataset_bias"] = bool(args.dataset_bias)  # TrainConfig refuses it for --mode frozen
     if args.mode != "frozen":
         model_cfg["finetune"] = {"text": args.mode, "image": "frozen"}
-        train_cfg["dataset_bias"] = bool(args.dataset_bias)
         train_cfg["device"] = args.device
         train_cfg["resume"] = args.resume
         train_cfg["time_budget_s"] = args.time_budget
@@ -206,9 +204,11 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--lora-layers {args.lora_layers!r}: expected comma-separated layer numbers, e.g. 3,4,5") from None
     t0 = time.time()
     if not args.skip_train:
+        # Both configs validate their settings: built before the work folder is cleared, so a bad flag costs nothing.
+        configs = ModelConfig(**model_cfg), TrainConfig(**train_cfg)
         if work.exists() and not args.resume:
             shutil.rmtree(work)
-        train(specs, work, ModelConfig(**model_cfg), TrainConfig(**train_cfg), name="default")
+        train(specs, work, *configs, name="default")
     train_seconds = time.time() - t0
     if args.skip_train:  # the training run's own time, as its config.json recorded it (embedding excluded)
         # deferred: as in run()
