@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     report["settings"]["precision"] = scorer.precision
     report["settings"]["onnx_text_asked"] = args.onnx_text
     report["settings"]["onnx_text"] = scorer.onnx_text_choice
+    report["settings"]["onnx_text_on"] = scorer.onnx_text is not None
     ceilings = []
     step("bare ceiling 1/3")
     ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.ceiling_batch))

@@ -367,8 +367,8 @@ def plan(req: PlanRequest, found: Mapping[str, list[Figures]], *, policy_version
                 raise CapacityError("image posts on the endpoint need the batch figures of text and image+text posts "
                                     f"at {precision}: run `{BENCHMARKS['batch_throughput']} --precision {precision}`")
             out.endpoint[precision] = plan_endpoint(req, point, costs.get(precision))
-            # Lone requests' text encoder in ONNX Runtime (moderation.onnx_text), as the benchmark ran: None when unrecorded.
-            out.endpoint[precision]["onnx_text"] = serve_f.figures.get("onnx_text")
+            # Whether lone requests ran their text encoder in ONNX Runtime (moderation.onnx_text): None when unrecorded.
+            out.endpoint[precision]["onnx_text"] = serve_f.figures.get("onnx_text_on")
         except CapacityError as exc:
             out.missing.append(f"endpoint: {exc}")
     gpu_batch = [f for f in found.get("batch_throughput", []) if f.device() == "gpu"]

@@ -120,8 +120,7 @@ def render(p: dict[str, Any]) -> str:
         lines.append(f"    by `{s['command']}`")
     for precision, e in p["endpoint"].items():
         pt = e["point"]
-        onnx = e.get("onnx_text")
-        onnx = ", lone requests' text encoder in ONNX Runtime" if onnx and not onnx.startswith(("off", "auto: off")) else ""
+        onnx = ", lone requests' text encoder in ONNX Runtime" if e.get("onnx_text") else ""
         lines += ["", f"endpoint (CPU, {precision}{onnx}, one post per request):",
                   f"  operating point: {pt['label']}: {_n(pt['throughput_req_s'])} req/s, p99 {_n(pt['p99_ms'] or 0)} ms, "
                   f"{pt['utilisation']:.0%} of the measured saturation ({_n(pt['saturation_req_s'])} req/s)",

@@ -60,10 +60,11 @@ def test_serve_points_pool_repeats_and_leave_the_load_generator_out():
     half = next(p for p in f["points"] if p["kind"] == "open")
     assert half["throughput_req_s"] == 34.0 and half["p99_ms"] == 120.0 and half["serving_cores"] is None
     assert f["saturation_req_s"] == pytest.approx(70.0) and f["replicas"] == 2 and f["precision"] == "fp32"
-    assert f["onnx_text"] is None  # a report from before --onnx-text
+    assert f["onnx_text"] is None and f["onnx_text_on"] is None  # a report from before --onnx-text
     report = _serve_report()
-    report["settings"]["onnx_text"] = "auto: batches of at most 4 posts run fp32 in ONNX Runtime"
-    assert serve_latency_figures(report)["onnx_text"].startswith("auto: batches")
+    report["settings"].update(onnx_text="auto: batches of at most 4 posts run fp32 in ONNX Runtime", onnx_text_on=True)
+    f = serve_latency_figures(report)
+    assert f["onnx_text"].startswith("auto: batches") and f["onnx_text_on"] is True
 
 
 def test_review_rates_split_harmful_and_benign_posts():

@@ -226,12 +226,12 @@ def test_cli_missing_figure_exits_2_with_the_benchmark_to_run(figures, capsys):
 def test_cli_says_when_the_endpoint_was_measured_with_onnx_runtime(tmp_path, capsys):
     folder = tmp_path / "figures"
     _write(folder, "batch_throughput", _batch())
-    _write(folder, "serve_latency", dict(_serve(), onnx_text="auto: batches of at most 4 posts run fp32 in ONNX Runtime"))
+    _write(folder, "serve_latency", dict(_serve(), onnx_text_on=True))
     _write(folder, "review_rates", _review())
     assert main(["capacity", "--posts-per-day", str(DAY), "--peak-factor", "3", "--precision", "fp32",
                  "--figures", str(folder)]) == 0
     assert "endpoint (CPU, fp32, lone requests' text encoder in ONNX Runtime, one post per request)" in capsys.readouterr().out
-    _write(folder, "serve_latency", dict(_serve(), onnx_text="auto: off (the package 'onnx' is not installed)"))
+    _write(folder, "serve_latency", dict(_serve(), onnx_text_on=False))
     assert main(["capacity", "--posts-per-day", str(DAY), "--peak-factor", "3", "--precision", "fp32",
                  "--figures", str(folder)]) == 0
     assert "endpoint (CPU, fp32, one post per request)" in capsys.readouterr().out
