@@ -94,6 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="fine-tuning: write OUT/checkpoint.pt every this many steps and at every evaluation (default: never)")
     tr.add_argument("--resume", action="store_true", help="fine-tuning: continue from OUT/checkpoint.pt (same data and settings)")
     tr.add_argument("--device", default="cpu", help="fine-tuning: cpu, cuda or cuda:N (default: %(default)s)")
+    tr.add_argument("--init-from", default=None, metavar="MODEL_DIR",
+                    help="fine-tuning: start from this trained model directory's weights (same architecture) with a "
+                         "fresh learning-rate schedule")
     tr.add_argument("--dataset-bias", action="store_true",
                     help="fine-tuning: a logit offset per training dataset and category in the training loss only "
                          "(datasets that label a category more readily move their offset, not the shared head)")
@@ -171,7 +174,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lexical_c=args.lexical_c, seed=args.seed,
         precision=args.precision, eval_every=args.eval_every, time_budget_s=args.time_budget, cache_dir=args.cache_dir,
         grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every, resume=args.resume, device=args.device,
-        dataset_bias=args.dataset_bias)
+        dataset_bias=args.dataset_bias, init_from=args.init_from)
     result = train(specs, args.out, model_config, config, name=args.name)
     if args.calibrate:
         try:  # deferred: eval is an optional extra here

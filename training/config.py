@@ -82,6 +82,11 @@ class TrainConfig:
     #: or less readily than the others moves its own offset, not the shared head, which serves every post alone.
     #: The offsets at the best early-stopping point are recorded with it (config.json: training.best.dataset_bias).
     dataset_bias: bool = False
+    #: Fine-tune mode: start from a trained model directory's weights (head and encoders; the same architecture)
+    #: instead of the pretrained encoder and a new head, with a fresh learning-rate schedule: a further epoch
+    #: after a finished run, which early stopping judges like any other (the starting weights do not count
+    #: as an evaluation). None: start from the pretrained encoder.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -102,6 +107,10 @@ class TrainConfig:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.dataset_bias and self.mode == "frozen":
             raise ValueError("dataset_bias is a fine-tuning option (mode 'lora' or 'full')")
+        if self.init_from is not None and self.mode == "frozen":
+            raise ValueError("init_from is a fine-tuning option (mode 'lora' or 'full')")
+        if self.init_from is not None and self.resume:
+            raise ValueError("init_from and resume exclude each other: resume continues the checkpoint's own run")
         if self.grad_accum < 1 or self.checkpoint_every < 0:
             raise ValueError("grad_accum must be >= 1 and checkpoint_every >= 0")
         if not (self.device == "cpu" or self.device.startswith("cuda")):

@@ -35,7 +35,7 @@ import torch
 from moderation.datasets import DatasetSpec, load_labelled, post_texts
 from moderation.language import language_mix
 from moderation.model import LateFusionClassifier, ModelConfig, ModerationModel
-from moderation.model_dir import ModelInfo, save_model
+from moderation.model_dir import ModelDirError, ModelInfo, load_model, save_model
 from moderation.scorer import Scorer
 from training.blend import fit_channels
 from training.config import TrainConfig
@@ -83,6 +83,25 @@ def cap_rows(data: Any, max_rows: dict[str, int], seed: int, keep_positive: Sequ
     return data.subset(keep)
 
 
+def init_weights(model: ModerationModel, path: str | os.PathLike) -> str:
+    """Copy a trained model directory's head and encoder weights into `model` (TrainConfig.init_from); returns its
+    model version. Raises ValueError when the folder is not a model or its architecture differs from `model`'s."""
+    try:
+        src, info = load_model(path)
+    except ModelDirError as exc:
+        raise ValueError(f"init_from {path}: {exc}") from None
+    if list(src.categories) != list(model.categories) or sorted(src.encoders) != sorted(model.encoders):
+        raise ValueError(f"init_from {path}: its categories {list(src.categories)} and encoders {sorted(src.encoders)} "
+                         f"differ from this model's {list(model.categories)} and {sorted(model.encoders)}")
+    try:
+        model.head.load_state_dict(src.head.state_dict(), strict=True)
+        for modality, encoder in model.encoders.items():
+            encoder.load_state_dict(src.encoders[modality].state_dict(), strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"init_from {path}: its architecture differs from this model's: {str(exc)[:300]}") from None
+    return info.model_version
+
+
 def seed_everything(seed: int) -> None:
     import random
     random.seed(seed)
@@ -121,6 +140,10 @@ def train(specs: Sequence[DatasetSpec], out_dir: str | os.PathLike, model_config
     if config.mode != "frozen" and model_config.text_encoder is None:
         raise ValueError(f"mode {config.mode!r} fine-tunes the text encoder, but the model has none")
     model = ModerationModel(model_config)
+    init_version = None
+    if config.init_from is not None:
+        init_version = init_weights(model, config.init_from)
+        log(f"starting from the weights of {config.init_from} ({init_version})")
     scorer = training_scorer(model)
 
     data = load_labelled(list(specs), categories, "train")
@@ -186,6 +209,7 @@ def train(specs: Sequence[DatasetSpec], out_dir: str | os.PathLike, model_config
         "unprepared_posts": n_bad,
         "pos_weight": dict(zip(categories, [float(x) for x in pw])),
         "best": best,
+        "init_from": None if init_version is None else {"path": str(config.init_from), "model_version": init_version},
         "channels": channels,
         "epochs_run": len(history),
         "seconds": round(time.time() - t0, 1),

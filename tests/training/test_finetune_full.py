@@ -108,3 +108,48 @@ def test_dataset_bias_is_learnt_centred_recorded_and_resumed(tiny_specs, tiny_mo
 def test_dataset_bias_is_refused_for_frozen_training():
     with pytest.raises(ValueError, match="fine-tuning option"):
         TrainConfig(mode="frozen", dataset_bias=True)
+
+
+def test_init_from_starts_at_a_trained_models_weights(tiny_specs, tiny_model_config, tmp_path):
+    from moderation.model_dir import load_model
+
+    mc = _full_config(tiny_model_config)
+    train(tiny_specs, tmp_path / "first", mc, _cfg(tmp_path, epochs=1), progress=False, log=lambda _: None)
+    first, _ = load_model(tmp_path / "first")
+    # With no learning (rates of 0) a further run ends at the weights it started from, not at the pretrained ones.
+    lines: list[str] = []
+    still = train(tiny_specs, tmp_path / "still", mc, _cfg(tmp_path, epochs=1, lr=0.0, encoder_lr=0.0,
+                                                         init_from=str(tmp_path / "first")),
+                  progress=False, log=lines.append)
+    for part in ("head", "text"):
+        a = first.head if part == "head" else first.encoders["text"]
+        b = still.model.head if part == "head" else still.model.encoders["text"]
+        for key, value in a.state_dict().items():
+            torch.testing.assert_close(b.state_dict()[key], value)
+    assert any("starting from the weights of" in line for line in lines)
+    saved = json.loads((tmp_path / "still" / "config.json").read_text())
+    assert saved["training"]["init_from"]["model_version"] == json.loads(
+        (tmp_path / "first" / "config.json").read_text())["model_version"]
+    # A further epoch that learns moves away from them.
+    more = train(tiny_specs, tmp_path / "more", mc, _cfg(tmp_path, epochs=1, init_from=str(tmp_path / "first")),
+                 progress=False, log=lambda _: None)
+    assert any(not torch.equal(more.model.head.state_dict()[k], v) for k, v in first.head.state_dict().items())
+
+
+def test_init_from_refuses_another_architecture_or_a_missing_folder(tiny_specs, tiny_model_config, tmp_path):
+    mc = _full_config(tiny_model_config)
+    train(tiny_specs, tmp_path / "first", mc, _cfg(tmp_path, epochs=1), progress=False, log=lambda _: None)
+    other = _full_config(tiny_model_config, categories=list(mc.categories)[:1])
+    with pytest.raises(ValueError, match="init_from"):
+        train(tiny_specs, tmp_path / "x", other, _cfg(tmp_path, epochs=1, init_from=str(tmp_path / "first")),
+              progress=False, log=lambda _: None)
+    with pytest.raises(ValueError, match="init_from"):
+        train(tiny_specs, tmp_path / "y", mc, _cfg(tmp_path, epochs=1, init_from=str(tmp_path / "nowhere")),
+              progress=False, log=lambda _: None)
+
+
+def test_init_from_is_refused_for_frozen_training_and_with_resume():
+    with pytest.raises(ValueError, match="fine-tuning option"):
+        TrainConfig(mode="frozen", init_from="m")
+    with pytest.raises(ValueError, match="exclude each other"):
+        TrainConfig(mode="full", init_from="m", resume=True)

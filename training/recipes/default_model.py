@@ -128,6 +128,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fine-tuning: learn a logit offset per training dataset and category, used in the training loss "
                         "only, so that datasets that label a category more readily do not move the shared head "
                         "(training.config.TrainConfig.dataset_bias)")
+    p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
+                   help="fine-tuning: start from this trained model directory's weights (the same --mode and "
+                        "architecture) with a fresh learning-rate schedule: a further epoch after a finished run")
+    p.add_argument("--lr-scale", type=float, default=1.0, metavar="F",
+                   help="multiply the recipe's learning rates (head and encoder) by F, e.g. 0.5 for a further epoch "
+                        "with --init-from (default: %(default)s)")
     p.add_argument("--no-install", action="store_true", help="train, calibrate and measure, but do not copy into --out")
     p.add_argument("--skip-train", action="store_true", help="reuse the trained model in --work-dir (recalibrate and re-measure)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report and the MultiOFF ablation")
@@ -188,6 +194,12 @@ def run(args: argparse.Namespace) -> int:
             from moderation.encoders.text import parse_layers
             model_cfg["text_encoder"]["layers"] = parse_layers(args.text_layers, also=", or 'last'")
     train_cfg["dataset_bias"] = bool(args.dataset_bias)  # TrainConfig refuses it for --mode frozen
+    train_cfg["init_from"] = args.init_from  # likewise
+    if not args.lr_scale > 0:
+        raise ValueError(f"--lr-scale must be > 0, got {args.lr_scale}")
+    for key in ("lr", "encoder_lr"):
+        if key in train_cfg:
+            train_cfg[key] = train_cfg[key] * args.lr_scale
     if args.mode != "frozen":
         model_cfg["finetune"] = {"text": args.mode, "image": "frozen"}
         train_cfg["device"] = args.device
@@ -221,6 +233,9 @@ def run(args: argparse.Namespace) -> int:
     command += f" --stance-violence {args.stance_violence}" if args.mode == "full" and args.stance_violence != "zero" else ""
     command += f" --violence-data {args.violence_data}" if args.mode == "full" and args.violence_data != "v1" else ""
     command += " --dataset-bias" if args.dataset_bias else ""
+    command += f" --init-from {args.init_from}" if args.init_from else ""
+    command += f" --lr-scale {args.lr_scale:g}" if args.lr_scale != 1.0 else ""
+    command += f" --seed {args.seed}" if args.seed else ""
     metrics = calibrate_and_measure(work, measured_specs, Path(args.report_dir), report=not args.no_report, recipe={
         "command": command, "mode": args.mode, "train_seconds": round(train_seconds), "seed": args.seed})
     print_summary(metrics)
