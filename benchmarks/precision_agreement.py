@@ -145,14 +145,14 @@ def score_prepared(scorer: Any, prepared: Sequence[Any]) -> tuple[dict[str, Any]
     "rescored": posts scored twice (bf16-guarded)}, seconds, forward seconds)."""
     clock = scorer._clock
     clock.seconds = 0.0
-    twice = scorer.guard_stats["rescored"]
+    twice = scorer.forward_stats["rescored"]
     t = time.perf_counter()
     logits, truncated = scorer.logits(prepared)
     results = scorer.results(prepared, logits, truncated)
     seconds = time.perf_counter() - t
     cats = scorer.categories
     scores = np.array([[r.categories[c].score for c in cats] for r in results], dtype=np.float64).reshape(-1, len(cats))
-    return ({"scores": scores, "logits": logits, "rescored": scorer.guard_stats["rescored"] - twice,
+    return ({"scores": scores, "logits": logits, "rescored": scorer.forward_stats["rescored"] - twice,
              "actions": [r.action for r in results],
              "blocked": [frozenset(c for c in cats if r.categories[c].action == "block") for r in results]},
             seconds, clock.seconds)

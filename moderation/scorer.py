@@ -92,9 +92,9 @@ class Scorer:
     batch_size: posts per forward pass. precision: "fp32" (the default here: the thresholds are fitted in it), "bf16"
     autocast (faster on CPUs and GPUs with native bf16), "bf16-guarded" (bf16, then fp32 again for the posts whose
     bf16 logits lie within `guard_margin`, per category, of a threshold: fp32's decisions near bf16's cost; default
-    margins: the precision record's; `guard_stats` counts posts scored and scored twice), or "auto": a bf16 where the
-    device has native bf16 and the model directory's precision record validates it for this model, fp32 elsewhere
-    (moderation.precision; the default of batch scoring and serving). `precision` is then what runs and
+    margins: the precision record's; `forward_stats` counts posts scored, scored twice and run through ONNX), or
+    "auto": a bf16 where the device has native bf16 and the model directory's precision record validates it for this
+    model, fp32 elsewhere (moderation.precision; the default of batch scoring and serving). `precision` is then what runs and
     `precision_choice` says why; every result records it. num_workers: threads that read and decode images in
     parallel (0: in the calling thread); OCR and hashing run there too. image_root: default folder that image paths
     resolve under. onnx_text: "off" (default), "auto" or "on": batches of at most `onnx_max_posts` posts run their
@@ -133,7 +133,7 @@ class Scorer:
         if self.precision == GUARDED:
             self.guard_margin = guard_margins(guard_margin, info.precision, info.model_version, self.categories)
         #: posts scored, those scored again in fp32 (bf16-guarded, near a threshold), those run in ONNX Runtime
-        self.guard_stats: dict[str, int] = {"posts": 0, "rescored": 0, "onnx": 0}
+        self.forward_stats: dict[str, int] = {"posts": 0, "rescored": 0, "onnx": 0}
         #: onnx_text "auto" / "on": batches of at most onnx_max_posts run fp32 in ONNX Runtime (moderation.onnx_text)
         self.onnx_max_posts = int(onnx_max_posts)
         self.onnx_text, self.onnx_text_choice = text_runtime(onnx_text, self.model, self.device,
@@ -381,9 +381,9 @@ class Scorer:
         Runs in chunks of `batch_size`, each chunk's posts sorted by text length to cut padding. bf16-guarded:
         the posts near_thresholds() finds in the bf16 pass get their fp32 logits.
         """
-        self.guard_stats["posts"] += len(items)
+        self.forward_stats["posts"] += len(items)
         if self.onnx_text is not None and len(items) <= self.onnx_max_posts:
-            self.guard_stats["onnx"] += len(items)
+            self.forward_stats["onnx"] += len(items)
             return self._forward(items, bf16=False, runtime=self.onnx_text)
         if self.precision != GUARDED:
             return self._forward(items, bf16=self.precision == "bf16")
@@ -392,7 +392,7 @@ class Scorer:
         if near.any():
             idx = np.flatnonzero(near)
             logits[idx] = self._forward([items[i] for i in idx], bf16=False)[0]
-            self.guard_stats["rescored"] += len(idx)
+            self.forward_stats["rescored"] += len(idx)
         return logits, truncated
 
     def near_thresholds(self, items: Sequence[PreparedPost], logits: np.ndarray) -> np.ndarray:

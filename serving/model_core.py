@@ -116,9 +116,9 @@ class ModelCore:
         """The batched scoring method (wrapped by serve.batch in __init__): a list of posts in, results out."""
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        twice = self.scorer.guard_stats["rescored"]
+        twice = self.scorer.forward_stats["rescored"]
         results = await loop.run_in_executor(self._compute, self._score_batch, posts)
-        self.metrics.batch(len(posts), (time.perf_counter() - start) * 1000, self.scorer.guard_stats["rescored"] - twice)
+        self.metrics.batch(len(posts), (time.perf_counter() - start) * 1000, self.scorer.forward_stats["rescored"] - twice)
         self.batches += 1
         self.posts += len(posts)
         self.largest_batch = max(self.largest_batch, len(posts))
@@ -160,6 +160,6 @@ class ModelCore:
                 "torch_threads": self.torch_threads,
                 "stats": {"batches": self.batches, "posts": self.posts, "largest_batch": self.largest_batch,
                           # bf16-guarded: posts scored again in fp32 (0 in another precision)
-                          "rescored": self.scorer.guard_stats["rescored"],
+                          "rescored": self.scorer.forward_stats["rescored"],
                           # posts whose text ran fp32 in ONNX Runtime (small batches: moderation.onnx_text)
-                          "onnx_text": self.scorer.guard_stats["onnx"]}}
+                          "onnx_text": self.scorer.forward_stats["onnx"]}}

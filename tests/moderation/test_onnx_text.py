@@ -32,9 +32,9 @@ def test_small_batches_run_in_onnx_runtime_with_fp32_scores(tiny_model_dir, cach
             for c in w.categories:
                 assert g.categories[c].score == pytest.approx(w.categories[c].score, abs=1e-5)
             assert g.action == w.action
-    assert fast.guard_stats["onnx"] == 3
+    assert fast.forward_stats["onnx"] == 3
     fast.score(POSTS)  # three posts: over onnx_max_posts, PyTorch runs them
-    assert fast.guard_stats["onnx"] == 3 and fast.guard_stats["posts"] == 6
+    assert fast.forward_stats["onnx"] == 3 and fast.forward_stats["posts"] == 6
     assert fast.describe()["onnx_text"]["max_posts"] == 2
     assert fast.onnx_text_choice.startswith("on: batches of at most 2 posts run fp32 in ONNX Runtime")
     assert plain.describe()["onnx_text"] == {"choice": "off", "max_posts": 0}

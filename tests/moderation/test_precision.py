@@ -273,7 +273,7 @@ def test_bf16_guarded_rescores_exactly_the_posts_near_a_threshold(tiny_model_dir
         near = guarded.near_thresholds(prepared, low)
         got = guarded.logits(prepared)[0]
         assert np.array_equal(got[near], ref[near]) and np.array_equal(got[~near], low[~near])
-        assert guarded.guard_stats == {"posts": len(prepared), "rescored": int(near.sum()), "onnx": 0}
+        assert guarded.forward_stats == {"posts": len(prepared), "rescored": int(near.sum()), "onnx": 0}
         if everything is not None:
             assert near.all() == everything and near.any() == everything
     # a margin that covers every bf16 difference gives fp32's decisions on every post
