@@ -173,9 +173,15 @@ def synthetic_rows(seed: int = 0, exclude: Iterable[str] = (), version: str = "v
     if version not in VERSIONS:
         raise ValueError(f"threat-data version must be one of {VERSIONS}, got {version!r}")
     rng = random.Random(seed)
+    return to_rows(_threats(rng, version) + _benign(rng), exclude, prefix="syn")
+
+
+def to_rows(posts: Iterable[tuple[str, dict]], exclude: Iterable[str] = (), prefix: str = "syn") -> list[dict]:
+    """Template posts as dataset rows: deduplicated, none within NEAR_DUPLICATE (word-set Jaccard) of an `exclude`
+    text, each with a stable id `{prefix}-<sha1>` and a train (85%) / val (15%) split from the hash of its text."""
     rows, seen = [], set()
     held_out = [w for w in (_words(t) for t in exclude) if w]
-    for text, labels in _threats(rng, version) + _benign(rng):
+    for text, labels in posts:
         key = " ".join(text.lower().split())
         words = _words(text)
         if key in seen or any(len(words & h) / len(words | h) >= NEAR_DUPLICATE for h in held_out):
@@ -183,7 +189,7 @@ def synthetic_rows(seed: int = 0, exclude: Iterable[str] = (), version: str = "v
         seen.add(key)
         digest = hashlib.sha1(key.encode()).hexdigest()
         split = "val" if int(digest[:4], 16) % 100 < 15 else "train"
-        rows.append({"id": f"syn-{digest[:12]}", "text": text, "split": split, **labels})
+        rows.append({"id": f"{prefix}-{digest[:12]}", "text": text, "split": split, **labels})
     return rows
 
 

@@ -124,6 +124,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="full mode: v1 (the shipped model's) or v2: more person-directed threat templates "
                         "(training.synthetic v2), every violence positive kept under the sampling caps, and all of "
                         "CrisisLex's violence news (default: %(default)s)")
+    p.add_argument("--insult-data", choices=["none", "v1"], default="none",
+                   help="--mode full: add the synthetic insults to a person and their contrasts "
+                        "(training.synthetic_insults; default: none)")
     p.add_argument("--dataset-bias", action="store_true",
                    help="fine-tuning: learn a logit offset per training dataset and category, used in the training loss "
                         "only, so that datasets that label a category more readily do not move the shared head "
@@ -173,6 +176,12 @@ def run(args: argparse.Namespace) -> int:
         specs.append(DatasetSpec(path=synthetic.write_synthetic(work.parent / f"{synthetic.NAME}.jsonl", args.seed,
                                                                 version=vdata["synthetic"]),
                                  labels=dict(synthetic.LABELS), name=synthetic.NAME))
+        if args.insult_data != "none":
+            # deferred: as in run()
+            from training import synthetic_insults
+            specs.append(DatasetSpec(path=synthetic_insults.write_insults(
+                work.parent / f"{synthetic_insults.NAME}.jsonl", args.seed, version=args.insult_data),
+                                     labels=dict(synthetic_insults.LABELS), name=synthetic_insults.NAME))
         conan = [s for s in specs if s.name == "conan"]
         if args.stance and conan:
             # deferred: as in run()
@@ -232,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
     command += f" --text-layers {args.text_layers}" if args.text_layers else ""
     command += f" --stance-violence {args.stance_violence}" if args.mode == "full" and args.stance_violence != "zero" else ""
     command += f" --violence-data {args.violence_data}" if args.mode == "full" and args.violence_data != "v1" else ""
+    command += f" --insult-data {args.insult_data}" if args.mode == "full" and args.insult_data != "none" else ""
     command += " --dataset-bias" if args.dataset_bias else ""
     command += f" --init-from {args.init_from}" if args.init_from else ""
     command += f" --lr-scale {args.lr_scale:g}" if args.lr_scale != 1.0 else ""
