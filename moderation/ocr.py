@@ -80,7 +80,9 @@ class OcrSettings:
     threads: int = 1
     max_pixels: int = 2_000_000
     max_aspect: float = 25.0
-    max_seconds: float = 2.0
+    #: 3 s: the detector alone costs about 1 s of CPU per million input pixels here, so at 2 s an image scaled to
+    #: max_pixels (a 4:1 caption is) could never reach the recogniser.
+    max_seconds: float = 3.0
     max_line_aspect: int = 40
 
 
