@@ -203,9 +203,14 @@ def functional_texts() -> list[str]:
 
 def write_synthetic(path: str | Path, seed: int = 0, version: str = "v1") -> Path:
     """Write the synthetic posts (none near a functional-suite case) as a dataset JSONL file; returns its path."""
+    return write_rows(path, synthetic_rows(seed, exclude=functional_texts(), version=version))
+
+
+def write_rows(path: str | Path, rows: Iterable[dict]) -> Path:
+    """Write dataset rows as a JSONL file (its folder made if missing); returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
-        for row in synthetic_rows(seed, exclude=functional_texts(), version=version):
+        for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path

@@ -17,12 +17,11 @@ name-calling) is 0 for all three categories.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from pathlib import Path
 
-from training.synthetic import functional_texts, to_rows
+from training.synthetic import functional_texts, to_rows, write_rows
 
 NAME = "synthetic_insults"
 #: Label mapping for moderation.datasets.DatasetSpec.
@@ -106,9 +105,4 @@ def insult_rows(seed: int = 0, exclude=(), version: str = "v1") -> list[dict]:
 
 def write_insults(path: str | Path, seed: int = 0, version: str = "v1") -> Path:
     """Write the insult posts (none near a functional-suite case) as a dataset JSONL file; returns its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        for row in insult_rows(seed, exclude=functional_texts(), version=version):
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
+    return write_rows(path, insult_rows(seed, exclude=functional_texts(), version=version))
