@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
+from typing import Iterable
 
 from training.synthetic import functional_texts, to_rows, write_rows
 
@@ -93,7 +94,7 @@ def _posts(rng: random.Random) -> list[tuple[str, dict]]:
     return out
 
 
-def insult_rows(seed: int = 0, exclude=(), version: str = "v1") -> list[dict]:
+def insult_rows(seed: int = 0, exclude: Iterable[str] = (), version: str = "v1") -> list[dict]:
     """The synthetic insult posts and their contrasts (deduplicated), with stable ids and a train/val split.
 
     exclude: evaluation texts (the functional suite) that no post may repeat or nearly repeat (training.synthetic).
