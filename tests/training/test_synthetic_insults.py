@@ -50,3 +50,20 @@ def test_written_file_loads_with_insults_offensive_and_contrasts_benign(tmp_path
 def test_unknown_version_is_refused():
     with pytest.raises(ValueError, match="insult-data version"):
         synthetic_insults.insult_rows(version="v9")
+
+
+def test_insults_are_disjoint_from_the_blind_insult_probes():
+    """eval/probes/insults_blind.jsonl was written to measure insults blind: no template may come near one of its
+    posts (a template change that does fails here) and no probe may copy a functional case."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "eval" / "probes" / "insults_blind.jsonl"
+    probes = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(probes) == 50
+    held = [synthetic._words(t) for t in probes]
+    suite = [synthetic._words(t) for t in synthetic.functional_texts()]
+    for row in synthetic_insults.insult_rows(exclude=synthetic.functional_texts()):
+        words = synthetic._words(row["text"])
+        assert all(len(words & h) / len(words | h) < synthetic.NEAR_DUPLICATE for h in held), row["text"]
+    for words, text in zip(held, probes):
+        assert all(len(words & s) / len(words | s) < synthetic.NEAR_DUPLICATE for s in suite), text
