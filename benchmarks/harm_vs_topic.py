@@ -15,6 +15,9 @@ JSONL dump in, result rows out), and the figures are read from its actions:
 - `hatexplain` normal posts: share allowed (context: lower-cased Twitter/Gab posts, not a target).
 
 A row the command could not score counts against the model (it is neither allowed nor flagged) and is reported.
+Each figure is also given for the posts the policy's language rule left to the model: a post in a language the
+model was not trained on goes to review whatever its scores (docs/trust-and-safety.md), which is a policy choice,
+not a judgement of the post; the second table says how much of each figure that rule accounts for.
 Beside them, threshold-free: ROC-AUC of `hate` on CONAN (hate speech vs the counter-narratives answering it) and
 on HateXplain, and of `offensive` on HateXplain (hate speech or offensive vs normal).
 """
@@ -81,6 +84,17 @@ def score_with_cli(posts: list[dict[str, Any]], model: str | None, work: Path) -
     return results
 
 
+def language_routed(result: dict[str, Any] | None) -> bool:
+    """Whether the policy's language rule fired for this post (it reviews posts in languages the model does not
+    judge, whatever their scores)."""
+    if not result or not result.get("ok"):
+        return False
+    reasons = result.get("action_reasons") or "[]"
+    if isinstance(reasons, str):
+        reasons = json.loads(reasons)
+    return any(r.get("rule") == "language" for r in reasons)
+
+
 def passes(result: dict[str, Any] | None, kind: str) -> bool:
     if not result or not result.get("ok"):
         return False
@@ -105,8 +119,12 @@ def measure(model: str | None, root: Path, split: str) -> dict[str, Any]:
         ok = [passes(results.get(p["id"]), kind) for p in rows]
         errors = sum(1 for p in rows if not (results.get(p["id"]) or {}).get("ok"))
         share = sum(ok) / len(rows) if rows else float("nan")
+        routed = [language_routed(results.get(p["id"])) for p in rows]
+        judged_ok = [o for o, r in zip(ok, routed) if not r]
         figures[name] = {"n": len(rows), "passed": sum(ok), "share": share, "errors": errors, "target": target,
-                         "met": None if target is None else share >= target}
+                         "met": None if target is None else share >= target,
+                         "language_rule": sum(routed), "n_judged": len(judged_ok), "passed_judged": sum(judged_ok),
+                         "share_judged": sum(judged_ok) / len(judged_ok) if judged_ok else float("nan")}
     aucs = {}
     for name, dataset, field, category in AUCS:
         rows = [p for p in posts if p["dataset"] == dataset and (results.get(p["id"]) or {}).get("ok")]
@@ -130,6 +148,16 @@ def markdown(runs: list[dict[str, Any]]) -> str:
         lines.append(f"| {name} | {'>= ' + format(100 * target, '.0f') + '%' if target else '-'} | " + " | ".join(cells) + " |")
     for name, *_rest in AUCS:
         lines.append(f"| {name} | - | " + " | ".join(f"{r['auc'][name]['roc_auc']:.3f} (n={r['auc'][name]['n']})" for r in runs) + " |")
+    lines += ["", "The same figures without the posts the language rule sent to review (a language the model does not "
+              "judge), and how many those were:", "",
+              "| figure | " + " | ".join(f"{r['model_version']}: posts the model judged | language rule" for r in runs) + " |",
+              "| --- | " + " | ".join("--- | ---" for _ in runs) + " |"]
+    for name, *_rest in FIGURES:
+        cells = []
+        for r in runs:
+            f = r["figures"][name]
+            cells.append(f"{100 * f['share_judged']:.1f}% ({f['passed_judged']}/{f['n_judged']}) | {f['language_rule']}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
