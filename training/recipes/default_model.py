@@ -1,9 +1,21 @@
 """The default-model recipe: one command trains, calibrates, fits the policy, measures and writes the shipped model.
 
-    python -m training.recipes.default_model                 # the shipped model: frozen encoders, late fusion,
-                                                             # lexical channel (CPU: ~1 h cold, minutes cached)
+    python -m training.recipes.default_model                 # frozen encoders, late fusion, lexical channel
+                                                             # (CPU: ~1 h cold, minutes cached); the quick recipe
+    python -m training.recipes.default_model --mode full     # fine-tunes MiniLM end to end (CPU: ~60 + 25 min)
     python -m training.recipes.default_model --mode lora     # LoRA on MiniLM's top layers (GPU, or hours on a CPU)
     ./run.sh -- train-default                                 # same as the first line
+
+The shipped default (`default-9d2c69175eb7`) is `--mode full` followed by two further epochs, each started from a
+copy of the previous model's directory (`--init-from`, here runs/shipped_*) at half the learning rates:
+
+    python -m training.recipes.default_model --mode full                                       # default-04f06c50180b
+    python -m training.recipes.default_model --mode full --init-from runs/shipped_04f0 --lr-scale 0.5 --seed 1
+    python -m training.recipes.default_model --mode full --init-from runs/shipped_1d98 --lr-scale 0.5 --seed 3 \
+        --insult-data v1                                                                       # default-9d2c69175eb7
+
+Fine-tuning on a CPU is not bit-for-bit reproducible across machines; each model's card records its command and
+docs/benchmarks-quality.md its figures.
 
 1. trains on the train splits of the eight shared datasets in `../shared/datasets/` (or $MODERATION_DATA_ROOT),
    mapped to `hate`, `offensive` and `violence` by moderation.datasets.KNOWN_DATASETS (a field a dataset does not
@@ -31,6 +43,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
+
+from training import synthetic_insults
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "moderation" / "default_model"
@@ -124,7 +138,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="full mode: v1 (the shipped model's) or v2: more person-directed threat templates "
                         "(training.synthetic v2), every violence positive kept under the sampling caps, and all of "
                         "CrisisLex's violence news (default: %(default)s)")
-    p.add_argument("--insult-data", choices=["none", "v1"], default="none",
+    p.add_argument("--insult-data", choices=["none", *synthetic_insults.VERSIONS], default="none",
                    help="--mode full: add the synthetic insults to a person and their contrasts "
                         "(training.synthetic_insults; default: none)")
     p.add_argument("--dataset-bias", action="store_true",
