@@ -21,7 +21,6 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from eval.functional.suite import CASES_PATH, load_cases
 
 NAME = "synthetic_threats"
 #: Label mapping for moderation.datasets.DatasetSpec.
@@ -195,7 +194,10 @@ def to_rows(posts: Iterable[tuple[str, dict]], exclude: Iterable[str] = (), pref
 
 def functional_texts() -> list[str]:
     """The functional suite's texts (eval/functional/cases.jsonl, read and checked by its own loader), which the
-    templates must not repeat."""
+    templates must not repeat. (Imported here: the suite's module loads the scorer, and the recipe's CLI, which
+    reads this package's template versions, must stay light at import.)"""
+    from eval.functional.suite import CASES_PATH, load_cases
+
     if not CASES_PATH.is_file():
         return []
     return [case.text for case in load_cases(CASES_PATH)]
