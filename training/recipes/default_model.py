@@ -6,13 +6,15 @@
     python -m training.recipes.default_model --mode lora     # LoRA on MiniLM's top layers (GPU, or hours on a CPU)
     ./run.sh -- train-default                                 # same as the first line
 
-The shipped default (`default-9d2c69175eb7`) is `--mode full` followed by two further epochs, each started from a
+The shipped default (`default-89b3339cf644`) is `--mode full` followed by three further epochs, each started from a
 copy of the previous model's directory (`--init-from`, here runs/shipped_*) at half the learning rates:
 
     python -m training.recipes.default_model --mode full                                       # default-04f06c50180b
-    python -m training.recipes.default_model --mode full --init-from runs/shipped_04f0 --lr-scale 0.5 --seed 1
+    python -m training.recipes.default_model --mode full --init-from runs/shipped_04f0 --lr-scale 0.5 --seed 1  # 1d98ef45
     python -m training.recipes.default_model --mode full --init-from runs/shipped_1d98 --lr-scale 0.5 --seed 3 \
         --insult-data v1                                                                       # default-9d2c69175eb7
+    python -m training.recipes.default_model --mode full --init-from runs/shipped_9d2c --lr-scale 0.5 --seed 4 \
+        --insult-data v1 --violence-data v2                                                    # default-89b3339cf644
 
 Fine-tuning on a CPU is not bit-for-bit reproducible across machines; each model's card records its command and
 docs/benchmarks-quality.md its figures.
