@@ -23,7 +23,7 @@ import random
 from pathlib import Path
 from typing import Iterable
 
-from training.synthetic import NEAR_DUPLICATE, _words, functional_texts
+from training.synthetic import _words, functional_texts, near_copy
 
 NAME = "synthetic_stance"
 #: Label mapping for moderation.datasets.DatasetSpec (the row fields are the category names).
@@ -106,8 +106,7 @@ def stance_rows(conan_path: str | Path, n_quotes: int = 1500, seed: int = 0, exc
                  (rng.choice(ENDORSE), {"hate": 1, "offensive": 1, "violence": None})]
         for frame, labels in pairs:
             text = frame.format(q=q.rstrip(".") if '"{q}".' in frame else q)  # no '."."'
-            words = _words(text)
-            if any(len(words & h) / len(words | h) >= NEAR_DUPLICATE for h in held_out):
+            if near_copy(_words(text), held_out):
                 continue
             digest = hashlib.sha1(text.encode()).hexdigest()
             rows.append({"id": f"stance-{digest[:12]}", "text": text, "split": split, "quote_id": qid, **labels})

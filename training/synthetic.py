@@ -162,6 +162,11 @@ def _words(text: str) -> frozenset[str]:
 NEAR_DUPLICATE = 0.6
 
 
+def near_copy(words: frozenset[str], others: Iterable[frozenset[str]]) -> bool:
+    """Whether a text's word set (`_words`) is within NEAR_DUPLICATE (Jaccard) of any of `others` (non-empty)."""
+    return any(len(words & h) / len(words | h) >= NEAR_DUPLICATE for h in others)
+
+
 def synthetic_rows(seed: int = 0, exclude: Iterable[str] = (), version: str = "v1") -> list[dict]:
     """The synthetic posts (deduplicated), each with a stable id, labels and a train (85%) / val (15%) split.
 
@@ -183,7 +188,7 @@ def to_rows(posts: Iterable[tuple[str, dict]], exclude: Iterable[str] = (), pref
     for text, labels in posts:
         key = " ".join(text.lower().split())
         words = _words(text)
-        if key in seen or any(len(words & h) / len(words | h) >= NEAR_DUPLICATE for h in held_out):
+        if key in seen or near_copy(words, held_out):
             continue
         seen.add(key)
         digest = hashlib.sha1(key.encode()).hexdigest()
