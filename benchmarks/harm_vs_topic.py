@@ -16,7 +16,7 @@ JSONL dump in, result rows out), and the figures are read from its actions:
 
 A row the command could not score counts against the model (it is neither allowed nor flagged) and is reported.
 Each figure is also given for the posts the policy's language rule left to the model: a post in a language the
-model was not trained on goes to review whatever its scores (docs/trust-and-safety.md), which is a policy choice,
+model was not trained on goes to review whatever its scores (docs/evaluation.md, "language rule"), a policy choice,
 not a judgement of the post; the second table says how much of each figure that rule accounts for.
 Beside them, threshold-free: ROC-AUC of `hate` on CONAN (hate speech vs the counter-narratives answering it) and
 on HateXplain, and of `offensive` on HateXplain (hate speech or offensive vs normal).

@@ -29,12 +29,14 @@ PROBE_FILES = (REPO / "eval" / "probes" / "plain_posts.jsonl", REPO / "eval" / "
 def measure(model: str | None, probes: Sequence[Path], precision: str = "fp32") -> dict[str, Any]:
     """{model, model_version, files: {name: probe_figures}} for one model directory (None: the shipped model)."""
     kwargs = {"precision": precision, "ocr": "off"}
+    missing = [str(p) for p in probes if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"probe file {', '.join(missing)} not found")
     scorer = Scorer.from_dir(model, **kwargs) if model else Scorer.default(**kwargs)
-    files = {}
-    for path in probes:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"probe file {path} not found")
-        files[Path(path).name] = probe_figures(scorer, Path(path))
+    try:
+        files = {Path(p).name: probe_figures(scorer, Path(p)) for p in probes}
+    finally:
+        scorer.close()
     return {"model": model or "default", "model_version": scorer.info.model_version, "files": files}
 
 
