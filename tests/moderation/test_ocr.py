@@ -73,8 +73,13 @@ def test_a_tiny_elongated_image_is_cheap_to_read(size):
     started = time.thread_time()
     assert engine.read(caption("YOU ARE A WORTHLESS IDIOT")) == "YOU ARE A WORTHLESS IDIOT"
     reference = time.thread_time() - started
+    # The reference is timed at a detector-input shape ONNX Runtime has already run (the warm-up's); the first read
+    # at a new shape pays ~0.4 s of set-up on top (1x100: 1.09 s then 0.66 s, caption 0.64 s), so the tiny image
+    # is timed at its second read too. The regression guarded against costs its minute on every read.
+    tiny = Image.new("RGB", size, (255, 255, 255))
+    assert engine.read(tiny) == ""
     started = time.thread_time()
-    assert engine.read(Image.new("RGB", size, (255, 255, 255))) == ""
+    assert engine.read(tiny) == ""
     assert time.thread_time() - started < 2.0 * reference
 
 
