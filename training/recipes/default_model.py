@@ -46,7 +46,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from training import synthetic_insults
+from training import synthetic_groups, synthetic_insults
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "moderation" / "default_model"
@@ -143,6 +143,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insult-data", choices=["none", *synthetic_insults.VERSIONS], default="none",
                    help="--mode full: add the synthetic insults to a person and their contrasts "
                         "(training.synthetic_insults; default: none)")
+    p.add_argument("--group-data", choices=["none", *synthetic_groups.VERSIONS], default="none",
+                   help="--mode full: add the synthetic statements about identity groups (asserted, negated and "
+                        "rejected hateful claims, positive and neutral statements: training.synthetic_groups; "
+                        "default: none)")
     p.add_argument("--dataset-bias", action="store_true",
                    help="fine-tuning: learn a logit offset per training dataset and category, used in the training loss "
                         "only, so that datasets that label a category more readily do not move the shared head "
@@ -198,6 +202,10 @@ def run(args: argparse.Namespace) -> int:
             specs.append(DatasetSpec(path=synthetic_insults.write_insults(
                 work.parent / f"{synthetic_insults.NAME}.jsonl", args.seed, version=args.insult_data),
                                      labels=dict(synthetic_insults.LABELS), name=synthetic_insults.NAME))
+        if args.group_data != "none":
+            specs.append(DatasetSpec(path=synthetic_groups.write_groups(
+                work.parent / f"{synthetic_groups.NAME}.jsonl", args.seed, version=args.group_data),
+                                     labels=dict(synthetic_groups.LABELS), name=synthetic_groups.NAME))
         conan = [s for s in specs if s.name == "conan"]
         if args.stance and conan:
             # deferred: as in run()
@@ -258,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
     command += f" --stance-violence {args.stance_violence}" if args.mode == "full" and args.stance_violence != "zero" else ""
     command += f" --violence-data {args.violence_data}" if args.mode == "full" and args.violence_data != "v1" else ""
     command += f" --insult-data {args.insult_data}" if args.mode == "full" and args.insult_data != "none" else ""
+    command += f" --group-data {args.group_data}" if args.mode == "full" and args.group_data != "none" else ""
     command += " --dataset-bias" if args.dataset_bias else ""
     command += f" --init-from {args.init_from}" if args.init_from else ""
     command += f" --lr-scale {args.lr_scale:g}" if args.lr_scale != 1.0 else ""
