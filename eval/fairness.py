@@ -11,6 +11,8 @@ Per group, on the model's own decisions (the scorer's policy) and scores:
 
     benign not allowed   of the group's benign posts (label 0), the share sent to review or blocked, beside the
                          same share for benign posts that mention no group (background)
+    held for hate        of the same posts, the share whose `hate` action is review or block: "benign" means not
+                         hateful, and a post that is not hateful may still be rightly held as offensive or violent
     subgroup AUC         ROC-AUC on the group's posts only: can the model tell hateful from benign within the group?
     BPSN AUC             background positives + subgroup negatives: low when benign posts about the group score
                          higher than hateful posts elsewhere (false positives on mentions of the group)
@@ -97,9 +99,11 @@ def sample_posts(posts: Sequence[dict[str, Any]], per_group: int, background: in
     return out
 
 
-def score_posts(scorer: Any, posts: Sequence[dict[str, Any]], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, not_allowed) of `posts` through the scorer: the score of the post's dataset's category and
-    whether its action is review or block. Posts that fail to score get NaN and False."""
+def score_posts(scorer: Any, posts: Sequence[dict[str, Any]], progress: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, not_allowed, held_for_hate) of `posts` through the scorer: the score of the post's dataset's
+    category, whether its action is review or block, and whether its `hate` action is. Posts that fail to score get
+    NaN, False and False."""
     results = []
     for start in range(0, len(posts), 256):
         results += scorer.score([{"id": p["id"], "text": p["text"]} for p in posts[start:start + 256]])
@@ -107,13 +111,15 @@ def score_posts(scorer: Any, posts: Sequence[dict[str, Any]], progress: bool = F
             print(f"  scored {len(results)} / {len(posts)}", file=sys.stderr, flush=True)
     scores = np.full(len(posts), np.nan)
     not_allowed = np.zeros(len(posts), dtype=bool)
+    for_hate = np.zeros(len(posts), dtype=bool)
     for i, (p, r) in enumerate(zip(posts, results)):
         if not r.ok:
             continue
         cat = SOURCES.get(p["dataset"], "hate")
         scores[i] = max(v.score for v in r.categories.values()) if cat == "*" else r.categories[cat].score
         not_allowed[i] = r.action in ("review", "block")
-    return scores, not_allowed
+        for_hate[i] = "hate" in r.categories and r.categories["hate"].action in ("review", "block")
+    return scores, not_allowed, for_hate
 
 
 def power_mean(values: Sequence[float], p: float = POWER) -> float:
@@ -143,15 +149,22 @@ def _point(y: np.ndarray, s: np.ndarray, na: np.ndarray, m: _Masks, groups: list
 
 
 def fairness(labels: np.ndarray, scores: np.ndarray, not_allowed: np.ndarray, groups: Sequence[Sequence[str]], *,
-             bootstrap: int = 200, seed: int = 0, confidence: float = 0.95, min_posts: int = MIN_POSTS
-             ) -> dict[str, Any]:
+             bootstrap: int = 200, seed: int = 0, confidence: float = 0.95, min_posts: int = MIN_POSTS,
+             held_for_hate: np.ndarray | None = None) -> dict[str, Any]:
     """The fairness figures (module docstring) of posts with `labels` (0/1), `scores`, `not_allowed` (the
-    policy's action is review or block) and `groups` (each post's identity groups). Groups with fewer than
-    `min_posts` posts are listed with their counts only. Posts with a NaN score are left out."""
+    policy's action is review or block) and `groups` (each post's identity groups); with `held_for_hate` (the
+    `hate` action is review or block), also that share of the benign posts. Groups with fewer than `min_posts`
+    posts are listed with their counts only. Posts with a NaN score are left out."""
     keep = np.isfinite(np.asarray(scores, dtype=np.float64))
     y = np.asarray(labels, dtype=bool)[keep]
     s = np.asarray(scores, dtype=np.float64)[keep]
     na = np.asarray(not_allowed, dtype=bool)[keep]
+    hh = None if held_for_hate is None else np.asarray(held_for_hate, dtype=bool)[keep]
+
+    def share(mask: np.ndarray, held: np.ndarray) -> dict[str, Any]:
+        k, n = int((mask & ~y & held).sum()), int((mask & ~y).sum())
+        lo, hi = clopper_pearson_interval(k, n, confidence)
+        return {"value": k / n if n else None, "k": k, "n": n, "ci": [lo, hi] if n else None}
     post_groups = [set(g) for g, k in zip(groups, keep) if k]
     names = sorted({g for gs in post_groups for g in gs})
     member = {g: np.array([g in gs for gs in post_groups], dtype=bool) for g in names}
@@ -176,9 +189,9 @@ def fairness(labels: np.ndarray, scores: np.ndarray, not_allowed: np.ndarray, gr
         row: dict[str, Any] = {"posts": int(sub.sum()), "positives": int((sub & y).sum()),
                                "benign": int((sub & ~y).sum())}
         if g in measured:
-            k, n = int((sub & ~y & na).sum()), int((sub & ~y).sum())
-            lo, hi = clopper_pearson_interval(k, n, confidence)
-            row["benign_not_allowed"] = {"value": k / n if n else None, "k": k, "n": n, "ci": [lo, hi] if n else None}
+            row["benign_not_allowed"] = share(sub, na)
+            if hh is not None:
+                row["benign_held_for_hate"] = share(sub, hh)
             for key in ("subgroup_auc", "bpsn_auc", "bnsp_auc"):
                 value = point[g][key]
                 row[key] = {"value": None if math.isnan(value) else value,
@@ -187,17 +200,16 @@ def fairness(labels: np.ndarray, scores: np.ndarray, not_allowed: np.ndarray, gr
             row["bnsp_posts"] = int(((~sub & ~y) | (sub & y)).sum())
         rows[g] = row
     bg = masks.background
-    k, n = int((bg & ~y & na).sum()), int((bg & ~y).sum())
-    lo, hi = clopper_pearson_interval(k, n, confidence)
+    background = {"posts": int(bg.sum()), "benign": int((bg & ~y).sum()), "benign_not_allowed": share(bg, na)}
+    if hh is not None:
+        background["benign_held_for_hate"] = share(bg, hh)
     means = {}
     for key in ("subgroup_auc", "bpsn_auc", "bnsp_auc"):
         means[key] = {"value": power_mean([point[g][key] for g in measured]),
                       "ci": interval([power_mean([b[g][key] for g in measured]) for b in boots]),
                       "groups": len(measured)}
     return {"posts": int(len(y)), "positives": int(y.sum()), "overall_auc": roc_auc(y, s),
-            "background": {"posts": int(bg.sum()), "benign": n,
-                           "benign_not_allowed": {"value": k / n if n else None, "k": k, "n": n,
-                                                  "ci": [lo, hi] if n else None}},
+            "background": background,
             "groups": rows, "generalized_mean": means, "power": POWER, "bootstrap": bootstrap,
             "confidence": confidence, "min_posts": min_posts, "identity_terms": IDENTITY_TERMS_VERSION}
 
@@ -211,9 +223,9 @@ def measure(scorer: Any, root: str | Path, split: str = "test", *, bootstrap: in
     total = len(posts)
     if per_group is not None:
         posts = sample_posts(posts, per_group, background)
-    scores, not_allowed = score_posts(scorer, posts, progress)
+    scores, not_allowed, for_hate = score_posts(scorer, posts, progress)
     result = fairness([p["label"] for p in posts], scores, not_allowed, [p["groups"] for p in posts],
-                      bootstrap=bootstrap, min_posts=min_posts)
+                      bootstrap=bootstrap, min_posts=min_posts, held_for_hate=for_hate)
     result.update({"model_version": scorer.model_version, "policy_version": scorer.policy.version, "split": split,
                    "datasets": sorted({p["dataset"] for p in posts}),
                    "sample": None if per_group is None else {"per_group": per_group, "background": background,
@@ -224,6 +236,14 @@ def measure(scorer: Any, root: str | Path, split: str = "test", *, bootstrap: in
 # --- rendering --------------------------------------------------------------------------------------------
 
 HEADERS = ("group", "posts (hateful / benign)", "benign not allowed", "subgroup AUC", "BPSN AUC", "BNSP AUC")
+
+
+def headers(result: dict[str, Any]) -> tuple[str, ...]:
+    """The table's columns: HEADERS, with "benign held for hate" after "benign not allowed" when measured (results
+    written before it was measured lack it)."""
+    if "benign_held_for_hate" not in result["background"]:
+        return HEADERS
+    return HEADERS[:3] + ("benign held for hate",) + HEADERS[3:]
 
 
 def _fmt(d: dict[str, Any] | None, share: bool = False) -> str:
@@ -240,21 +260,26 @@ def _fmt(d: dict[str, Any] | None, share: bool = False) -> str:
 
 
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
-    """Rows of the fairness table (HEADERS): one per group, worst BPSN first, then background and the means."""
+    """Rows of the fairness table (`headers`): one per group, worst BPSN first, then background and the means."""
     groups = result["groups"]
     order = sorted(groups, key=lambda g: ((groups[g].get("bpsn_auc") or {}).get("value") is None,
                                           (groups[g].get("bpsn_auc") or {}).get("value") or 0.0))
+    hate = len(headers(result)) > len(HEADERS)
+
+    def shares(r: dict[str, Any]) -> list[str]:
+        out = [_fmt(r.get("benign_not_allowed"), True)]
+        return out + [_fmt(r.get("benign_held_for_hate"), True)] if hate else out
+
     rows = []
     for g in order:
         r = groups[g]
-        rows.append([g, f"{r['posts']} ({r['positives']} / {r['benign']})", _fmt(r.get("benign_not_allowed"), True),
+        rows.append([g, f"{r['posts']} ({r['positives']} / {r['benign']})", *shares(r),
                      _fmt(r.get("subgroup_auc")), _fmt(r.get("bpsn_auc")), _fmt(r.get("bnsp_auc"))])
     bg = result["background"]
-    rows.append(["(no group mentioned)", f"{bg['posts']} (– / {bg['benign']})", _fmt(bg["benign_not_allowed"], True),
-                 "–", "–", "–"])
+    rows.append(["(no group mentioned)", f"{bg['posts']} (– / {bg['benign']})", *shares(bg), "–", "–", "–"])
     m = result["generalized_mean"]
-    rows.append([f"generalized mean (p = {result['power']:g}, {m['subgroup_auc']['groups']} groups)", "", "",
-                 _fmt(m["subgroup_auc"]), _fmt(m["bpsn_auc"]), _fmt(m["bnsp_auc"])])
+    rows.append([f"generalized mean (p = {result['power']:g}, {m['subgroup_auc']['groups']} groups)", "",
+                 *([""] * (2 if hate else 1)), _fmt(m["subgroup_auc"]), _fmt(m["bpsn_auc"]), _fmt(m["bnsp_auc"])])
     return rows
 
 
@@ -268,17 +293,17 @@ def note(result: dict[str, Any], model: str | None = None) -> str:
             f"term list {result['identity_terms']}; groups with fewer than {result['min_posts']} posts are counted only. "
             f"Brackets: {result['confidence']:.0%} intervals (bootstrap of {result['bootstrap']} resamples for the AUCs "
             "and their generalized mean; Clopper-Pearson for the shares). Benign not allowed: the policy's action is "
-            "review or block. BPSN low: benign posts about the group outscore hateful posts elsewhere (false "
+            "review or block (held for hate: the hate action is). BPSN low: benign posts about the group outscore hateful posts elsewhere (false "
             "positives on mentions); BNSP low: hateful posts about the group score below benign posts elsewhere.")
 
 
 def html_section(result: dict[str, Any], model: str | None = None) -> str:
     return (f"<h2>Fairness: identity groups</h2><p class='note'>{esc(note(result, model))}</p>"
-            + html_table(HEADERS, [[esc(c) for c in row] for row in table_rows(result)]))
+            + html_table(headers(result), [[esc(c) for c in row] for row in table_rows(result)]))
 
 
 def markdown_section(result: dict[str, Any], model: str | None = None) -> str:
-    return "\n".join(["## Fairness: identity groups", "", note(result, model), "", md_table(HEADERS, table_rows(result)), ""])
+    return "\n".join(["## Fairness: identity groups", "", note(result, model), "", md_table(headers(result), table_rows(result)), ""])
 
 
 def identity_term_table() -> list[list[str]]:

@@ -108,3 +108,25 @@ def test_a_quick_sample_caps_each_group_and_the_background():
     assert sum("a" in p["groups"] for p in got) <= 20 + sum("b" in p["groups"] for p in got)
     assert 1 <= sum("b" in p["groups"] for p in got) <= 10
     assert sample_posts(posts, 20, 5, seed=3) == got
+
+
+def test_held_for_hate_is_a_share_of_the_same_benign_posts_and_gets_its_column():
+    """A benign post held only as offensive counts as not allowed but not as held for hate."""
+    y = np.array([0] * 40 + [1] * 20)
+    s = np.linspace(0, 1, 60)
+    groups = [("g",)] * 30 + [()] * 10 + [("g",)] * 10 + [()] * 10
+    not_allowed = np.zeros(60, dtype=bool)
+    not_allowed[:20] = True  # 20 benign group posts held (say, as offensive) ...
+    for_hate = np.zeros(60, dtype=bool)
+    for_hate[:5] = True  # ... 5 of them for hate
+    r = fairness(y, s, not_allowed, groups, bootstrap=0, min_posts=30, held_for_hate=for_hate)
+    g = r["groups"]["g"]
+    assert g["benign_not_allowed"]["k"] == 20 and g["benign_held_for_hate"]["k"] == 5 and g["benign"] == 30
+    assert r["background"]["benign_held_for_hate"] == {"value": 0.0, "k": 0, "n": 10, "ci": pytest.approx([0.0, 0.308], abs=1e-3)}
+    md = markdown_section(r)
+    assert "benign held for hate" in md and "16.7%" in md
+    header, sep, *rows = [line for line in md.splitlines() if line.startswith("|")]
+    assert all(row.count("|") == header.count("|") for row in rows)
+    # results written before the column existed render as before
+    del g["benign_held_for_hate"], r["background"]["benign_held_for_hate"]
+    assert "held for hate" not in markdown_section(r).split("\n\n")[2]
