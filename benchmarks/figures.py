@@ -115,4 +115,5 @@ def serve_latency_figures(report: Mapping[str, Any]) -> dict[str, Any]:
             "device": "cuda" if device == "cuda" else "cpu", "posts_per_request": s["posts_per_request"],
             "replicas": s["num_replicas"], "cpus_per_replica": s["num_cpus"], "topology": s.get("topology"),
             "saturation_req_s": max(p["throughput_req_s"] for p in points), "points": points,
-            "texts": report.get("texts"), "onnx_text": s.get("onnx_text"), "onnx_text_on": s.get("onnx_text_on")}
+            "texts": report.get("texts"), "onnx_text": s.get("onnx_text"), "onnx_text_on": s.get("onnx_text_on"),
+            "load_client": s.get("client", "httpx")}

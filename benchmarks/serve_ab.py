@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.cli import read_config
-from serving.loadtest import closed_loop, open_loop, text_bodies
+from serving.loadtest import CLIENTS, DEFAULT_CLIENT, closed_loop, open_loop, text_bodies
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase-s", type=float, default=10.0, help="seconds per saturation / open-loop phase")
     parser.add_argument("--lone-s", type=float, default=8.0, help="seconds per lone-client phase")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of A,B (B,A in odd rounds)")
+    parser.add_argument("--client", choices=CLIENTS, default=DEFAULT_CLIENT,
+                        help="the load generator's HTTP client (serving.loadtest; default: %(default)s)")
     parser.add_argument("--no-open", action="store_true", help="skip the open loops at half saturation")
     parser.add_argument("--ready-timeout-s", type=float, default=900.0)
     parser.add_argument("--out", default=None)
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 servers[name] = same[0] if same else _start(name, side, Path(folder), args.ready_timeout_s)
             url = {name: f"{s.url}/v1/moderations" for name, s in servers.items()}
             for name in sides:  # warm-up
-                asyncio.run(closed_loop(url[name], bodies[name], 4, 3.0))
+                asyncio.run(closed_loop(url[name], bodies[name], 4, 3.0, client=args.client))
             print(f"texts: {source}; one post per request")
             for name, side in sides.items():
                 shown = {k: v for k, v in side["args"].items() if k != "model_dir"}
@@ -187,14 +189,16 @@ def main(argv: list[str] | None = None) -> int:
 
             for r in range(args.rounds):
                 for name in ("a", "b") if r % 2 == 0 else ("b", "a"):
-                    run(name, "lone", r, lambda: closed_loop(url[name], bodies[name], 1, args.lone_s, 20_000))
+                    run(name, "lone", r, lambda: closed_loop(url[name], bodies[name], 1, args.lone_s, 20_000,
+                                                                 client=args.client))
                     run(name, "saturation", r, lambda: closed_loop(url[name], bodies[name], args.concurrency,
-                                                                   args.phase_s, 100_000))
+                                                                   args.phase_s, 100_000, client=args.client))
             summary = {name: _summary(phases, name) for name in sides}
             if not args.no_open:
                 for r, name in enumerate(("a", "b", "b", "a")[:2 * min(args.rounds, 2)]):
                     rate = 0.5 * summary[name]["saturation_req_s"]
-                    run(name, "open-half", r // 2, lambda: open_loop(url[name], bodies[name], rate, args.phase_s, 20_000))
+                    run(name, "open-half", r // 2, lambda: open_loop(url[name], bodies[name], rate, args.phase_s, 20_000,
+                                                                            client=args.client))
                 summary = {name: _summary(phases, name) for name in sides}
         finally:
             for server in {id(s): s for s in servers.values()}.values():

@@ -41,7 +41,7 @@ from benchmarks.figures import record, serve_latency_figures  # noqa: E402
 from moderation.scorer import Scorer  # noqa: E402
 from serving.cli import DEFAULT_PROXY  # noqa: E402
 from serving.haproxy import resolve_proxy  # noqa: E402
-from serving.loadtest import closed_loop, open_loop, text_bodies  # noqa: E402
+from serving.loadtest import CLIENTS, DEFAULT_CLIENT, closed_loop, open_loop, text_bodies  # noqa: E402
 from serving.local_ray import local_ray, start_http  # noqa: E402
 
 
@@ -243,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="text posts per request (throughput columns are requests/s; posts/s = x this)")
     parser.add_argument("--repeats", type=int, choices=(1, 2), default=2,
                         help="2: batching on/off phases in ABBA order so that load drift cancels")
+    parser.add_argument("--client", choices=CLIENTS, default=DEFAULT_CLIENT,
+                        help="the load generator's HTTP client (serving.loadtest; default: %(default)s)")
+    parser.add_argument("--client-ab", action="store_true",
+                        help="also load /on at the saturating concurrency with each client (httpx, raw, raw, httpx), "
+                             "with the CPU each process used: what the load generator's own CPU costs the endpoint")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     parser.add_argument("--record", action="store_true",
                         help="also record the operating points in benchmarks/figures/ (read by `moderation capacity`)")
@@ -262,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]), "texts": source,
                               "settings": dict(vars(args)), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     off_cs = [c for c in concurrencies if c >= 16] or [max(concurrencies)]
-    n_phases = 5 + len(concurrencies) + len(off_cs) * (2 * args.repeats - 1) + 1
+    n_phases = 5 + len(concurrencies) + len(off_cs) * (2 * args.repeats - 1) + 1 + (4 if args.client_ab else 0)
     bar = tqdm(total=n_phases, desc="serve benchmark", unit="phase")
 
     def step(label: str) -> None:
@@ -296,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         report["deploy_s"] = {"on": deploy(args, "on", args.batch_size, args.batch_wait_ms / 1000.0),
                               "off": deploy(args, "off", 1, 0.0)}
         for mode in ("on", "off"):
-            run_phase(closed_loop(url[mode], bodies, 4, args.warmup_s, name="warm-up"))
+            run_phase(closed_loop(url[mode], bodies, 4, args.warmup_s, name="warm-up", client=args.client))
         step("in-replica ceiling 1/2")
         replica_ceilings = [replica_ceiling(texts, args.phase_s, args.ceiling_batch, deployment, args.num_replicas)]
         bar.update()
@@ -307,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             for k, mode in enumerate(order):
                 step(f"/{mode} closed loop c={c}")
                 result, cpu = measure_cpu(lambda: run_phase(closed_loop(url[mode], bodies, c, args.phase_s,
-                                                                         args.max_requests)))
+                                                                         args.max_requests, client=args.client)))
                 (closed_on if mode == "on" else closed_off).append(phase(result, mode=mode, concurrency=c, repeat=k,
                                                                          cpu_cores=cpu))
         report["closed_on"], report["closed_off"] = closed_on, closed_off
@@ -322,8 +327,16 @@ def main(argv: list[str] | None = None) -> int:
         single = on_by_c[min(on_by_c)]  # the lowest concurrency (1): a lone request at a time
         rate = 0.5 * saturation["throughput"]
         step(f"/on open loop {rate:.1f}/s")
-        report["open_half"] = phase(run_phase(open_loop(url["on"], bodies, rate, args.phase_s, args.max_requests)),
-                                    mode="on", rate=rate)
+        report["open_half"] = phase(run_phase(open_loop(url["on"], bodies, rate, args.phase_s, args.max_requests,
+                                                        client=args.client)), mode="on", rate=rate)
+        if args.client_ab:
+            c = saturation["concurrency"]
+            report["client_ab"] = []
+            for client in ("httpx", "raw", "raw", "httpx"):
+                step(f"/on c={c} with the {client} client")
+                result, cpu = measure_cpu(lambda: run_phase(closed_loop(url["on"], bodies, c, args.phase_s,
+                                                                         args.max_requests, client=client)))
+                report["client_ab"].append(phase(result, mode="on", concurrency=c, client=client, cpu_cores=cpu))
         report["metrics"] = metrics_check(ray)
     step("bare ceiling 3/3")
     ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.ceiling_batch))
@@ -377,6 +390,19 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for name, t in report["targets"].items():
         print(f"{name:<28} {t['value']:.2f}  (target {t['target']})")
+    if report.get("client_ab"):
+        print()
+        by = {k: [p for p in report["client_ab"] if p["client"] == k] for k in ("httpx", "raw")}
+        for k, group in by.items():
+            tput = statistics.mean(p["throughput"] for p in group)
+            gen = statistics.mean(p["cpu_cores"].get("load generator", 0.0) for p in group)
+            rep_ = statistics.mean(p["cpu_cores"].get("ModerationAPI replicas", 0.0) for p in group)
+            print(f"client {k:<5} at c={group[0]['concurrency']}: {tput:.1f} req/s, load generator {gen:.2f} cores "
+                  f"({1000 * gen / max(tput, 1e-9):.2f} ms/req), replicas {rep_:.2f} cores (two phases, ABBA)")
+        ratio = statistics.mean(p["throughput"] for p in by["raw"]) / max(
+            statistics.mean(p["throughput"] for p in by["httpx"]), 1e-9)
+        report["client_ab_raw_over_httpx"] = ratio
+        print(f"raw / httpx saturation: {ratio:.2f}x")
     print(f"metrics endpoint: {report['metrics']}")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
