@@ -75,6 +75,7 @@ class ModelCore:
         self.scorer = Scorer.from_dir(model_dir, **opts) if model_dir else Scorer.default(**opts)
         self.torch_threads = torch.get_num_threads()
         self.batch_config = BatchConfig()
+        self.warm_up_s = self._warm_up(self.batch_config.max_batch_size)
         self.metrics = ModelMetrics()
         # In-process counts, for /v1/model (the Prometheus histograms are the operator's view).
         self.batches = 0
@@ -91,6 +92,23 @@ class ModelCore:
         if not self.scorer.trained:
             logger.warning("serving an UNTRAINED model head (%s): scores are not judgements and nothing is flagged",
                            self.scorer.model_version)
+
+    def _warm_up(self, batch_size: int) -> float:
+        """Score one post and then a full batch of texts of different lengths, and forget them (the counters are
+        restored): what a replica's first requests would otherwise pay (~1-2 s on a CPU: scikit-learn's import
+        and the lexical vectorisers, the language model's load, the first forward of each path, PyTorch and
+        ONNX Runtime). The replica reports healthy, and `/readyz` ready, only after it. Returns the seconds it took.
+        Images (OCR) are not warmed: their first read still pays the OCR engine's start."""
+        start = time.perf_counter()
+        stats = dict(self.scorer.forward_stats)
+        texts = ["warm-up: a short post", *("warm-up post with some more words in it " * (1 + 3 * i)
+                                            for i in range(max(1, batch_size)))]
+        self.scorer.score([Post(id="w0", text=texts[0])])
+        self.scorer.score([Post(id=f"w{i}", text=t) for i, t in enumerate(texts[1:], 1)])
+        self.scorer.forward_stats.update(stats)
+        took = time.perf_counter() - start
+        logger.info("model replica warmed up in %.2f s", took)
+        return took
 
     def reconfigure(self, user_config: Dict[str, Any]) -> None:
         """Apply a new `BatchConfig` (batch size and wait, the policy) without restarting the replica.
@@ -157,7 +175,7 @@ class ModelCore:
         return {**public_description(self.scorer.describe()), "batch": self.batch_config.model_dump(),
                 "device": str(self.scorer.device),
                 "precision": self.scorer.precision, "precision_choice": self.scorer.precision_choice.to_dict(),
-                "torch_threads": self.torch_threads,
+                "torch_threads": self.torch_threads, "warm_up_s": round(self.warm_up_s, 3),
                 "stats": {"batches": self.batches, "posts": self.posts, "largest_batch": self.largest_batch,
                           # bf16-guarded: posts scored again in fp32 (0 in another precision)
                           "rescored": self.scorer.forward_stats["rescored"],

@@ -296,3 +296,20 @@ def test_fused_replica_sheds_beyond_its_admission_bound_with_a_json_503(tiny_ser
             assert payload["results"][0]["error_code"] is None
     assert run(_moderate(handle, {"input": "hello"}))[0] == 200  # the bound frees once answered
 
+
+
+def test_a_replica_is_warmed_before_it_serves_and_forgets_the_warm_up(tiny_serving_model_dir, local_batching):
+    """ModelCore scores a post and a full batch at start (its first real request would pay the one-off costs)
+    and leaves no trace in the counters that /v1/model reports."""
+    from serving.model_core import ModelCore
+
+    core = ModelCore(str(tiny_serving_model_dir), decode_workers=0)
+    try:
+        info = core.describe()
+        assert info["warm_up_s"] > 0
+        assert info["stats"] == {"batches": 0, "posts": 0, "largest_batch": 0, "rescored": 0, "onnx_text": 0}
+        assert core.scorer.forward_stats["posts"] == 0
+        results = run(core.score([{"id": "x", "text": "hello there", "image": None}]))
+        assert results[0].ok and core.scorer.forward_stats["posts"] == 1
+    finally:
+        core.scorer.close()
