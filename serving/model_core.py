@@ -6,6 +6,7 @@ loopback (every replica of either deployment imports it).
 """
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -76,6 +77,11 @@ class ModelCore:
         self.torch_threads = torch.get_num_threads()
         self.batch_config = BatchConfig()
         self.warm_up_s = self._warm_up(self.batch_config.max_batch_size)
+        # The model's objects (the lexical vocabularies, tokenizer, modules: ~570k tracked objects) live as long as
+        # the replica, and a full garbage collection scanned them all: 0.4-0.5 s with the request waiting (measured
+        # in-process, 2026-12-07). Frozen, the collector no longer looks at them (what was garbage goes first).
+        gc.collect()
+        gc.freeze()
         self.metrics = ModelMetrics()
         # In-process counts, for /v1/model (the Prometheus histograms are the operator's view).
         self.batches = 0

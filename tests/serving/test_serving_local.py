@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import time
 
@@ -303,13 +304,16 @@ def test_a_replica_is_warmed_before_it_serves_and_forgets_the_warm_up(tiny_servi
     and leaves no trace in the counters that /v1/model reports."""
     from serving.model_core import ModelCore
 
+    gc.unfreeze()
     core = ModelCore(str(tiny_serving_model_dir), decode_workers=0)
     try:
         info = core.describe()
         assert info["warm_up_s"] > 0
         assert info["stats"] == {"batches": 0, "posts": 0, "largest_batch": 0, "rescored": 0, "onnx_text": 0}
         assert core.scorer.forward_stats["posts"] == 0
+        assert gc.get_freeze_count() > 10_000  # the model's objects are out of the collector's scans
         results = run(core.score([{"id": "x", "text": "hello there", "image": None}]))
         assert results[0].ok and core.scorer.forward_stats["posts"] == 1
     finally:
         core.scorer.close()
+        gc.unfreeze()  # the test process goes on
