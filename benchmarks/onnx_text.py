@@ -13,6 +13,10 @@ a change of the machine's load hits each alike). Runtimes:
 - `onnx-int8` (`--int8`): that graph with its MatMuls quantised to int8 by onnxruntime's dynamic quantisation
   (measured only: not a runtime the Scorer offers).
 
+With `--batch-sizes 1,2,4,8`, also the time per post of batches of each size under torch and ONNX (the same
+posts, the runtimes alternating per batch): where ONNX Runtime stops paying, which sets the Scorer's
+`onnx_max_posts` (moderation.onnx_text.DEFAULT_MAX_POSTS).
+
 Printed: per runtime the p50 / p90 / p99 latency of one post (ms) and its ratio to torch's p50 in this run; the
 largest |calibrated score difference| against PyTorch fp32, and how many decisions (allow / review / block) and
 blocks differ from PyTorch fp32's. Posts are drawn from the test splits of five shared text datasets (their real
@@ -58,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", help="torch's precision (default auto, as serving)")
     parser.add_argument("--int8", action="store_true", help="also measure the int8 quantised graph")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-sizes", default=None, metavar="N,N,...",
+                        help="also time batches of these sizes under torch and ONNX (per post), e.g. 1,2,4,8")
     args = parser.parse_args(argv)
     if args.posts < 1 or args.threads < 1:
         parser.error("--posts and --threads must be >= 1")
@@ -106,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if (i + 1) % 50 == 0:
                 print(f"  {i + 1}/{len(posts)} posts", file=sys.stderr, flush=True)
 
+        if args.batch_sizes:
+            sizes = [int(x) for x in args.batch_sizes.split(",")]
+            scorers["onnx"].onnx_max_posts = max(sizes)  # every batch measured through ONNX Runtime
+            batch_table(scorers["torch"], scorers["onnx"], posts, sizes)
+
     reference = results["reference fp32"]
     failed = [r.error for r in reference if not r.ok]
     if failed:
@@ -130,6 +141,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| {name} | {statistics.median(lat):.2f} | {_percentile(lat, 90):.2f} | {_percentile(lat, 99):.2f} "
               f"| {statistics.median(lat) / base:.2f}x | {diffs:.2e} | {decisions} | {blocks} |")
     return 1 if changed_onnx else 0
+
+
+def batch_table(torch_scorer: Any, onnx_scorer: Any, posts: Sequence[Any], sizes: Sequence[int]) -> None:
+    """Print the median ms per post of batches of each size under each runtime (alternating per batch)."""
+    print("\n| posts per batch | torch ms / post | ONNX ms / post | ONNX / torch |")
+    print("| ---: | ---: | ---: | ---: |")
+    for size in sizes:
+        per_post: dict[str, list[float]] = {"torch": [], "onnx": []}
+        for k, start in enumerate(range(0, len(posts) - size + 1, size)):
+            batch = list(posts[start:start + size])
+            for name in (("torch", "onnx") if k % 2 == 0 else ("onnx", "torch")):
+                scorer = torch_scorer if name == "torch" else onnx_scorer
+                t0 = time.perf_counter()
+                scorer.score(batch)
+                per_post[name].append((time.perf_counter() - t0) * 1000 / size)
+        t, o = statistics.median(per_post["torch"]), statistics.median(per_post["onnx"])
+        print(f"| {size} | {t:.2f} | {o:.2f} | {o / t:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

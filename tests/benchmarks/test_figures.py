@@ -82,3 +82,28 @@ def test_review_rates_split_harmful_and_benign_posts():
     assert t["by_dataset"]["a"] == {"n": 2, "review": 1.0, "block": 0.0}
     # an unscored post counts in no share
     assert out["image+text"]["n"] == 1 and out["image+text"]["n_scored"] == 0 and out["image+text"]["review"] is None
+
+
+def test_onnx_batch_table_times_each_runtime_per_post(capsys):
+    """benchmarks.onnx_text --batch-sizes: one row per size, per-post times of each runtime, both runtimes called
+    with the same batches."""
+    import time as _time
+
+    from benchmarks.onnx_text import batch_table
+
+    class Fake:
+        def __init__(self, per_post_s: float) -> None:
+            self.per_post_s, self.seen = per_post_s, []
+
+        def score(self, batch):
+            self.seen.append(len(batch))
+            _time.sleep(self.per_post_s * len(batch))
+
+    slow, fast = Fake(0.002), Fake(0.001)
+    batch_table(slow, fast, list(range(8)), [1, 4])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 1 ") or line.startswith("| 4 ")]
+    assert len(rows) == 2
+    ratio = float(rows[1].split("|")[4].strip().rstrip("x"))
+    assert 0.3 < ratio < 0.8  # ONNX (here: the faster fake) about half torch's time per post
+    assert slow.seen == fast.seen == [1] * 8 + [4, 4]
