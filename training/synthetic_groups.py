@@ -11,7 +11,7 @@ the hateful word nor the word "not" decides the label alone.
 
 Labels: an asserted hateful claim or a negated positive one is `hate` 1, `offensive` 1 (CONAN's mapping of its hate
 speech), `violence` unknown; every other post (negated or rejected hate, positive, neutral) is 0 for all three
-(none contains profanity or a threat). Reclaimed slurs are not covered (no slur appears in these templates).
+(none contains profanity or a threat; v2: violence unknown). Reclaimed slurs are not covered (no slur appears in these templates).
 
 Written on 2026-12-07 without reading the functional suite (eval/functional/) or scoring any model on them; any
 post within word-Jaccard 0.6 of a suite case or a probe post (eval/probes/) is left out, as for the other
@@ -31,7 +31,10 @@ from training.synthetic import functional_texts, to_rows, write_rows
 NAME = "synthetic_groups"
 #: Label mapping for moderation.datasets.DatasetSpec.
 LABELS = {"hate": "hate", "offensive": "offensive", "violence": "violence"}
-VERSIONS = ("v1",)
+#: v1: the benign posts are violence 0; v2: the same posts with the benign ones' violence unknown (v1 lowered the
+#: real datasets' val violence ROC-AUC, 0.881 -> 0.859, and several of its hateful claims name danger: "a threat
+#: to our children", "terrorists", "dangerous", so a 0 there may teach that such words are never violence).
+VERSIONS = ("v1", "v2")
 PROBES = Path(__file__).resolve().parents[1] / "eval" / "probes"
 
 _GROUP = ["muslims", "jews", "christians", "hindus", "sikhs", "immigrants", "refugees", "black people",
@@ -109,9 +112,9 @@ def _fill(rng: random.Random, shape: str) -> str:
     return text[0].upper() + text[1:] if rng.random() < 0.5 else text  # half the posts start with a capital
 
 
-def _posts(rng: random.Random) -> list[tuple[str, dict]]:
+def _posts(rng: random.Random, version: str = "v1") -> list[tuple[str, dict]]:
     hate = {"hate": 1, "offensive": 1, "violence": None}
-    zero = {"hate": 0, "offensive": 0, "violence": 0}
+    zero = {"hate": 0, "offensive": 0, "violence": 0 if version == "v1" else None}
     out = [(_fill(rng, shape), dict(hate)) for shape in _HATE_SHAPES for _ in range(_PER_SHAPE)]
     out += [(_fill(rng, shape), dict(zero)) for shape in _NOT_HATE_SHAPES + _NEUTRAL_SHAPES for _ in range(_PER_SHAPE)]
     return out
@@ -132,7 +135,7 @@ def group_rows(seed: int = 0, exclude: Iterable[str] = (), version: str = "v1") 
     """
     if version not in VERSIONS:
         raise ValueError(f"group-data version must be one of {VERSIONS}, got {version!r}")
-    return to_rows(_posts(random.Random(seed)), exclude, prefix="grp")
+    return to_rows(_posts(random.Random(seed), version), exclude, prefix="grp")
 
 
 def write_groups(path: str | Path, seed: int = 0, version: str = "v1") -> Path:

@@ -50,6 +50,14 @@ def test_written_file_loads_with_labels_per_kind(tmp_path):
     assert again.read_text() == path.read_text()
 
 
+def test_v2_is_v1_with_the_benign_posts_violence_unknown():
+    v1, v2 = synthetic_groups.group_rows(version="v1"), synthetic_groups.group_rows(version="v2")
+    assert [r["text"] for r in v1] == [r["text"] for r in v2]
+    for a, b in zip(v1, v2):
+        assert (a["hate"], a["offensive"]) == (b["hate"], b["offensive"])
+        assert b["violence"] is None and a["violence"] == (0 if a["hate"] == 0 else None)
+
+
 def test_unknown_version_is_refused():
     with pytest.raises(ValueError, match="group-data version"):
         synthetic_groups.group_rows(version="v9")
