@@ -271,6 +271,11 @@ def run(args: argparse.Namespace) -> int:
     command += f" --init-from {args.init_from}" if args.init_from else ""
     command += f" --lr-scale {args.lr_scale:g}" if args.lr_scale != 1.0 else ""
     command += f" --seed {args.seed}" if args.seed else ""
+    if args.skip_train:
+        # deferred: as in run()
+        from moderation.model_dir import read_model_info
+        averaged = read_model_info(work).meta.get("averaged")  # a model made by training.average
+        command = f"{averaged['command']} && {command} --skip-train" if averaged else command
     metrics = calibrate_and_measure(work, measured_specs, Path(args.report_dir), report=not args.no_report, recipe={
         "command": command, "mode": args.mode, "train_seconds": round(train_seconds), "seed": args.seed})
     print_summary(metrics)
