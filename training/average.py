@@ -12,6 +12,8 @@ average into anything useful; nothing here can tell, so only average a model wit
   averaged: it is taken whole from `--lexical-from` (default B). Its blend weight in the head is averaged like every
   other head tensor.
 - Integer tensors (counters) are taken from B.
+- `config.json` keeps B's training record (datasets, settings, time) but not its early-stopping point, which belongs
+  to B (kept as `averaged.second_model_early_stopping`): no early stopping chose the average.
 - The result has no calibration, thresholds or policy: run the recipe with `--skip-train --work-dir DIR` (or
   `moderation calibrate`) before using it. `config.json` records both versions, the weight and this command, and the
   recipe prefixes the latter to the command it writes into the metrics.
@@ -71,8 +73,13 @@ def average_models(model_a: str | Path, model_b: str | Path, weight: float, out:
     if lexical_from == "a":
         b.lexical = a.lexical
     meta = {k: v for k, v in info_b.meta.items() if k not in ("created",)}
+    # The early-stopping point is the second run's, not this model's: kept under "averaged", not as the model's own.
+    training = dict(meta.get("training") or {})
+    best_of_second = training.pop("best", None)
+    meta["training"] = training
     meta[AVERAGED_KEY] = {
         "models": [info_a.model_version, info_b.model_version], "weight_of_second": weight,
+        "second_model_early_stopping": best_of_second,
         "lexical_from": (info_a if lexical_from == "a" else info_b).model_version,
         "command": command or f"python -m training.average {shlex.quote(str(model_a))} {shlex.quote(str(model_b))} "
                               f"--weight {weight:g} --lexical-from {lexical_from} --out {shlex.quote(str(out))}",

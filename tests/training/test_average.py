@@ -21,7 +21,8 @@ def _save(tmp_path, name: str, seed: int, **overrides):
     with torch.no_grad():  # the encoders start from the same (registry) weights: make the two models' differ
         for p in model.encoders["text"].parameters():
             p.add_(0.01 * torch.randn_like(p))
-    save_model(model, tmp_path / name, trained=True, name="tiny")
+    save_model(model, tmp_path / name, trained=True, name="tiny",
+               meta={"training": {"best": {"score": 0.5 + seed / 10}, "seconds": 10.0 + seed}})
     return tmp_path / name
 
 
@@ -46,6 +47,9 @@ def test_the_average_is_the_weighted_mean_of_head_and_encoder(tmp_path):
     meta = json.loads((tmp_path / "avg" / "config.json").read_text())["averaged"]
     assert meta["models"] == [ia.model_version, ib.model_version] and meta["weight_of_second"] == 0.25
     assert meta["command"].startswith("python -m training.average")
+    # the second run's early-stopping point is not the average's; its other training records are kept
+    assert "best" not in ix.meta["training"] and ix.meta["training"]["seconds"] == 11.0
+    assert meta["second_model_early_stopping"] == {"score": 0.6}
 
 
 def test_weight_zero_gives_back_the_first_model(tmp_path):

@@ -378,6 +378,7 @@ def calibrate_and_measure(model_dir: Path, specs: list, report_dir: Path, recipe
         },
         "early_stopping": training.get("early_stopping_set"),
         "best_early_stopping": training.get("best"),
+        **({"averaged": info.meta["averaged"]} if info.meta.get("averaged") else {}),
     })
     functional = functional_summary(scorer)
     if functional:
@@ -405,6 +406,7 @@ def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> 
     t = metrics["test"]
     tc = training.get("config", {})
     blend = metrics.get("blend") or {}
+    averaged = info.meta.get("averaged")  # training.average
     lines = [
         f"# Model card: {info.model_version}",
         "",
@@ -442,9 +444,13 @@ def model_card(info: Any, metrics: dict[str, Any], training: dict[str, Any]) -> 
         "",
         f"- mode `{tc.get('mode')}`; class weights `{tc.get('class_weight')}` (within each dataset, positives and "
         "negatives weigh the same, so no dataset's base rate is learned as evidence);",
-        f"- early stopping on `{tc.get('stop_metric')}` over the val splits: best {fmt_num((training.get('best') or {}).get('score'), '.4f')} "
-        f"at epoch {(training.get('best') or {}).get('epoch')}; the same val splits choose the blend weights and fit the "
-        "calibration and the policy; the test splits are used here only;",
+        (f"- early stopping on `{tc.get('stop_metric')}` over the val splits: best {fmt_num((training.get('best') or {}).get('score'), '.4f')} "
+         f"at epoch {(training.get('best') or {}).get('epoch')}; the same val splits choose the blend weights and fit the "
+         "calibration and the policy; the test splits are used here only;") if not averaged else
+        (f"- the weights are the average of `{averaged['models'][0]}` and `{averaged['models'][1]}` (weight "
+         f"{averaged['weight_of_second']:g} on the second; lexical channel of `{averaged['lexical_from']}`; "
+         "`training.average`): the training settings above are the second run's, no early stopping chose this model, "
+         "and the val splits fit its calibration and policy; the test splits are used here only;"),
         "- calibration per category (and per input type where the val data allow): "
         + "; ".join(f"{c} {m['pooled']}" + (f" (own: {', '.join(m['input_types'])})" if m["input_types"] else "")
                     + (f" ({', '.join(m['as_text'])} as text: the image adds nothing to its score)" if m.get("as_text") else "")
