@@ -6,8 +6,9 @@
     python -m training.recipes.default_model --mode lora     # LoRA on MiniLM's top layers (GPU, or hours on a CPU)
     ./run.sh -- train-default                                 # same as the first line
 
-The shipped default (`default-89b3339cf644`) is `--mode full` followed by three further epochs, each started from a
-copy of the previous model's directory (`--init-from`, here runs/shipped_*) at half the learning rates:
+The shipped default (`default-d24e81d9cbf5`) is `--mode full` followed by three further epochs, each started from a
+copy of the previous model's directory (`--init-from`, here runs/shipped_*) at half the learning rates, then one more
+epoch with the group statements, averaged with its starting point (training.average) and recalibrated:
 
     python -m training.recipes.default_model --mode full                                       # default-04f06c50180b
     python -m training.recipes.default_model --mode full --init-from runs/shipped_04f0 --lr-scale 0.5 --seed 1  # 1d98ef45
@@ -15,6 +16,11 @@ copy of the previous model's directory (`--init-from`, here runs/shipped_*) at h
         --insult-data v1                                                                       # default-9d2c69175eb7
     python -m training.recipes.default_model --mode full --init-from runs/shipped_9d2c --lr-scale 0.5 --seed 4 \
         --insult-data v1 --violence-data v2                                                    # default-89b3339cf644
+    python -m training.recipes.default_model --mode full --init-from runs/shipped_89b3 --lr-scale 0.5 --seed 5 \
+        --insult-data v1 --violence-data v2 --group-data v2 --work-dir runs/grp2/model --no-install  # 1f5d3ca7
+    python -m training.average runs/shipped_89b3 runs/grp2/model --weight 0.5 --out runs/soup2/model
+    python -m training.recipes.default_model --mode full --skip-train --insult-data v1 --violence-data v2 \
+        --group-data v2 --seed 5 --work-dir runs/soup2/model                                   # default-d24e81d9cbf5
 
 Fine-tuning on a CPU is not bit-for-bit reproducible across machines; each model's card records its command and
 docs/benchmarks-quality.md its figures.
