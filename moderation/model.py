@@ -262,6 +262,21 @@ class ModerationModel(nn.Module):
                     state[f"{modality}.{key}"] = value
         return state
 
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """The inverse of `trainable_state_dict`: load `{modality}.{key}` tensors into the encoders (others untouched).
+        Raises KeyError naming the modality and the first tensors its encoder lacks, before loading any of them."""
+        parts = {}
+        for modality, encoder in self.encoders.items():
+            prefix = f"{modality}."
+            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            missing = sorted(set(part) - set(encoder.state_dict()))
+            if missing:
+                raise KeyError(f"has tensors the {modality} encoder lacks: {missing[:5]}")
+            parts[modality] = part
+        for modality, part in parts.items():
+            if part:
+                self.encoders[modality].load_state_dict(part, strict=False)
+
 
 def apply_lora(text_encoder: nn.Module, lora: dict[str, Any]) -> None:
     """Inject LoRA adapters (peft) into a text encoder's transformer in place; base weights are frozen."""

@@ -184,16 +184,10 @@ def load_model(path: str | os.PathLike, *, text_encoder: torch.nn.Module | None 
     if expects_encoders:
         if not (path / ENCODERS_FILE).is_file():
             raise ModelDirError(f"{path}: config says encoders were fine-tuned but {ENCODERS_FILE} is missing")
-        saved = load_file(str(path / ENCODERS_FILE))
-        for modality, encoder in model.encoders.items():
-            prefix = f"{modality}."
-            part = {k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)}
-            if not part:
-                continue
-            missing = sorted(set(part) - set(encoder.state_dict()))
-            if missing:
-                raise ModelDirError(f"{path / ENCODERS_FILE} has tensors the {modality} encoder lacks: {missing[:5]}")
-            encoder.load_state_dict(part, strict=False)
+        try:
+            model.load_trainable_state_dict(load_file(str(path / ENCODERS_FILE)))
+        except KeyError as exc:
+            raise ModelDirError(f"{path / ENCODERS_FILE} {exc.args[0]}") from None
     if info.config.lexical:
         try:
             model.lexical = LexicalModel.load(path)

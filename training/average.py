@@ -47,7 +47,7 @@ def _mix(a: dict[str, Any], b: dict[str, Any], weight: float, what: str) -> dict
 
 
 def average_models(model_a: str | Path, model_b: str | Path, weight: float, out: str | Path, *,
-                   lexical_from: str = "b", name: str = "default", command: str | None = None) -> str:
+                   lexical_from: str = "b", name: str = "default") -> str:
     """Write the weight-averaged model into `out`; returns its version. See the module docstring."""
     # deferred: torch and the model stack load only when averaging runs, not at `--help`
     from moderation.model_dir import load_model, save_model
@@ -65,11 +65,7 @@ def average_models(model_a: str | Path, model_b: str | Path, weight: float, out:
     head = _mix(a.head.state_dict(), b.head.state_dict(), weight, "head")
     encoders = _mix(a.trainable_state_dict(), b.trainable_state_dict(), weight, "encoder")
     b.head.load_state_dict(head, strict=True)
-    for modality, encoder in b.encoders.items():
-        prefix = f"{modality}."
-        part = {k[len(prefix):]: v.float() for k, v in encoders.items() if k.startswith(prefix)}
-        if part:
-            encoder.load_state_dict(part, strict=False)
+    b.load_trainable_state_dict(encoders)
     if lexical_from == "a":
         b.lexical = a.lexical
     meta = {k: v for k, v in info_b.meta.items() if k not in ("created",)}
@@ -81,8 +77,8 @@ def average_models(model_a: str | Path, model_b: str | Path, weight: float, out:
         "models": [info_a.model_version, info_b.model_version], "weight_of_second": weight,
         "second_model_early_stopping": best_of_second,
         "lexical_from": (info_a if lexical_from == "a" else info_b).model_version,
-        "command": command or f"python -m training.average {shlex.quote(str(model_a))} {shlex.quote(str(model_b))} "
-                              f"--weight {weight:g} --lexical-from {lexical_from} --out {shlex.quote(str(out))}",
+        "command": f"python -m training.average {shlex.quote(str(model_a))} {shlex.quote(str(model_b))} "
+                   f"--weight {weight:g} --lexical-from {lexical_from} --out {shlex.quote(str(out))}",
     }
     return save_model(b, out, trained=True, name=name, meta=meta)
 

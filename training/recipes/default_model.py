@@ -261,10 +261,12 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(work)
         train(specs, work, *configs, name="default")
     train_seconds = time.time() - t0
+    trained_meta: dict[str, Any] = {}
     if args.skip_train:  # the training run's own time, as its config.json recorded it (embedding excluded)
         # deferred: as in run()
         from moderation.model_dir import read_model_info
-        train_seconds = float(read_model_info(work).meta.get("training", {}).get("seconds") or 0.0)
+        trained_meta = read_model_info(work).meta
+        train_seconds = float(trained_meta.get("training", {}).get("seconds") or 0.0)
     command = "python -m training.recipes.default_model" + (f" --mode {args.mode}" if args.mode != "frozen" else "")
     command += f" --lora-layers {args.lora_layers}" if args.lora_layers else ""
     command += f" --text-encoder {args.text_encoder}" if args.text_encoder else ""
@@ -277,11 +279,8 @@ def run(args: argparse.Namespace) -> int:
     command += f" --init-from {args.init_from}" if args.init_from else ""
     command += f" --lr-scale {args.lr_scale:g}" if args.lr_scale != 1.0 else ""
     command += f" --seed {args.seed}" if args.seed else ""
-    if args.skip_train:
-        # deferred: as in run()
-        from moderation.model_dir import read_model_info
-        averaged = read_model_info(work).meta.get("averaged")  # a model made by training.average
-        command = f"{averaged['command']} && {command} --skip-train" if averaged else command
+    averaged = trained_meta.get("averaged")  # a model made by training.average (read with --skip-train only)
+    command = f"{averaged['command']} && {command} --skip-train" if averaged else command
     metrics = calibrate_and_measure(work, measured_specs, Path(args.report_dir), report=not args.no_report, recipe={
         "command": command, "mode": args.mode, "train_seconds": round(train_seconds), "seed": args.seed})
     print_summary(metrics)
