@@ -21,6 +21,11 @@ figures are those of this reduced recipe, not of the shipped model (which traine
 what they measure is the gap a platform the model never saw costs, and how it compares with the frozen recipe's.
 
     python -m benchmarks.generalization --mode full --datasets gab_hate_corpus,implicit_hate
+    python -m benchmarks.generalization --mode full --datasets gab_hate_corpus --dataset-heads --no-reference
+
+`--dataset-heads` / `--dataset-bias` train every fold with per-dataset heads or offsets (issue 18 item 4: keep them
+if a platform never seen is judged better); `--no-reference` skips the model trained on every dataset when only the
+unseen figures are compared with an earlier run's (the "seen" column is then empty, JSON null).
 """
 
 from __future__ import annotations
@@ -76,8 +81,10 @@ def live_logits(model: Any, data: Any) -> tuple[np.ndarray, np.ndarray]:
     return pred.logits, pred.ok
 
 
-def full_configs(rows_per_dataset: int, names: Sequence[str], seed: int = 0) -> tuple[ModelConfig, TrainConfig]:
-    """The default recipe's fine-tuned model and training settings, each dataset capped at `rows_per_dataset`."""
+def full_configs(rows_per_dataset: int, names: Sequence[str], seed: int = 0, **options: Any
+                 ) -> tuple[ModelConfig, TrainConfig]:
+    """The default recipe's fine-tuned model and training settings, each dataset capped at `rows_per_dataset`;
+    `options` are further TrainConfig settings (e.g. dataset_heads=True)."""
     if rows_per_dataset < 100:
         raise ValueError(f"--rows-per-dataset must be >= 100, got {rows_per_dataset}")
     train_cfg = {k: v for k, v in TRAINING["full"].items() if k not in ("datasets", "max_train_rows")}
@@ -86,7 +93,7 @@ def full_configs(rows_per_dataset: int, names: Sequence[str], seed: int = 0) -> 
                  "finetune": {"text": "full", "image": "frozen"}, "frozen_encoder_keys": ["word_embeddings"]}
     train_cfg.update(max_train_rows={n: rows_per_dataset for n in names}, cap_keep_positive=["violence"],
                      checkpoint_every=10**9, eval_every=max(100, rows_per_dataset * len(names) // train_cfg["batch_size"] // 2),
-                     seed=seed)
+                     seed=seed, **options)
     return ModelConfig(**model_cfg), TrainConfig(**train_cfg)
 
 
@@ -100,6 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rows-per-dataset", type=int, default=2500,
                    help="--mode full: train rows kept of each dataset (default: 2500)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--dataset-heads", action="store_true",
+                   help="--mode full: train with a head per training dataset (TrainConfig.dataset_heads)")
+    p.add_argument("--dataset-bias", action="store_true",
+                   help="--mode full: train with a logit offset per training dataset (TrainConfig.dataset_bias)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the model trained on every dataset (no 'seen' column): when only the unseen figures "
+                        "are compared with another run's")
     args = p.parse_args(argv)
 
     _quiet_libraries()
@@ -107,8 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     full_mode = args.mode == "full"
+    options = {k: True for k in ("dataset_heads", "dataset_bias") if getattr(args, k)}
     try:  # settings are checked before any data is read
-        model_config, config = (full_configs(args.rows_per_dataset, ALL_DATASETS) if full_mode
+        if options and not full_mode:
+            raise ValueError(f"--{next(iter(options)).replace('_', '-')} needs --mode full")
+        model_config, config = (full_configs(args.rows_per_dataset, ALL_DATASETS, **options) if full_mode
                                 else (ModelConfig(**MODEL), TrainConfig(**TRAINING["frozen"])))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -133,10 +150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"training on every dataset (the in-distribution reference; {args.mode}) ...", flush=True)
-        full = fit(specs, f"{tmp}/all")
-        z_full, ok_full = score(full, test)
-        print(f"  reference trained and scored ({time.time() - t0:.0f} s)", flush=True)
+        z_full, ok_full = None, np.ones(len(test), dtype=bool)
+        if not args.no_reference:
+            print(f"training on every dataset (the in-distribution reference; {args.mode}) ...", flush=True)
+            full = fit(specs, f"{tmp}/all")
+            z_full, ok_full = score(full, test)
+            print(f"  reference trained and scored ({time.time() - t0:.0f} s)", flush=True)
+
+        def seen(y: np.ndarray, z_of: Any) -> float | None:  # the reference's ROC-AUC (None without one)
+            return None if z_full is None else roc_auc(y, z_of(z_full))
         for name in held:
             rest = [s for s in specs if s.name != name]
             model = fit(rest, f"{tmp}/without-{name}")
@@ -148,27 +170,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 y = test.labels[rows, j]
                 if np.isnan(y).all():
                     continue
-                fig[c] = {"unseen": roc_auc(y, z[rows, j]), "seen": roc_auc(y, z_full[rows, j]),
+                fig[c] = {"unseen": roc_auc(y, z[rows, j]), "seen": seen(y, lambda zz: zz[rows, j]),
                           "n": int((~np.isnan(y)).sum()), "n_positive": int(np.nansum(y))}
             if anchor is not None and anchor.category == ANY:
                 known = ~np.isnan(test.labels[rows])
                 y = np.where(known.any(1), np.nanmax(np.where(known, test.labels[rows], -1), axis=1), np.nan)
-                fig[ANY] = {"unseen": roc_auc(y, np.nanmax(z[rows], axis=1)), "seen": roc_auc(y, np.nanmax(z_full[rows], axis=1)),
+                fig[ANY] = {"unseen": roc_auc(y, np.nanmax(z[rows], axis=1)),
+                            "seen": seen(y, lambda zz: np.nanmax(zz[rows], axis=1)),
                             "n": int((~np.isnan(y)).sum()), "n_positive": int(np.nansum(y))}
             results[name] = {"category": anchor.category if anchor else None, "figures": fig}
             main_cat = anchor.category if anchor else next(iter(fig))
             f = fig.get(main_cat, {})
-            print(f"  {name:20s} {main_cat:9s} unseen {f.get('unseen', float('nan')):.3f}  seen {f.get('seen', float('nan')):.3f}  "
+            with_it = "-" if f.get("seen") is None else f"{f['seen']:.3f}"
+            print(f"  {name:20s} {main_cat:9s} unseen {f.get('unseen', float('nan')):.3f}  seen {with_it}  "
                   f"({time.time() - t0:.0f} s)", flush=True)
     print("\n| held-out dataset | category | ROC-AUC, trained without it | ROC-AUC, trained with it | gap |")
     print("| --- | --- | --- | --- | --- |")
     for name, r in results.items():
         for c, f in r["figures"].items():
-            print(f"| {name} | {c}{' (its label)' if c == r['category'] else ''} | {f['unseen']:.3f} | {f['seen']:.3f} | "
-                  f"{f['unseen'] - f['seen']:+.3f} |")
+            with_it, gap = ("-", "-") if f["seen"] is None else (f"{f['seen']:.3f}", f"{f['unseen'] - f['seen']:+.3f}")
+            print(f"| {name} | {c}{' (its label)' if c == r['category'] else ''} | {f['unseen']:.3f} | {with_it} | {gap} |")
     if args.out:
         Path(args.out).write_text(json.dumps({"held_out": results, "seconds": round(time.time() - t0), "mode": args.mode,
-                                              **({"rows_per_dataset": args.rows_per_dataset} if full_mode else {})},
+                                              **({"rows_per_dataset": args.rows_per_dataset} if full_mode else {}),
+                                              **({"options": sorted(options)} if options else {}),
+                                              "reference": not args.no_reference},
                                              indent=2) + "\n")
     return 0
 

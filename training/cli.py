@@ -100,6 +100,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--dataset-bias", action="store_true",
                     help="fine-tuning: a logit offset per training dataset and category in the training loss only "
                          "(datasets that label a category more readily move their offset, not the shared head)")
+    tr.add_argument("--dataset-heads", action="store_true",
+                    help="fine-tuning: a linear head per training dataset over the text embedding, in the training loss "
+                         "only (what one dataset alone calls harm is learnt by its own head, not the shared one)")
     tr.add_argument("--freeze-word-embeddings", action="store_true",
                     help="--mode full: keep the word embeddings at their pretrained values (not trained, not saved)")
     cal = p.add_argument_group("calibration (needs the eval extra)")
@@ -174,7 +177,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lexical_c=args.lexical_c, seed=args.seed,
         precision=args.precision, eval_every=args.eval_every, time_budget_s=args.time_budget, cache_dir=args.cache_dir,
         grad_accum=args.grad_accum, checkpoint_every=args.checkpoint_every, resume=args.resume, device=args.device,
-        dataset_bias=args.dataset_bias, init_from=args.init_from)
+        dataset_bias=args.dataset_bias, dataset_heads=args.dataset_heads, init_from=args.init_from)
     result = train(specs, args.out, model_config, config, name=args.name)
     if args.calibrate:
         try:  # deferred: eval is an optional extra here

@@ -82,6 +82,13 @@ class TrainConfig:
     #: or less readily than the others moves its own offset, not the shared head, which serves every post alone.
     #: The offsets at the best early-stopping point are recorded with it (config.json: training.best.dataset_bias).
     dataset_bias: bool = False
+    #: Fine-tune mode: learn a linear head per (training dataset) over the text embedding, (D, C) weights starting
+    #: at 0, centred over the datasets and added to the text rows' logits in the training loss only (issue 18 item
+    #: 4, "per-dataset heads"): what one dataset alone calls harm can be learnt by its own head, while the shared
+    #: product head, which serves every post, learns what the datasets agree on (with the late-fusion head only
+    #: the text classifier's logits get it). The size of each head at the best early-stopping point is recorded
+    #: (training.best.dataset_heads_norm).
+    dataset_heads: bool = False
     #: Fine-tune mode: start from a trained model directory's weights (head and encoders; the same architecture)
     #: instead of the pretrained encoder and a new head, with a fresh learning-rate schedule: a further epoch
     #: after a finished run, which early stopping judges like any other (the starting weights do not count
@@ -107,6 +114,8 @@ class TrainConfig:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.dataset_bias and self.mode == "frozen":
             raise ValueError("dataset_bias is a fine-tuning option (mode 'lora' or 'full')")
+        if self.dataset_heads and self.mode == "frozen":
+            raise ValueError("dataset_heads is a fine-tuning option (mode 'lora' or 'full')")
         if self.init_from is not None and self.mode == "frozen":
             raise ValueError("init_from is a fine-tuning option (mode 'lora' or 'full')")
         if self.init_from is not None and self.resume:

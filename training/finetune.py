@@ -213,10 +213,11 @@ def _tensors_and_texts(data: LabelledSet, emb: EmbeddedSet, ti: int, weights: np
 
 def _batch_loss(model: ModerationModel, tr: dict[str, torch.Tensor], idx: torch.Tensor, text_train: Any,
                 pw: torch.Tensor, config: TrainConfig, gen: torch.Generator, autocast: Any,
-                device: torch.device, bias: torch.Tensor | None = None) -> torch.Tensor:
+                device: torch.device, per_dataset: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """The masked, weighted loss of one training batch (model in train mode), through the live text encoder.
-    bias: (datasets, C) per-dataset logit offsets (config.dataset_bias), centred over the datasets and added to
-    the logits of each row's dataset (`tr["source"]`); None: none."""
+    per_dataset: the training-only terms of each row's dataset (`tr["source"]`), each centred over the datasets
+    and added to the row's logits: "bias" (datasets, C) logit offsets (config.dataset_bias), "heads" (datasets, D, C)
+    linear heads over the text embedding (config.dataset_heads; rows without text get none). Empty: none."""
     model.train()
     mods = model.modalities
     late = isinstance(model.head, LateFusionClassifier)
@@ -229,11 +230,34 @@ def _batch_loss(model: ModerationModel, tr: dict[str, torch.Tensor], idx: torch.
         # Rows whose text is hidden by modality dropout need no encoder pass.
         rows = present[:, mods.index("text")].nonzero(as_tuple=True)[0].cpu()
         emb["text"] = text_train(idx, rows, len(idx))
-        offset = None if bias is None else (bias - bias.mean(0))[tr["source"][idx].to(device)]
+        offset, text_offset = _dataset_offset(per_dataset or {}, tr, idx, emb["text"], present[:, mods.index("text")],
+                                              device)
         if late:
-            return unimodal_loss(model.head, emb, present, labels, pw, weights, offset).float()
+            return unimodal_loss(model.head, emb, present, labels, pw, weights, offset,
+                                 None if text_offset is None else {"text": text_offset}).float()
         logits = model.head(emb, present).float()
-        return masked_bce(logits if offset is None else logits + offset, labels, pw, weights)
+        for term in (offset, text_offset):
+            logits = logits if term is None else logits + term
+        return masked_bce(logits, labels, pw, weights)
+
+
+def _dataset_offset(per_dataset: dict[str, torch.Tensor], tr: dict[str, torch.Tensor], idx: torch.Tensor,
+                    text: torch.Tensor, has_text: torch.Tensor, device: torch.device
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The (B, C) training-only logit offsets of each row's dataset (see _batch_loss): (the bias, for every
+    modality's logits; the per-dataset head's, for the text logits only, 0 on rows without text). None: absent."""
+    if not per_dataset:
+        return None, None
+    src = tr["source"][idx].to(device)
+    offset = text_offset = None
+    if "bias" in per_dataset:
+        bias = per_dataset["bias"]
+        offset = (bias - bias.mean(0))[src]
+    if "heads" in per_dataset:
+        heads = per_dataset["heads"]
+        rows = torch.where(has_text.unsqueeze(1), text.to(heads.dtype), torch.zeros((), dtype=heads.dtype, device=device))
+        text_offset = torch.einsum("bd,bdc->bc", rows, (heads - heads.mean(0))[src])
+    return offset, text_offset
 
 
 def _evaluate(model: ModerationModel, st: dict[str, torch.Tensor], st_texts: Sequence[str | None], text_stop: Any,
@@ -277,25 +301,56 @@ def load_checkpoint(path: Path, n: int, total_steps: int, model: ModerationModel
 
 
 def _optimiser(model: ModerationModel, train_set: LabelledSet, train_emb: EmbeddedSet, tr: dict[str, torch.Tensor],
-               config: TrainConfig, device: torch.device) -> tuple[Any, torch.nn.Parameter | None, list[str]]:
-    """AdamW over the head (`lr`), the trainable encoder tensors (`encoder_lr`) and, with config.dataset_bias, the
-    per-dataset logit offsets (`lr`, no weight decay), whose row per training post it stores in tr["source"].
-    Returns (optimiser, offsets or None, the training datasets' names in offset order)."""
+               config: TrainConfig, device: torch.device) -> tuple[Any, dict[str, torch.nn.Parameter], list[str]]:
+    """AdamW over the head (`lr`), the trainable encoder tensors (`encoder_lr`) and the training-only per-dataset
+    terms: with config.dataset_bias logit offsets (`lr`, no weight decay), with config.dataset_heads linear heads over
+    the text embedding (`lr`, the head's weight decay), both starting at 0; their row per training post goes into
+    tr["source"]. Returns (optimiser, {"bias"/"heads": tensor}, the training datasets' names in their row order)."""
     groups = [{"params": list(model.head.parameters()), "lr": config.lr},
               {"params": _trainable_encoder_params(model), "lr": config.encoder_lr}]
-    bias, names = None, sorted(set(train_set.sources))
-    if config.dataset_bias:
+    per_dataset: dict[str, torch.nn.Parameter] = {}
+    names = sorted(set(train_set.sources))
+    if config.dataset_bias or config.dataset_heads:
         sources = np.asarray(train_set.sources)[train_emb.ok]
         tr["source"] = torch.tensor([names.index(x) for x in sources], dtype=torch.long)
-        bias = torch.nn.Parameter(torch.zeros(len(names), len(model.categories), device=device))
-        groups.append({"params": [bias], "lr": config.lr, "weight_decay": 0.0})
-    return torch.optim.AdamW(groups, weight_decay=config.weight_decay), bias, names
+    if config.dataset_bias:
+        per_dataset["bias"] = torch.nn.Parameter(torch.zeros(len(names), len(model.categories), device=device))
+        groups.append({"params": [per_dataset["bias"]], "lr": config.lr, "weight_decay": 0.0})
+    if config.dataset_heads:
+        dim = text_embedding_dim(model)
+        per_dataset["heads"] = torch.nn.Parameter(torch.zeros(len(names), dim, len(model.categories), device=device))
+        groups.append({"params": [per_dataset["heads"]], "lr": config.lr})
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay), per_dataset, names
+
+
+def text_embedding_dim(model: ModerationModel) -> int:
+    """Width of the text embedding the head reads (config.dataset_heads needs a text modality)."""
+    if "text" not in model.encoders:
+        raise ValueError("dataset_heads needs a model with a text encoder")
+    return int(model.encoders["text"].output_dim)
 
 
 def _bias_table(bias: torch.Tensor, names: Sequence[str], categories: Sequence[str]) -> dict[str, dict[str, float]]:
     """The centred per-dataset logit offsets, {dataset: {category: offset}} (positive: labels more readily)."""
     centred = (bias - bias.mean(0)).detach().cpu().numpy()
     return {n: {c: round(float(centred[i, j]), 4) for j, c in enumerate(categories)} for i, n in enumerate(names)}
+
+
+def _heads_table(heads: torch.Tensor, names: Sequence[str], categories: Sequence[str]) -> dict[str, dict[str, float]]:
+    """The size of each centred per-dataset head, {dataset: {category: L2 norm of its weights}}."""
+    norms = (heads - heads.mean(0)).detach().float().norm(dim=1).cpu().numpy()
+    return {n: {c: round(float(norms[i, j]), 4) for j, c in enumerate(categories)} for i, n in enumerate(names)}
+
+
+def _per_dataset_record(per_dataset: dict[str, torch.Tensor], names: Sequence[str], categories: Sequence[str]
+                        ) -> dict[str, Any]:
+    """What the best record keeps of the per-dataset terms (config.json: training.best)."""
+    out: dict[str, Any] = {}
+    if "bias" in per_dataset:
+        out["dataset_bias"] = _bias_table(per_dataset["bias"], names, categories)
+    if "heads" in per_dataset:
+        out["dataset_heads_norm"] = _heads_table(per_dataset["heads"], names, categories)
+    return out
 
 
 def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: EmbeddedSet, stop_set: LabelledSet,
@@ -324,7 +379,7 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
     model.to(device)
     pw = pw.to(device)
     text_train, text_stop = _text_functions(model, tr_texts, st_texts, start, config, progress, device)
-    opt, bias, bias_names = _optimiser(model, train_set, train_emb, tr, config, device)
+    opt, per_dataset, dataset_names = _optimiser(model, train_set, train_emb, tr, config, device)
     accum = max(1, int(config.grad_accum))
     batches_per_epoch = math.ceil(n / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
@@ -349,8 +404,8 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
         step, first_epoch, skip_batches = ck["step"], ck["epoch"], ck["batch_in_epoch"]
         epoch_gen_state = ck["epoch_gen_state"]
         history, best, best_state, bad_evals = ck["history"], ck["best"], ck["best_state"], ck["bad_evals"]
-        if bias is not None:
-            bias.data.copy_(ck["dataset_bias"].to(device))
+        for key, tensor in per_dataset.items():
+            tensor.data.copy_(ck[f"dataset_{key}"].to(device))
         best.pop("stopped", None)  # the stop that ended the interrupted run is not this run's
         torch.set_rng_state(ck["torch_rng"])
     start_time = time.time() - (history[-1]["seconds"] if history else 0.0)
@@ -361,7 +416,7 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
             "sched": sched.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
             "epoch_gen_state": epoch_gen_state, "history": history, "best": best, "best_state": best_state,
             "bad_evals": bad_evals, "torch_rng": torch.get_rng_state(),
-            **({"dataset_bias": bias.detach().cpu().clone()} if bias is not None else {})})
+            **{f"dataset_{key}": tensor.detach().cpu().clone() for key, tensor in per_dataset.items()}})
 
     stop = False
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -376,7 +431,7 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
                 if not late:
                     modality_dropout(tr["present"][idx], config.modality_dropout, gen)
                 continue
-            loss = _batch_loss(model, tr, idx, text_train, pw, config, gen, autocast, device, bias)
+            loss = _batch_loss(model, tr, idx, text_train, pw, config, gen, autocast, device, per_dataset)
             (loss / accum).backward()
             running += float(loss.detach()) * len(idx)
             running_n += len(idx)
@@ -404,7 +459,7 @@ def train_finetune(model: ModerationModel, train_set: LabelledSet, train_emb: Em
                 if score > best["score"]:
                     best = {"epoch": epoch, "step": step, "score": score, "stop_metric": config.stop_metric,
                             "mean_ap": mean_ap, "ap": aps, "stop_figures": per, "stop_loss": stop_loss,
-                            **({} if bias is None else {"dataset_bias": _bias_table(bias, bias_names, model.categories)})}
+                            **_per_dataset_record(per_dataset, dataset_names, model.categories)}
                     best_state, bad_evals = _trained_state(model), 0
                 else:
                     bad_evals += 1

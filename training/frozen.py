@@ -28,19 +28,23 @@ def embedded_tensors(emb: EmbeddedSet, labels: np.ndarray, weights: np.ndarray) 
 
 def unimodal_loss(head: LateFusionClassifier, embeddings: dict[str, torch.Tensor], present: torch.Tensor,
                   labels: torch.Tensor, pos_weight: torch.Tensor | None, weights: torch.Tensor,
-                  offset: torch.Tensor | None = None) -> torch.Tensor:
+                  offset: torch.Tensor | None = None, modality_offset: dict[str, torch.Tensor] | None = None
+                  ) -> torch.Tensor:
     """Late fusion: each modality's classifier is trained on the rows where that modality is present, alone.
 
     The sum over modalities of the masked BCE of each classifier's own logits, so neither can lean on the
     other; how they are combined is decided afterwards on validation data (training.blend). offset: (B, C) added
-    to every modality's logits (a per-dataset bias during training; None: nothing).
+    to every modality's logits (a per-dataset bias during training; None: nothing); modality_offset: (B, C) added
+    to that modality's logits only (a per-dataset head over the text embedding).
     """
     logits = head.unimodal(embeddings)
     total = torch.zeros((), dtype=next(iter(logits.values())).dtype)
     for i, m in enumerate(head.modalities):
         rows = present[:, i]
         if rows.any():
-            lg = logits[m] if offset is None else logits[m] + offset.to(logits[m].dtype)
+            lg = logits[m]
+            for term in (offset, (modality_offset or {}).get(m)):
+                lg = lg if term is None else lg + term.to(lg.dtype)
             total = total + masked_bce(lg[rows], labels[rows], pos_weight, weights[rows])
     return total
 

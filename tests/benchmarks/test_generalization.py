@@ -28,3 +28,10 @@ def test_too_few_rows_are_refused(capsys):
         full_configs(10, ["ethos"])
     assert main(["--mode", "full", "--rows-per-dataset", "10", "--data-root", "/nonexistent"]) == 2
     assert "rows-per-dataset" in capsys.readouterr().err
+
+
+def test_per_dataset_terms_reach_the_fold_settings_and_need_full_mode(capsys):
+    _, train_cfg = full_configs(2500, list(ALL_DATASETS), dataset_heads=True)
+    assert train_cfg.dataset_heads and not train_cfg.dataset_bias
+    assert main(["--dataset-heads", "--data-root", "/nonexistent"]) == 2  # frozen mode: refused before any data
+    assert "--dataset-heads needs --mode full" in capsys.readouterr().err

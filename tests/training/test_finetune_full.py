@@ -108,6 +108,45 @@ def test_dataset_bias_is_learnt_centred_recorded_and_resumed(tiny_specs, tiny_mo
 def test_dataset_bias_is_refused_for_frozen_training():
     with pytest.raises(ValueError, match="fine-tuning option"):
         TrainConfig(mode="frozen", dataset_bias=True)
+    with pytest.raises(ValueError, match="dataset_heads is a fine-tuning option"):
+        TrainConfig(mode="frozen", dataset_heads=True)
+
+
+def test_dataset_heads_are_learnt_recorded_resumed_and_left_out_of_the_model(tiny_specs, tiny_model_config, tmp_path):
+    from moderation.model_dir import load_model
+
+    mc = _full_config(tiny_model_config)
+    whole = train(tiny_specs, tmp_path / "whole", mc, _cfg(tmp_path, dataset_heads=True, checkpoint_every=1),
+                  progress=False, log=lambda _: None)
+    norms = whole.best["dataset_heads_norm"]
+    assert sorted(norms) == sorted({s.name for s in tiny_specs})
+    assert any(v > 1e-4 for row in norms.values() for v in row.values())  # learnt (they start at 0)
+    saved = json.loads((tmp_path / "whole" / "config.json").read_text())
+    assert saved["training"]["best"]["dataset_heads_norm"] == norms
+    # The heads belong to training only: the saved model is the product head alone, same tensors as in memory.
+    loaded, _ = load_model(tmp_path / "whole")
+    assert set(loaded.head.state_dict()) == set(whole.model.head.state_dict())
+    ck = torch.load(tmp_path / "whole" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ck["dataset_heads"].shape[0] == len(tiny_specs)
+    train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, dataset_heads=True, checkpoint_every=1, time_budget_s=1e-9),
+          progress=False, log=lambda _: None)
+    resumed = train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, dataset_heads=True, checkpoint_every=1, resume=True),
+                    progress=False, log=lambda _: None)
+    for name, row in norms.items():
+        assert resumed.best["dataset_heads_norm"][name] == pytest.approx(row, abs=2e-4)
+    for key, value in whole.model.head.state_dict().items():
+        torch.testing.assert_close(resumed.model.head.state_dict()[key], value)
+
+
+def test_dataset_heads_change_training_only_through_the_loss(tiny_specs, tiny_model_config, tmp_path):
+    """Same data and seed with and without the heads: the product heads differ (the heads took part of the loss)."""
+    mc = _full_config(tiny_model_config)
+    plain = train(tiny_specs, tmp_path / "plain", mc, _cfg(tmp_path), progress=False, log=lambda _: None)
+    heads = train(tiny_specs, tmp_path / "heads", mc, _cfg(tmp_path, dataset_heads=True), progress=False,
+                  log=lambda _: None)
+    differ = [k for k, v in plain.model.head.state_dict().items()
+              if v.is_floating_point() and not torch.allclose(v, heads.model.head.state_dict()[k])]
+    assert differ
 
 
 def test_init_from_starts_at_a_trained_models_weights(tiny_specs, tiny_model_config, tmp_path):

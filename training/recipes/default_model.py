@@ -157,6 +157,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fine-tuning: learn a logit offset per training dataset and category, used in the training loss "
                         "only, so that datasets that label a category more readily do not move the shared head "
                         "(training.config.TrainConfig.dataset_bias)")
+    p.add_argument("--dataset-heads", action="store_true",
+                   help="fine-tuning: learn a linear head per training dataset over the text embedding, used in the "
+                        "training loss only (training.config.TrainConfig.dataset_heads)")
     p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
                    help="fine-tuning: start from this trained model directory's weights (the same --mode and "
                         "architecture) with a fresh learning-rate schedule: a further epoch after a finished run")
@@ -233,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
             from moderation.encoders.text import parse_layers
             model_cfg["text_encoder"]["layers"] = parse_layers(args.text_layers, also=", or 'last'")
     train_cfg["dataset_bias"] = bool(args.dataset_bias)  # TrainConfig refuses it for --mode frozen
+    train_cfg["dataset_heads"] = bool(args.dataset_heads)  # likewise
     train_cfg["init_from"] = args.init_from  # likewise
     if not args.lr_scale > 0:
         raise ValueError(f"--lr-scale must be > 0, got {args.lr_scale}")
@@ -276,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
     command += f" --insult-data {args.insult_data}" if args.mode == "full" and args.insult_data != "none" else ""
     command += f" --group-data {args.group_data}" if args.mode == "full" and args.group_data != "none" else ""
     command += " --dataset-bias" if args.dataset_bias else ""
+    command += " --dataset-heads" if args.dataset_heads else ""
     command += f" --init-from {args.init_from}" if args.init_from else ""
     command += f" --lr-scale {args.lr_scale:g}" if args.lr_scale != 1.0 else ""
     command += f" --seed {args.seed}" if args.seed else ""
