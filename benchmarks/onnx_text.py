@@ -11,7 +11,11 @@ a change of the machine's load hits each alike). Runtimes:
   `--onnx-text off`);
 - `onnx`: the same encoder exported to fp32 ONNX and run by ONNX Runtime (`--onnx-text auto`, the default);
 - `onnx-int8` (`--int8`): that graph with its MatMuls quantised to int8 by onnxruntime's dynamic quantisation
-  (measured only: not a runtime the Scorer offers).
+  (measured only: not a runtime the Scorer offers). Also printed: how far its raw logits lie from fp32's per
+  category (largest, p99, mean |difference|), and what an "int8-guarded" runtime would cost, built like
+  bf16-guarded: its margin per category the largest |difference| over the first half of the posts, the share of
+  the second half's posts whose int8 logits lie within that margin of a threshold (scored twice, the second time in
+  fp32) and the decisions that still differ outside it.
 
 With `--batch-sizes 1,2,4,8`, also the time per post of batches of each size under torch and ONNX (the same
 posts, the runtimes alternating per batch): where ONNX Runtime stops paying, which sets the Scorer's
@@ -112,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if (i + 1) % 50 == 0:
                 print(f"  {i + 1}/{len(posts)} posts", file=sys.stderr, flush=True)
 
+        if args.int8:
+            int8_guard_table(scorers["reference fp32"], scorers["onnx-int8"], posts)
         if args.batch_sizes:
             sizes = [int(x) for x in args.batch_sizes.split(",")]
             scorers["onnx"].onnx_max_posts = max(sizes)  # every batch measured through ONNX Runtime
@@ -141,6 +147,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| {name} | {statistics.median(lat):.2f} | {_percentile(lat, 90):.2f} | {_percentile(lat, 99):.2f} "
               f"| {statistics.median(lat) / base:.2f}x | {diffs:.2e} | {decisions} | {blocks} |")
     return 1 if changed_onnx else 0
+
+
+def int8_guard_table(reference: Any, int8: Any, posts: Sequence[Any]) -> None:
+    """Print the int8 graph's logit differences from fp32 and the cost of guarding them (see the module docstring)."""
+    from moderation.model import PreparedPost
+
+    items = [it for it in reference.prepare_many(list(posts)) if isinstance(it, PreparedPost)]
+    keep_max, int8.onnx_max_posts = int8.onnx_max_posts, len(items)  # every post through the int8 graph
+    try:
+        ref, _ = reference.logits(items)
+        low, _ = int8.logits(items)
+    finally:
+        int8.onnx_max_posts = keep_max
+    diff = np.abs(ref - low)
+    half = len(items) // 2
+    print("\n| category | largest abs logit diff int8 vs fp32 | p99 | mean | guard margin (first half's largest) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    margin = {c: float(diff[:half, j].max()) for j, c in enumerate(reference.categories)}
+    for j, c in enumerate(reference.categories):
+        print(f"| {c} | {diff[:, j].max():.3f} | {np.quantile(diff[:, j], 0.99):.3f} | {diff[:, j].mean():.3f} "
+              f"| {margin[c]:.3f} |")
+    kept, reference.guard_margin = reference.guard_margin, margin
+    try:
+        near = reference.near_thresholds(items[half:], low[half:])
+    finally:
+        reference.guard_margin = kept
+    p_ref, p_low = reference.probabilities(items[half:], ref[half:]), reference.probabilities(items[half:], low[half:])
+    crossed = 0
+    for j, c in enumerate(reference.categories):
+        entry = reference.policy.categories.get(c)
+        for t in ((entry.block, entry.review) if entry is not None else ()):
+            if t is not None:
+                crossed += int((((p_ref[:, j] >= t) != (p_low[:, j] >= t)) & ~near).sum())
+    print(f"int8-guarded on the second half ({len(items) - half} posts): {near.mean():.1%} scored twice; "
+          f"{crossed} threshold crossings left outside the margin", flush=True)
 
 
 def batch_table(torch_scorer: Any, onnx_scorer: Any, posts: Sequence[Any], sizes: Sequence[int]) -> None:
