@@ -95,12 +95,17 @@ def test_dataset_bias_is_learnt_centred_recorded_and_resumed(tiny_specs, tiny_mo
     saved = json.loads((tmp_path / "whole" / "config.json").read_text())
     assert saved["training"]["best"]["dataset_bias"] == table
     # --resume restores them: a stopped and resumed run ends where the uninterrupted one ends.
-    train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, dataset_bias=True, checkpoint_every=1, time_budget_s=1e-9),
+    _assert_resume_ends_alike(tiny_specs, mc, tmp_path, whole, "dataset_bias", dataset_bias=True)
+
+
+def _assert_resume_ends_alike(tiny_specs, mc, tmp_path, whole, record: str, **settings):
+    """A run stopped after its first step and resumed ends with `whole`'s product head and best `record` table."""
+    train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, checkpoint_every=1, time_budget_s=1e-9, **settings),
           progress=False, log=lambda _: None)
-    resumed = train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, dataset_bias=True, checkpoint_every=1, resume=True),
+    resumed = train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, checkpoint_every=1, resume=True, **settings),
                     progress=False, log=lambda _: None)
-    for name, row in table.items():
-        assert resumed.best["dataset_bias"][name] == pytest.approx(row, abs=2e-4)
+    for name, row in whole.best[record].items():
+        assert resumed.best[record][name] == pytest.approx(row, abs=2e-4)
     for key, value in whole.model.head.state_dict().items():
         torch.testing.assert_close(resumed.model.head.state_dict()[key], value)
 
@@ -128,14 +133,7 @@ def test_dataset_heads_are_learnt_recorded_resumed_and_left_out_of_the_model(tin
     assert set(loaded.head.state_dict()) == set(whole.model.head.state_dict())
     ck = torch.load(tmp_path / "whole" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert ck["dataset_heads"].shape[0] == len(tiny_specs)
-    train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, dataset_heads=True, checkpoint_every=1, time_budget_s=1e-9),
-          progress=False, log=lambda _: None)
-    resumed = train(tiny_specs, tmp_path / "cut", mc, _cfg(tmp_path, dataset_heads=True, checkpoint_every=1, resume=True),
-                    progress=False, log=lambda _: None)
-    for name, row in norms.items():
-        assert resumed.best["dataset_heads_norm"][name] == pytest.approx(row, abs=2e-4)
-    for key, value in whole.model.head.state_dict().items():
-        torch.testing.assert_close(resumed.model.head.state_dict()[key], value)
+    _assert_resume_ends_alike(tiny_specs, mc, tmp_path, whole, "dataset_heads_norm", dataset_heads=True)
 
 
 def test_dataset_heads_change_training_only_through_the_loss(tiny_specs, tiny_model_config, tmp_path):
