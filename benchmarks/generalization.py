@@ -111,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="--mode full: train with a head per training dataset (TrainConfig.dataset_heads)")
     p.add_argument("--dataset-bias", action="store_true",
                    help="--mode full: train with a logit offset per training dataset (TrainConfig.dataset_bias)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="--mode full: the training seed (default 0; another seed measures run-to-run noise)")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the model trained on every dataset (no 'seen' column): when only the unseen figures "
                         "are compared with another run's")
@@ -125,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:  # settings are checked before any data is read
         if options and not full_mode:
             raise ValueError(f"--{next(iter(options)).replace('_', '-')} needs --mode full")
-        model_config, config = (full_configs(args.rows_per_dataset, ALL_DATASETS, **options) if full_mode
+        model_config, config = (full_configs(args.rows_per_dataset, ALL_DATASETS, seed=args.seed, **options) if full_mode
                                 else (ModelConfig(**MODEL), TrainConfig(**TRAINING["frozen"])))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -194,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps({"held_out": results, "seconds": round(time.time() - t0), "mode": args.mode,
                                               **({"rows_per_dataset": args.rows_per_dataset} if full_mode else {}),
                                               **({"options": sorted(options)} if options else {}),
+                                              **({"seed": args.seed} if full_mode else {}),
                                               "reference": not args.no_reference},
                                              indent=2) + "\n")
     return 0

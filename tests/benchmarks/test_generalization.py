@@ -35,3 +35,7 @@ def test_per_dataset_terms_reach_the_fold_settings_and_need_full_mode(capsys):
     assert train_cfg.dataset_heads and not train_cfg.dataset_bias
     assert main(["--dataset-heads", "--data-root", "/nonexistent"]) == 2  # frozen mode: refused before any data
     assert "--dataset-heads needs --mode full" in capsys.readouterr().err
+
+
+def test_the_seed_reaches_the_fold_settings():
+    assert full_configs(2500, list(ALL_DATASETS), seed=3)[1].seed == 3
