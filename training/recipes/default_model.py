@@ -153,13 +153,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--mode full: add the synthetic statements about identity groups (asserted, negated and "
                         "rejected hateful claims, positive and neutral statements: training.synthetic_groups; "
                         "default: none)")
-    p.add_argument("--dataset-bias", action="store_true",
-                   help="fine-tuning: learn a logit offset per training dataset and category, used in the training loss "
-                        "only, so that datasets that label a category more readily do not move the shared head "
-                        "(training.config.TrainConfig.dataset_bias)")
-    p.add_argument("--dataset-heads", action="store_true",
-                   help="fine-tuning: learn a linear head per training dataset over the text embedding, used in the "
-                        "training loss only (training.config.TrainConfig.dataset_heads)")
+    for flag, what in (("bias", "a logit offset per training dataset and category"),
+                       ("heads", "a linear head per training dataset over the text embedding")):
+        p.add_argument(f"--dataset-{flag}", action="store_true", help=f"fine-tuning: learn {what}, used in the "
+                       f"training loss only, not in the saved model (training.config.TrainConfig.dataset_{flag})")
     p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
                    help="fine-tuning: start from this trained model directory's weights (the same --mode and "
                         "architecture) with a fresh learning-rate schedule: a further epoch after a finished run")
@@ -235,8 +232,8 @@ def run(args: argparse.Namespace) -> int:
             # deferred: as in run()
             from moderation.encoders.text import parse_layers
             model_cfg["text_encoder"]["layers"] = parse_layers(args.text_layers, also=", or 'last'")
-    train_cfg["dataset_bias"] = bool(args.dataset_bias)  # TrainConfig refuses it for --mode frozen
-    train_cfg["dataset_heads"] = bool(args.dataset_heads)  # likewise
+    for key in ("dataset_bias", "dataset_heads"):  # TrainConfig refuses them for --mode frozen
+        train_cfg[key] = bool(getattr(args, key))
     train_cfg["init_from"] = args.init_from  # likewise
     if not args.lr_scale > 0:
         raise ValueError(f"--lr-scale must be > 0, got {args.lr_scale}")
@@ -279,8 +276,7 @@ def run(args: argparse.Namespace) -> int:
     command += f" --violence-data {args.violence_data}" if args.mode == "full" and args.violence_data != "v1" else ""
     command += f" --insult-data {args.insult_data}" if args.mode == "full" and args.insult_data != "none" else ""
     command += f" --group-data {args.group_data}" if args.mode == "full" and args.group_data != "none" else ""
-    command += " --dataset-bias" if args.dataset_bias else ""
-    command += " --dataset-heads" if args.dataset_heads else ""
+    command += "".join(f" --dataset-{k}" for k in ("bias", "heads") if getattr(args, f"dataset_{k}"))
     command += f" --init-from {args.init_from}" if args.init_from else ""
     command += f" --lr-scale {args.lr_scale:g}" if args.lr_scale != 1.0 else ""
     command += f" --seed {args.seed}" if args.seed else ""
