@@ -85,10 +85,7 @@ def test_cuda_device_is_refused_clearly_without_a_gpu():
 
 def test_dataset_bias_is_learnt_centred_recorded_and_resumed(tiny_specs, tiny_model_config, tmp_path):
     mc = _full_config(tiny_model_config)
-    whole = train(tiny_specs, tmp_path / "whole", mc, _cfg(tmp_path, dataset_bias=True, checkpoint_every=1),
-                  progress=False, log=lambda _: None)
-    table = whole.best["dataset_bias"]
-    assert sorted(table) == sorted({s.name for s in tiny_specs})
+    whole, table = _trained_with(tiny_specs, mc, tmp_path, "dataset_bias", dataset_bias=True)
     for cat in mc.categories:
         offsets = [row[cat] for row in table.values()]
         assert abs(sum(offsets)) < 1e-3 and any(abs(o) > 1e-4 for o in offsets)  # centred, and learnt
@@ -96,6 +93,15 @@ def test_dataset_bias_is_learnt_centred_recorded_and_resumed(tiny_specs, tiny_mo
     assert saved["training"]["best"]["dataset_bias"] == table
     # --resume restores them: a stopped and resumed run ends where the uninterrupted one ends.
     _assert_resume_ends_alike(tiny_specs, mc, tmp_path, whole, "dataset_bias", dataset_bias=True)
+
+
+def _trained_with(tiny_specs, mc, tmp_path, record: str, **settings):
+    """A run with per-dataset terms (checkpointed every step) and its best `record` table, one row per dataset."""
+    whole = train(tiny_specs, tmp_path / "whole", mc, _cfg(tmp_path, checkpoint_every=1, **settings),
+                  progress=False, log=lambda _: None)
+    table = whole.best[record]
+    assert sorted(table) == sorted({s.name for s in tiny_specs})
+    return whole, table
 
 
 def _assert_resume_ends_alike(tiny_specs, mc, tmp_path, whole, record: str, **settings):
@@ -121,10 +127,7 @@ def test_dataset_heads_are_learnt_recorded_resumed_and_left_out_of_the_model(tin
     from moderation.model_dir import load_model
 
     mc = _full_config(tiny_model_config)
-    whole = train(tiny_specs, tmp_path / "whole", mc, _cfg(tmp_path, dataset_heads=True, checkpoint_every=1),
-                  progress=False, log=lambda _: None)
-    norms = whole.best["dataset_heads_norm"]
-    assert sorted(norms) == sorted({s.name for s in tiny_specs})
+    whole, norms = _trained_with(tiny_specs, mc, tmp_path, "dataset_heads_norm", dataset_heads=True)
     assert any(v > 1e-4 for row in norms.values() for v in row.values())  # learnt (they start at 0)
     saved = json.loads((tmp_path / "whole" / "config.json").read_text())
     assert saved["training"]["best"]["dataset_heads_norm"] == norms
