@@ -156,7 +156,7 @@ def int8_guard_table(reference: Any, int8: Any, posts: Sequence[Any]) -> None:
     items = [it for it in reference.prepare_many(list(posts)) if isinstance(it, PreparedPost)]
     keep_max, int8.onnx_max_posts = int8.onnx_max_posts, len(items)  # every post through the int8 graph
     try:
-        ref, _ = reference.logits(items)
+        ref, truncated = reference.logits(items)
         low, _ = int8.logits(items)
     finally:
         int8.onnx_max_posts = keep_max
@@ -168,20 +168,13 @@ def int8_guard_table(reference: Any, int8: Any, posts: Sequence[Any]) -> None:
     for j, c in enumerate(reference.categories):
         print(f"| {c} | {diff[:, j].max():.3f} | {np.quantile(diff[:, j], 0.99):.3f} | {diff[:, j].mean():.3f} "
               f"| {margin[c]:.3f} |")
-    kept, reference.guard_margin = reference.guard_margin, margin
-    try:
-        near = reference.near_thresholds(items[half:], low[half:])
-    finally:
-        reference.guard_margin = kept
-    p_ref, p_low = reference.probabilities(items[half:], ref[half:]), reference.probabilities(items[half:], low[half:])
-    crossed = 0
-    for j, c in enumerate(reference.categories):
-        entry = reference.policy.categories.get(c)
-        for t in ((entry.block, entry.review) if entry is not None else ()):
-            if t is not None:
-                crossed += int((((p_ref[:, j] >= t) != (p_low[:, j] >= t)) & ~near).sum())
-    print(f"int8-guarded on the second half ({len(items) - half} posts): {near.mean():.1%} scored twice; "
-          f"{crossed} threshold crossings left outside the margin", flush=True)
+    tail = items[half:]
+    near = reference.near_thresholds(tail, low[half:], margin)
+    exact = reference.results(tail, ref[half:], truncated[half:])
+    quick = reference.results(tail, low[half:], truncated[half:])
+    changed = sum(a.action != b.action for a, b, n in zip(exact, quick, near) if not n)
+    print(f"int8-guarded on the second half ({len(tail)} posts): {near.mean():.1%} scored twice; "
+          f"{changed} decisions changed outside the margin", flush=True)
 
 
 def batch_table(torch_scorer: Any, onnx_scorer: Any, posts: Sequence[Any], sizes: Sequence[int]) -> None:

@@ -395,13 +395,15 @@ class Scorer:
             self.forward_stats["rescored"] += len(idx)
         return logits, truncated
 
-    def near_thresholds(self, items: Sequence[PreparedPost], logits: np.ndarray) -> np.ndarray:
-        """(N,) bool: posts whose decision could differ for a logit within guard_margin of theirs, i.e. whose
-        calibrated scores at logit - margin and logit + margin lie on two sides of a category's block or review
-        threshold (calibration is monotone, so every score in between lies between them)."""
-        if self.guard_margin is None:
+    def near_thresholds(self, items: Sequence[PreparedPost], logits: np.ndarray,
+                        margins: Mapping[str, float] | None = None) -> np.ndarray:
+        """(N,) bool: posts whose decision could differ for a logit within `margins` (default: guard_margin) of
+        theirs, i.e. whose calibrated scores at logit - margin and logit + margin lie on two sides of a category's
+        block or review threshold (calibration is monotone, so every score in between lies between them)."""
+        margins = self.guard_margin if margins is None else margins
+        if margins is None:
             raise PrecisionError(f"near_thresholds needs the margins of {GUARDED}")
-        margin = np.array([self.guard_margin[c] for c in self.categories], dtype=np.float64)
+        margin = np.array([margins[c] for c in self.categories], dtype=np.float64)
         low, high = self.probabilities(items, logits - margin), self.probabilities(items, logits + margin)
         near = np.zeros(len(items), dtype=bool)
         for j, c in enumerate(self.categories):

@@ -112,12 +112,9 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
-        if self.dataset_bias and self.mode == "frozen":
-            raise ValueError("dataset_bias is a fine-tuning option (mode 'lora' or 'full')")
-        if self.dataset_heads and self.mode == "frozen":
-            raise ValueError("dataset_heads is a fine-tuning option (mode 'lora' or 'full')")
-        if self.init_from is not None and self.mode == "frozen":
-            raise ValueError("init_from is a fine-tuning option (mode 'lora' or 'full')")
+        for option in ("dataset_bias", "dataset_heads", "init_from"):
+            if getattr(self, option) not in (False, None) and self.mode == "frozen":
+                raise ValueError(f"{option} is a fine-tuning option (mode 'lora' or 'full')")
         if self.init_from is not None and self.resume:
             raise ValueError("init_from and resume exclude each other: resume continues the checkpoint's own run")
         if self.grad_accum < 1 or self.checkpoint_every < 0:

@@ -330,26 +330,23 @@ def text_embedding_dim(model: ModerationModel) -> int:
     return int(model.encoders["text"].output_dim)
 
 
-def _bias_table(bias: torch.Tensor, names: Sequence[str], categories: Sequence[str]) -> dict[str, dict[str, float]]:
-    """The centred per-dataset logit offsets, {dataset: {category: offset}} (positive: labels more readily)."""
-    centred = (bias - bias.mean(0)).detach().cpu().numpy()
-    return {n: {c: round(float(centred[i, j]), 4) for j, c in enumerate(categories)} for i, n in enumerate(names)}
-
-
-def _heads_table(heads: torch.Tensor, names: Sequence[str], categories: Sequence[str]) -> dict[str, dict[str, float]]:
-    """The size of each centred per-dataset head, {dataset: {category: L2 norm of its weights}}."""
-    norms = (heads - heads.mean(0)).detach().float().norm(dim=1).cpu().numpy()
-    return {n: {c: round(float(norms[i, j]), 4) for j, c in enumerate(categories)} for i, n in enumerate(names)}
+def _dataset_table(values: torch.Tensor, names: Sequence[str], categories: Sequence[str]) -> dict[str, dict[str, float]]:
+    """A (datasets, C) tensor as {dataset: {category: value}}, rounded."""
+    rows = values.detach().float().cpu().numpy()
+    return {n: {c: round(float(rows[i, j]), 4) for j, c in enumerate(categories)} for i, n in enumerate(names)}
 
 
 def _per_dataset_record(per_dataset: dict[str, torch.Tensor], names: Sequence[str], categories: Sequence[str]
                         ) -> dict[str, Any]:
-    """What the best record keeps of the per-dataset terms (config.json: training.best)."""
+    """What the best record keeps of the per-dataset terms, centred over the datasets as the loss uses them
+    (config.json: training.best): the offsets (positive: the dataset labels the category more readily) and the L2
+    norm of each head's weights per category."""
+    centred = {key: tensor.detach() - tensor.detach().mean(0) for key, tensor in per_dataset.items()}
     out: dict[str, Any] = {}
-    if "bias" in per_dataset:
-        out["dataset_bias"] = _bias_table(per_dataset["bias"], names, categories)
-    if "heads" in per_dataset:
-        out["dataset_heads_norm"] = _heads_table(per_dataset["heads"], names, categories)
+    if "bias" in centred:
+        out["dataset_bias"] = _dataset_table(centred["bias"], names, categories)
+    if "heads" in centred:
+        out["dataset_heads_norm"] = _dataset_table(centred["heads"].norm(dim=1), names, categories)
     return out
 
 
