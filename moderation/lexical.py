@@ -29,6 +29,8 @@ import numpy as np
 LEXICAL_JSON = "lexical.json"
 LEXICAL_WEIGHTS = "lexical.safetensors"
 FORMAT_VERSION = 1
+#: Batches of at most this many texts skip the sparse matrices (LexicalModel.direct_logits).
+DIRECT_MAX_TEXTS = 8
 
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _MENTION = re.compile(r"@\w+")
@@ -127,6 +129,7 @@ class LexicalModel:
             raise ValueError(f"lexical model: coef {self.coef.shape} / intercept {self.intercept.shape} do not match "
                              f"{len(self.categories)} categories x {n_feat} features")
         self._vec: tuple[Any, Any] | None = None
+        self._analyzers: tuple[tuple[Any, dict[str, int], np.ndarray, int], ...] | None = None
         # (features, C), C-contiguous: `x @ coef.T` would copy the transposed weights on every call (scipy ravels
         # a non-contiguous dense operand), ~1 ms a single-post request
         self._coef_t = np.ascontiguousarray(self.coef.T)
@@ -142,11 +145,44 @@ class LexicalModel:
         return hstack([_tfidf(word.transform(texts), self.idf_word), _tfidf(char.transform(texts), self.idf_char)]).tocsr()
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, C) float32 logits, one column per category, in `categories` order."""
+        """(N, C) float32 logits, one column per category, in `categories` order. Batches of at most
+        `DIRECT_MAX_TEXTS` texts take `direct_logits` (the same arithmetic without scikit-learn's sparse matrices)."""
         if len(texts) == 0:
             return np.zeros((0, len(self.categories)), dtype=np.float32)
+        if len(texts) <= DIRECT_MAX_TEXTS:
+            return self.direct_logits(texts)
         x = self.features(texts)
         return np.asarray(x @ self._coef_t, dtype=np.float32) + self.intercept
+
+    def direct_logits(self, texts: Sequence[str]) -> np.ndarray:
+        """`logits` one text at a time: its n-grams counted in a dict, TF-IDF weighted and L2-normalised per
+        analyzer as `_tfidf` does, then the weighted sum of those n-grams' coefficient rows. Equal to the sparse
+        path up to float32 rounding; what a one-post request pays is ~0.2 ms instead of ~1.5 ms
+        (scipy.sparse construction and scikit-learn's argument checks dominate a single row)."""
+        if self._vec is None:
+            self._vec = _vectorizers(self.config, self.vocab_word, self.vocab_char)
+        if self._analyzers is None:
+            self._analyzers = ((self._vec[0].build_analyzer(), self.vocab_word, self.idf_word, 0),
+                               (self._vec[1].build_analyzer(), self.vocab_char, self.idf_char, len(self.vocab_word)))
+        out = np.empty((len(texts), len(self.categories)), dtype=np.float32)
+        for row, text in enumerate(texts):
+            acc = self.intercept.astype(np.float32, copy=True)
+            for analyze, vocab, idf, offset in self._analyzers:
+                counts: dict[int, int] = {}
+                for gram in analyze(text):
+                    col = vocab.get(gram)
+                    if col is not None:
+                        counts[col] = counts.get(col, 0) + 1
+                if not counts:
+                    continue
+                cols = np.fromiter(counts, dtype=np.int64, count=len(counts))
+                tf = np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
+                weight = (np.float32(1.0) + np.log(tf)) * idf[cols]
+                norm = np.sqrt(np.sum(weight * weight, dtype=np.float64))  # float32 squares, a double sum: sklearn's
+                weight = (weight / norm).astype(np.float32)                 # inplace_csr_row_normalize_l2
+                acc += weight @ self._coef_t[cols + offset]
+            out[row] = acc
+        return out
 
     def top_ngrams(self, category: str, k: int = 20) -> list[tuple[str, float]]:
         """The k n-grams with the largest positive weight for `category` (what the channel keys on)."""
