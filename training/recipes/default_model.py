@@ -6,9 +6,8 @@
     python -m training.recipes.default_model --mode lora     # LoRA on MiniLM's top layers (GPU, or hours on a CPU)
     ./run.sh -- train-default                                 # same as the first line
 
-The shipped default (`default-d24e81d9cbf5`) is `--mode full` followed by three further epochs, each started from a
-copy of the previous model's directory (`--init-from`, here runs/shipped_*) at half the learning rates, then one more
-epoch with the group statements, averaged with its starting point (training.average) and recalibrated:
+The shipped default (`default-7d0c1f25e965`) is `--mode full`, three epochs more from each previous model (`--init-from`, half
+the learning rates), one with group statements averaged with its start (training.average), one with per-dataset heads:
 
     python -m training.recipes.default_model --mode full                                       # default-04f06c50180b
     python -m training.recipes.default_model --mode full --init-from runs/shipped_04f0 --lr-scale 0.5 --seed 1  # 1d98ef45
@@ -21,6 +20,8 @@ epoch with the group statements, averaged with its starting point (training.aver
     python -m training.average runs/shipped_89b3 runs/grp2/model --weight 0.5 --out runs/soup2/model
     python -m training.recipes.default_model --mode full --skip-train --insult-data v1 --violence-data v2 \
         --group-data v2 --seed 5 --work-dir runs/soup2/model                                   # default-d24e81d9cbf5
+    python -m training.recipes.default_model --mode full --init-from runs/soup2/model --lr-scale 0.5 --seed 7 \
+        --insult-data v1 --violence-data v2 --group-data v2 --dataset-heads --work-dir runs/dh/model  # 7d0c1f25
 
 Fine-tuning on a CPU is not bit-for-bit reproducible across machines; each model's card records its command and
 docs/benchmarks-quality.md its figures.
@@ -102,8 +103,7 @@ VIOLENCE_DATA: dict[str, dict[str, Any]] = {
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.1, "target_modules": ["query", "key", "value", "dense"],
         "layers_to_transform": [3, 4, 5]}
 SHIPPED_FILES = ("config.json", "head.safetensors", "encoders.safetensors", "lexical.json", "lexical.safetensors",
-                 "calibration.json", "thresholds.json", "policy.json", "metrics.json", "MODEL_CARD.md",
-                 "training_log.jsonl",
+                 "calibration.json", "thresholds.json", "policy.json", "metrics.json", "MODEL_CARD.md", "training_log.jsonl",
                  # benchmarks/precision_agreement.py --record: the precisions `auto` may run (moderation.precision);
                  # a new model replaces it (deleted by install, as its record would name the old model version).
                  "precision.json")
