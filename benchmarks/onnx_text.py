@@ -17,6 +17,10 @@ a change of the machine's load hits each alike). Runtimes:
   the second half's posts whose int8 logits lie within that margin of a threshold (scored twice, the second time in
   fp32) and the decisions that still differ outside it.
 
+With `--guarded`, also bf16-guarded scoring's posts/s with its fp32 re-scoring of the posts near a threshold in
+PyTorch vs ONNX Runtime, in chunks of 128 and 8 posts (plain bf16 beside them): moderation.onnx_text.OnnxTextEncoder's
+`spin`.
+
 With `--batch-sizes 1,2,4,8`, also the time per post of batches of each size under torch and ONNX (the same
 posts, the runtimes alternating per batch): where ONNX Runtime stops paying, which sets the Scorer's
 `onnx_max_posts` (moderation.onnx_text.DEFAULT_MAX_POSTS).
@@ -68,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-sizes", default=None, metavar="N,N,...",
                         help="also time batches of these sizes under torch and ONNX (per post), e.g. 1,2,4,8")
+    parser.add_argument("--guarded", action="store_true",
+                        help="also time bf16-guarded scoring with its fp32 re-scoring in PyTorch vs ONNX Runtime")
     args = parser.parse_args(argv)
     if args.posts < 1 or args.threads < 1:
         parser.error("--posts and --threads must be >= 1")
@@ -118,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.int8:
             int8_guard_table(scorers["reference fp32"], scorers["onnx-int8"], posts)
+        if args.guarded:
+            guarded_table(model_dir, posts, args.threads, common)
         if args.batch_sizes:
             sizes = [int(x) for x in args.batch_sizes.split(",")]
             scorers["onnx"].onnx_max_posts = max(sizes)  # every batch measured through ONNX Runtime
@@ -175,6 +183,36 @@ def int8_guard_table(reference: Any, int8: Any, posts: Sequence[Any]) -> None:
     changed = sum(a.action != b.action for a, b, n in zip(exact, quick, near) if not n)
     print(f"int8-guarded on the second half ({len(tail)} posts): {near.mean():.1%} scored twice; "
           f"{changed} decisions changed outside the margin", flush=True)
+
+
+def guarded_table(model_dir: Path, posts: Sequence[Any], threads: int, common: dict[str, Any]) -> None:
+    """Print bf16-guarded posts/s in chunks of 128 (batch scoring) and of 8 (a serving batch) with the posts near a
+    threshold re-scored in PyTorch fp32 (onnx_text off) or ONNX Runtime (on; its threads not spinning), plain bf16
+    beside them; each scorer runs every chunk size twice, in alternating order, and the faster pass counts."""
+    from moderation.scorer import Scorer
+
+    sides = {"bf16": ("bf16", "off"), "guarded, re-scored in PyTorch": ("bf16-guarded", "off"),
+             "guarded, re-scored in ONNX Runtime": ("bf16-guarded", "on")}
+    scorers = {k: Scorer.from_dir(model_dir, precision=p, onnx_text=o, **common) for k, (p, o) in sides.items()}
+    items = scorers["bf16"].prepare_many(list(posts))
+    for scorer in scorers.values():
+        scorer.logits(items[:16])
+    print(f"\n| posts per call ({threads} threads) | " + " | ".join(f"{k} posts/s" for k in scorers) + " | ONNX / PyTorch |")
+    print("| ---: |" + " ---: |" * (len(scorers) + 1))
+    for chunk in (128, 8):
+        best = {k: float("inf") for k in scorers}
+        for rnd in range(2):
+            for name in (list(scorers) if rnd == 0 else list(scorers)[::-1]):
+                t0 = time.perf_counter()
+                for i in range(0, len(items), chunk):
+                    scorers[name].logits(items[i:i + chunk])
+                best[name] = min(best[name], time.perf_counter() - t0)
+        rate = {k: len(items) / v for k, v in best.items()}
+        names = list(scorers)
+        print(f"| {chunk} | " + " | ".join(f"{rate[k]:.1f}" for k in names)
+              + f" | {rate[names[2]] / rate[names[1]]:.2f}x |", flush=True)
+    stats = scorers["guarded, re-scored in ONNX Runtime"].forward_stats
+    print(f"re-scored in fp32: {stats['rescored'] / max(stats['posts'], 1):.1%} of the posts", flush=True)
 
 
 def batch_table(torch_scorer: Any, onnx_scorer: Any, posts: Sequence[Any], sizes: Sequence[int]) -> None:

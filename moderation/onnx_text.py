@@ -113,10 +113,16 @@ def export(encoder: nn.Module, path: Path) -> Path:
 class OnnxTextEncoder:
     """Callable like the encoder (`session(input_ids=..., attention_mask=..., ...)` -> (batch, dim) fp32 tensor),
     running an exported graph in ONNX Runtime with `threads` intra-op threads: the encoder's own (exported once into
-    `cache`), or, with `graph`, that ONNX file (e.g. a quantised copy of it)."""
+    `cache`), or, with `graph`, that ONNX file (e.g. a quantised copy of it).
+
+    spin: let ONNX Runtime's pool threads spin after a run (its default), which makes back-to-back single posts
+    ~0.7 ms faster at 2 threads, but takes the cores from a PyTorch forward that follows in the same process; a
+    bf16-guarded scorer alternates the two in every batch (bf16 in PyTorch, the posts near a threshold in ONNX
+    Runtime) and turns it off: 1.17x its posts/s in chunks of 128 (python -m benchmarks.onnx_text --guarded).
+    With one thread (a serving replica per core) it makes no difference."""
 
     def __init__(self, encoder: nn.Module | None = None, threads: int | None = None, cache: Path | None = None,
-                 graph: Path | None = None) -> None:
+                 graph: Path | None = None, spin: bool = True) -> None:
         import onnxruntime as ort
 
         if graph is None:
@@ -126,11 +132,13 @@ class OnnxTextEncoder:
             with _EXPORT_LOCK:
                 if not graph.is_file():
                     export(encoder, graph)
-        self.path = Path(graph)
+        self.path, self.spin = Path(graph), bool(spin)
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if not spin:  # see the class docstring
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.names = [i.name for i in self.session.get_inputs()]
 
@@ -140,9 +148,9 @@ class OnnxTextEncoder:
 
 
 def text_runtime(mode: str, model: nn.Module, device: torch.device, threads: int | None = None,
-                 max_posts: int = DEFAULT_MAX_POSTS) -> tuple[OnnxTextEncoder | None, str]:
+                 max_posts: int = DEFAULT_MAX_POSTS, spin: bool = True) -> tuple[OnnxTextEncoder | None, str]:
     """(the ONNX Runtime text encoder for `model`, or None; why), by mode "auto" / "on" / "off". max_posts: the
-    largest batch the caller sends through it (named in the why).
+    largest batch the caller sends through it (named in the why); spin: as OnnxTextEncoder's.
 
     Raises OnnxUnavailableError for "on" where it cannot run, ValueError for an unknown mode."""
     check_onnx_mode(mode)
@@ -157,7 +165,7 @@ def text_runtime(mode: str, model: nn.Module, device: torch.device, threads: int
             raise OnnxUnavailableError(f"onnx_text 'on': {reason}")
         return None, f"auto: off ({reason})"
     try:
-        session = OnnxTextEncoder(encoders["text"], threads)
+        session = OnnxTextEncoder(encoders["text"], threads, spin=spin)
     except Exception as exc:  # noqa: BLE001 - auto: an unwritable cache or a failed export leaves PyTorch in charge
         if mode == "on":
             raise OnnxUnavailableError(f"onnx_text 'on': the export failed ({type(exc).__name__}: {exc})") from exc

@@ -40,6 +40,36 @@ def test_small_batches_run_in_onnx_runtime_with_fp32_scores(tiny_model_dir, cach
     assert plain.describe()["onnx_text"] == {"choice": "off", "max_posts": 0}
 
 
+def test_bf16_guarded_rescores_near_posts_through_onnx_runtime(tiny_model_dir, cache):
+    """The posts bf16-guarded scores twice get fp32 logits from ONNX Runtime when the scorer has it (cheaper than
+    PyTorch fp32 on a CPU), equal to PyTorch fp32's within float rounding."""
+    from tests.moderation.test_precision import _guarded_scorers
+
+    texts = [{"id": str(i), "text": f"post {i} {'awful ' * (i % 3)}{'hello ' * (i % 4)}"} for i in range(12)]
+    fp32, _, guarded = _guarded_scorers(tiny_model_dir, texts, {"hate": 1e3, "offensive": 1e3})  # every post near
+    guarded.onnx_text, guarded.onnx_max_posts = onnx_text.OnnxTextEncoder(guarded.model.encoders["text"], threads=1), 2
+    seen = []
+    runtime = guarded.onnx_text
+
+    class Counting:
+        def __call__(self, **inputs):
+            seen.append(int(inputs["input_ids"].shape[0]))
+            return runtime(**inputs)
+
+    guarded.onnx_text = Counting()
+    prepared = fp32.prepare_many(texts)
+    want, got = fp32.logits(prepared)[0], guarded.logits(prepared)[0]
+    assert sum(seen) == len(texts) and guarded.forward_stats["rescored"] == len(texts)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert guarded.forward_stats["onnx"] == 0  # 12 posts: over onnx_max_posts, the bf16 pass ran in PyTorch
+    # a guarded scorer's ONNX Runtime threads do not spin (they would take the cores from the next bf16 batch)
+    assert runtime.spin and onnx_text.OnnxTextEncoder(guarded.model.encoders["text"], threads=1, spin=False).spin is False
+    built = Scorer.from_dir(tiny_model_dir, precision="bf16-guarded", guard_margin={"hate": 0.1, "offensive": 0.1},
+                            onnx_text="on", ocr="off", detect_language=False)
+    assert built.onnx_text.spin is False
+    assert Scorer.from_dir(tiny_model_dir, onnx_text="on", ocr="off").onnx_text.spin is True
+
+
 def test_the_export_is_shared_and_keyed_by_the_weights(tiny_model, cache):
     encoder = tiny_model.encoders["text"]
     first = onnx_text.OnnxTextEncoder(encoder, threads=1)
