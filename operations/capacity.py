@@ -20,8 +20,9 @@ The arithmetic (`plan`):
 - the endpoint: the measured operating points (closed-loop concurrency phases and the open-loop phase at half
   saturation) with their p99 latency; the busiest point whose p99 is within `--p99-ms` (default: the half-
   saturation point) sets the utilisation to plan at; a request costs the CPU time of replicas, proxy and Ray per
-  request at saturation (the load generator left out) / that utilisation; image posts cost a text request x the
-  image+text / text cost ratio measured by batch_throughput (no image serving figure exists; said in the plan);
+  request at saturation (the load generator left out) / that utilisation; an image post costs a text request plus
+  what an image adds in batch scoring (batch_throughput's image+text minus text CPU time per row: OCR and the
+  image encoder), / the same utilisation (no image serving figure exists; said in the plan);
 - the review queue: per input type the share of posts the policy sends to review (and blocks), measured by
   review_rates on the shipped model's test splits, split into harmful and benign posts so that the queue can be
   given at a platform's own harmful share (`--harmful-share`); x posts/day = reviewer items a day; / items per
@@ -304,15 +305,19 @@ def plan_batch(req: PlanRequest, cost: Mapping[str, float]) -> dict[str, Any]:
 
 
 def plan_endpoint(req: PlanRequest, point: Mapping[str, Any], cost: Mapping[str, float] | None) -> dict[str, Any]:
-    """Serving cores and replicas at peak, at the measured operating point `point` (serving_point). Image posts
-    cost the text request x the image+text / text batch cost ratio (`cost`: batch_cost at the same precision)."""
+    """Serving cores and replicas at peak, at the measured operating point `point` (serving_point). An image post
+    costs the text request plus what the image adds in batch scoring (`cost`: batch_cost at the same precision,
+    image+text minus text per row), provisioned at the same utilisation. Additive, not a ratio: the endpoint's text
+    path (lone posts in fp32 ONNX Runtime) and batch scoring's (bf16 or bf16-guarded batches of 32) cost different
+    amounts, and a ratio would carry that difference into the image's OCR cost (which neither precision changes)."""
     text_cost = 1.0 / point["req_s_per_core"]  # core seconds per text request at that utilisation
     per_type = {"text": text_cost}
     if req.images_share > 0:
         if cost is None or "image+text" not in cost or "text" not in cost:
             raise CapacityError("image posts on the endpoint need the batch figures of text and image+text posts at "
                                 f"the same precision: run `{BENCHMARKS['batch_throughput']}`")
-        per_type["image+text"] = text_cost * cost["image+text"] / cost["text"]
+        extra = max(0.0, cost["image+text"] - cost["text"])  # core seconds the image adds (OCR, image encoder)
+        per_type["image+text"] = text_cost + extra / point["utilisation"]
     peak = req.posts_per_day / SECONDS_PER_DAY * req.peak_factor
     cores = peak * sum(s * per_type[k] for k, s in req.mix().items() if s > 0)
     return {"point": dict(point), "core_seconds_per_request": per_type, "cores_peak": cores,
@@ -397,9 +402,9 @@ def plan(req: PlanRequest, found: Mapping[str, list[Figures]], *, policy_version
         if model_version and v and v != model_version:
             out.notes.append(f"{f.name} was measured with model {v}; the model now is {model_version}")
     if req.images_share > 0 and out.endpoint:
-        out.notes.append("image posts on the endpoint are costed as a text request x the image+text / text cost ratio "
-                         "of batch scoring (the endpoint benchmark sends text only); image-only posts are in no figure and "
-                         "not planned")
+        out.notes.append("image posts on the endpoint are costed as a text request plus the image+text - text cost "
+                         "of batch scoring, at the endpoint's utilisation (the endpoint benchmark sends text only); "
+                         "image-only posts are in no figure and not planned")
     if not (out.batch or out.endpoint or out.gpu or out.review):
         raise CapacityError("nothing could be planned: " + "; ".join(out.missing))
     return out

@@ -129,7 +129,7 @@ def render(p: dict[str, Any]) -> str:
                   f"  cores at peak: {_n(e['cores_peak'])} -> {e['replicas']} replicas x {e['cpus_per_replica']:g} CPU"]
         if "image+text" in e["core_seconds_per_request"]:
             lines.append(f"  an image+text request: {1000 * e['core_seconds_per_request']['image+text']:.1f} core-ms "
-                         "at this utilisation (text request x the batch image+text / text cost ratio)")
+                         "at this utilisation (text request + the batch image+text - text cost per post, / the utilisation)")
     for precision, b in p["batch"].items():
         per = ", ".join(f"{k} {_n(v)}" for k, v in b["per_type_posts_s_per_device"].items())
         lines += ["", f"batch scoring (`moderation score`, CPU, {precision}):",
