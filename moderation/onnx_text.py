@@ -118,8 +118,9 @@ class OnnxTextEncoder:
     spin: let ONNX Runtime's pool threads spin after a run (its default), which makes back-to-back single posts
     ~0.7 ms faster at 2 threads, but takes the cores from a PyTorch forward that follows in the same process; a
     bf16-guarded scorer alternates the two in every batch (bf16 in PyTorch, the posts near a threshold in ONNX
-    Runtime) and turns it off: 1.17x its posts/s in chunks of 128 (python -m benchmarks.onnx_text --guarded).
-    With one thread (a serving replica per core) it makes no difference."""
+    Runtime) and turns it off: re-scoring in ONNX Runtime gave it 1.20x / 1.10x the posts/s of re-scoring in
+    PyTorch in chunks of 128 / 8 with spinning off, 0.71x in chunks of 8 with it on (python -m benchmarks.onnx_text
+    --guarded measures the first). With one thread (a serving replica per core) it makes no difference."""
 
     def __init__(self, encoder: nn.Module | None = None, threads: int | None = None, cache: Path | None = None,
                  graph: Path | None = None, spin: bool = True) -> None:
