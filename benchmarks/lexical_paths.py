@@ -39,11 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     texts = [p["text"] for p in sample_posts(Path(args.data_dir) if args.data_dir else data_root(), args.posts,
                                              seed=args.seed)]
 
-    def sparse(batch: list[str]) -> np.ndarray:
-        return np.asarray(model.features(batch) @ model._coef_t, dtype=np.float32) + model.intercept
-
-    paths = {"sparse": sparse, "direct": model.direct_logits}
-    diff = float(np.abs(sparse(texts) - model.direct_logits(texts)).max())
+    paths = {"sparse": model.sparse_logits, "direct": model.direct_logits}
+    diff = float(np.abs(model.sparse_logits(texts) - model.direct_logits(texts)).max())
     for fn in paths.values():  # warm-up: the vectorisers and analyzers are built on first use
         fn(texts[:8])
     print(f"{len(texts)} posts; the direct path serves batches of at most {DIRECT_MAX_TEXTS}; "

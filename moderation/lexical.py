@@ -138,9 +138,7 @@ class LexicalModel:
         """(N, Vw + Vc) sparse TF-IDF rows of `texts`."""
         from scipy.sparse import hstack
 
-        if self._vec is None:
-            self._vec = _vectorizers(self.config, self.vocab_word, self.vocab_char)
-        word, char = self._vec
+        word, char = self._vectorizers()
         texts = list(texts)
         return hstack([_tfidf(word.transform(texts), self.idf_word), _tfidf(char.transform(texts), self.idf_char)]).tocsr()
 
@@ -151,8 +149,17 @@ class LexicalModel:
             return np.zeros((0, len(self.categories)), dtype=np.float32)
         if len(texts) <= DIRECT_MAX_TEXTS:
             return self.direct_logits(texts)
-        x = self.features(texts)
-        return np.asarray(x @ self._coef_t, dtype=np.float32) + self.intercept
+        return self.sparse_logits(texts)
+
+    def sparse_logits(self, texts: Sequence[str]) -> np.ndarray:
+        """`logits` through the sparse TF-IDF rows of `features` (what larger batches take)."""
+        return np.asarray(self.features(texts) @ self._coef_t, dtype=np.float32) + self.intercept
+
+    def _vectorizers(self) -> tuple[Any, Any]:
+        """The word and character vectorisers over the stored vocabularies, built on first use."""
+        if self._vec is None:
+            self._vec = _vectorizers(self.config, self.vocab_word, self.vocab_char)
+        return self._vec
 
     def direct_logits(self, texts: Sequence[str]) -> np.ndarray:
         """`logits` one text at a time: its n-grams counted in a dict, TF-IDF weighted and L2-normalised per
@@ -160,11 +167,10 @@ class LexicalModel:
         path up to float32 rounding (5.7e-6 at most on 510 test posts); a one-post request pays 0.15 ms instead of
         0.30 (scipy.sparse construction and scikit-learn's checks dominate a single row): `python -m
         benchmarks.lexical_paths`."""
-        if self._vec is None:
-            self._vec = _vectorizers(self.config, self.vocab_word, self.vocab_char)
         if self._analyzers is None:
-            self._analyzers = ((self._vec[0].build_analyzer(), self.vocab_word, self.idf_word, 0),
-                               (self._vec[1].build_analyzer(), self.vocab_char, self.idf_char, len(self.vocab_word)))
+            word, char = self._vectorizers()
+            self._analyzers = ((word.build_analyzer(), self.vocab_word, self.idf_word, 0),
+                               (char.build_analyzer(), self.vocab_char, self.idf_char, len(self.vocab_word)))
         out = np.empty((len(texts), len(self.categories)), dtype=np.float32)
         for row, text in enumerate(texts):
             acc = self.intercept.astype(np.float32, copy=True)

@@ -26,6 +26,7 @@ TEXTS = ["you idiot", "", "   ", "!!!!", "zzz qqq nothing known", "what a lovely
 
 def test_direct_path_matches_the_sparse_path(model):
     sparse = np.asarray(model.features(TEXTS) @ model._coef_t, dtype=np.float32) + model.intercept
+    np.testing.assert_array_equal(model.sparse_logits(TEXTS), sparse)
     direct = model.direct_logits(TEXTS)
     assert direct.shape == (len(TEXTS), 2) and direct.dtype == np.float32
     np.testing.assert_allclose(direct, sparse, rtol=1e-5, atol=1e-6)
