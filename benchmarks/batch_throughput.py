@@ -45,6 +45,7 @@ from moderation.batch import score_dump
 from moderation.cli import _quiet_libraries
 from moderation.model import collate, ModelConfig, ModerationModel
 from moderation.model_dir import ModelInfo, save_model
+from moderation.precision import DEFAULT_BATCH_SIZE
 from moderation.scorer import Scorer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -264,7 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16", "bf16-guarded"],
                    help="precisions to measure (default: auto, what `moderation score` runs; a run is labelled "
                         "with the precision auto chose)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="as `moderation score`'s default")
+    p.add_argument("--onnx-text", choices=["auto", "on", "off"], default="auto",
+                   help="as `moderation score --onnx-text` (bf16-guarded's re-scored posts; default: auto)")
     p.add_argument("--chunk-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--rounds", type=int, default=2, help="interleaved ceiling / end-to-end rounds (best kept)")
@@ -306,10 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "memes": head(dumps["memes"], args.image_sample, folder / "memes-sample.jsonl")}
         outputs: dict[tuple[str, str], Path] = {}
         for asked in ([] if args.skip_throughput else args.precision):
-            opts = dict(batch_size=args.batch_size, precision=asked)
+            # as `moderation score` builds it: ONNX Runtime for bf16-guarded's re-scored posts only
+            opts = dict(batch_size=args.batch_size, precision=asked, onnx_text=args.onnx_text, onnx_max_posts=0)
             scorer = Scorer.from_dir(args.model, **opts) if args.model else Scorer.default(**opts)
             precision = scorer.precision  # what runs ("auto" resolved)
-            print(f"[{asked}] {scorer.precision_choice.line()}", file=sys.stderr, flush=True)
+            print(f"[{asked}] {scorer.precision_choice.line()}; onnx_text {scorer.onnx_text_choice}", file=sys.stderr,
+                  flush=True)
+            report.setdefault("onnx_text", {})[precision] = scorer.onnx_text_choice
             done = [r for r in report["runs"] if r["precision"] == precision]
             if done:  # e.g. "bf16 auto" where auto chose bf16: measured once, labelled as the default
                 for r in done:

@@ -58,7 +58,7 @@ from moderation.cli import _quiet_libraries
 from moderation.datasets import (ALL_DATASETS, DATA_FILE, KNOWN_DATASETS, data_root, DatasetWarning,
                                  default_dataset_specs, load_labelled)
 from moderation.model import PreparedPost
-from moderation.precision import GUARDED, PRECISIONS, cpu_native_bf16, PrecisionRecord
+from moderation.precision import DEFAULT_BATCH_SIZE, GUARDED, PRECISIONS, cpu_native_bf16, PrecisionRecord
 from moderation.scorer import Scorer
 
 REFERENCE = "fp32"
@@ -465,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="stop after the first dataset that takes a gated precision beyond the tolerance")
     p.add_argument("--policy", default=None, help="policy file to use instead of the model directory's")
     p.add_argument("--ocr", choices=("auto", "off"), default="auto", help="OCR of image posts (default: auto, as served)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="as scoring's default")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--record", action="store_true",

@@ -78,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="threads reading and decoding images (default: min(4, cores))")
     p.add_argument("--chunk-size", type=int, default=128,
                    help="rows per part file and per model window sorted by text length (default: 128)")
+    p.add_argument("--onnx-text", choices=("auto", "on", "off"), default="auto",
+                   help="where the precision is bf16-guarded, re-score the posts near a threshold in fp32 through ONNX "
+                        "Runtime instead of PyTorch (~1.6x faster for them; the same fp32 graph): auto (default: "
+                        "where onnx and onnxruntime are installed, on a CPU), on, off")
     p.add_argument("--max-row-bytes", type=int, default=None,
                    help="refuse a row (line / record) larger than this (default: 8 MiB)")
     p.add_argument("--restart", action="store_true", help="discard an unfinished earlier run instead of resuming it")
@@ -135,7 +139,7 @@ def _score(args: argparse.Namespace) -> int:
     else:
         from moderation.batch import score_dump  # deferred: numpy, and torch with the scorer
 
-        scorer = build_scorer(args)
+        scorer = build_scorer(args, onnx_text=args.onnx_text, onnx_max_posts=0)
         print_precision(scorer)
         banner = untrained_banner(scorer)
         if banner:

@@ -47,10 +47,11 @@ def add_model_args(parser: argparse.ArgumentParser,
 
     precision: the default of --precision: "auto" where the command serves decisions (score, serve, demo, info),
     "fp32" where it measures or fits (evaluate, calibrate: the reference precision of the thresholds)."""
-    from moderation.precision import PRECISION_MODES
+    from moderation.precision import DEFAULT_BATCH_SIZE, PRECISION_MODES
 
     parser.add_argument("--model", metavar="DIR", default=None, help=model_help)
-    parser.add_argument("--batch-size", type=int, default=32, help="posts per forward pass (default: 32)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help=f"posts per forward pass (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     parser.add_argument("--precision", choices=PRECISION_MODES, default=precision,
                         help="auto (bf16 where the device has native bf16 and the model's precision.json validates "

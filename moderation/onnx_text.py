@@ -149,15 +149,19 @@ class OnnxTextEncoder:
 
 
 def text_runtime(mode: str, model: nn.Module, device: torch.device, threads: int | None = None,
-                 max_posts: int = DEFAULT_MAX_POSTS, spin: bool = True) -> tuple[OnnxTextEncoder | None, str]:
+                 max_posts: int = DEFAULT_MAX_POSTS, spin: bool = True,
+                 rescoring: bool = False) -> tuple[OnnxTextEncoder | None, str]:
     """(the ONNX Runtime text encoder for `model`, or None; why), by mode "auto" / "on" / "off". max_posts: the
-    largest batch the caller sends through it (named in the why); spin: as OnnxTextEncoder's.
+    largest batch the caller sends through it (named in the why); rescoring: the caller also re-scores posts in
+    it (bf16-guarded's posts near a threshold); "auto" with neither builds nothing. spin: as OnnxTextEncoder's.
 
     Raises OnnxUnavailableError for "on" where it cannot run, ValueError for an unknown mode."""
     check_onnx_mode(mode)
     encoders = getattr(model, "encoders", {})
     if mode == "off":
         return None, "off"
+    if mode == "auto" and max_posts < 1 and not rescoring:
+        return None, "auto: off (no batch goes through it and no post is re-scored at this precision)"
     reason = unavailable_reason(device) if "text" in encoders else "the model reads no text"
     if reason is None and not hasattr(encoders["text"], "tokenize"):
         reason = "the text encoder is not a Hugging Face encoder"
@@ -171,4 +175,5 @@ def text_runtime(mode: str, model: nn.Module, device: torch.device, threads: int
         if mode == "on":
             raise OnnxUnavailableError(f"onnx_text 'on': the export failed ({type(exc).__name__}: {exc})") from exc
         return None, f"auto: off (the export failed: {type(exc).__name__}: {exc})"
-    return session, f"{mode}: batches of at most {max_posts} posts run fp32 in ONNX Runtime ({session.path.name})"
+    uses = ([f"batches of at most {max_posts} posts"] if max_posts > 0 else []) + (["re-scored posts"] if rescoring else [])
+    return session, f"{mode}: {' and '.join(uses) or 'nothing'} run fp32 in ONNX Runtime ({session.path.name})"

@@ -31,8 +31,8 @@ from moderation.model import ModelConfig, ModerationModel, PreparedPost, collate
 from moderation.language import detect_language
 from moderation.model_dir import ModelInfo, default_model_dir, load_model, read_model_info
 from moderation.policy import POLICY_FILE, Policy, from_thresholds
-from moderation.precision import (PRECISIONS, GUARDED, PrecisionChoice, PrecisionError,  # noqa: F401 - PRECISIONS re-exported
-                                  check_precision, guard_margins, resolve_precision)
+from moderation.precision import (PRECISIONS, GUARDED, DEFAULT_BATCH_SIZE, PrecisionChoice,  # noqa: F401 - PRECISIONS re-exported
+                                  PrecisionError, check_precision, guard_margins, resolve_precision)
 from moderation.onnx_text import DEFAULT_MAX_POSTS, text_runtime
 from moderation.ocr import OcrEngine, OcrUnavailableError, check_ocr_mode, model_dir as ocr_model_dir, shared_engine
 from moderation.textnorm import normalize_text
@@ -97,8 +97,8 @@ class Scorer:
     model, fp32 elsewhere (moderation.precision; the default of batch scoring and serving). `precision` is then what runs and
     `precision_choice` says why; every result records it. num_workers: threads that read and decode images in
     parallel (0: in the calling thread); OCR and hashing run there too. image_root: default folder that image paths
-    resolve under. onnx_text: "off" (default), "auto" or "on": batches of at most `onnx_max_posts` posts run their
-    text encoder in fp32 through ONNX Runtime, ~0.75x the time of one post on a CPU (moderation.onnx_text).
+    resolve under. onnx_text: "off" (default), "auto" or "on": batches of at most `onnx_max_posts` (0: none) posts,
+    and bf16-guarded's re-scored posts, run their text encoder in fp32 through ONNX Runtime (moderation.onnx_text).
 
     ocr: "auto" (default, or its synonym "both") reads the printed text of every image post and scores it after
     the given text (alone when there is none); "ocr" scores the OCR text instead of the given text; "off" never
@@ -110,7 +110,7 @@ class Scorer:
     is on and its packages are missing, HashListError / FileNotFoundError for a bad list.
     """
 
-    def __init__(self, model: ModerationModel, info: ModelInfo, *, batch_size: int = 32, device: str = "cpu",
+    def __init__(self, model: ModerationModel, info: ModelInfo, *, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu",
                  precision: str = "fp32", image_root: str | os.PathLike | None = None,
                  limits: InputLimits = DEFAULT_LIMITS, num_workers: int | None = None, ocr: str = "auto",
                  ocr_with_image: bool = False,
@@ -136,8 +136,9 @@ class Scorer:
         self.forward_stats: dict[str, int] = {"posts": 0, "rescored": 0, "onnx": 0}
         #: onnx_text "auto" / "on": batches of at most onnx_max_posts run fp32 in ONNX Runtime (moderation.onnx_text)
         self.onnx_max_posts = int(onnx_max_posts)
-        self.onnx_text, self.onnx_text_choice = text_runtime(onnx_text, self.model, self.device,
-                                                             max_posts=self.onnx_max_posts, spin=self.precision != GUARDED)
+        self.onnx_text, self.onnx_text_choice = text_runtime(
+            onnx_text, self.model, self.device, max_posts=self.onnx_max_posts, spin=self.precision != GUARDED,
+            rescoring=self.precision == GUARDED)
         self.image_root = image_root
         self.limits = limits
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers

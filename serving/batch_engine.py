@@ -38,4 +38,4 @@ def score(args: argparse.Namespace, max_row_bytes: int):
                           workers=args.workers, restart=args.restart, overwrite=args.overwrite,
                           max_row_bytes=max_row_bytes, progress=not args.no_progress, ocr=args.ocr,
                           ocr_with_image=args.ocr_with_image, hash_lists=args.hash_lists,
-                          policy=getattr(args, "policy", None))
+                          policy=getattr(args, "policy", None), onnx_text=getattr(args, "onnx_text", "off"))

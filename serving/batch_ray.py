@@ -47,6 +47,7 @@ from moderation.cli import _quiet_libraries
 from moderation.dumps import DEFAULT_MAX_ROW_BYTES, count_rows, iter_rows
 from moderation.hashes import HashList
 from moderation.inputs import check_text
+from moderation.precision import DEFAULT_BATCH_SIZE
 from moderation.ocr import check_ocr_mode
 from moderation.policy import Policy
 from moderation.schema import ErrorCode, InputError, Post
@@ -121,7 +122,7 @@ class ScorerActor:
 
     def __init__(self, model: str | None, batch_size: int, precision: str, device: str, workers: int | None,
                  threads: int, ocr: str = "auto", ocr_with_image: bool = False,
-                 hash_lists: Sequence[str] = (), policy: str | None = None) -> None:
+                 hash_lists: Sequence[str] = (), policy: str | None = None, onnx_text: str = "off") -> None:
         # deferred: torch and the scorer load in the actor's own process, not in the driver
         import torch
 
@@ -130,7 +131,7 @@ class ScorerActor:
         _quiet_libraries()
         torch.set_num_threads(max(1, threads))  # the actor's torch uses the CPUs it reserved, no more
         opts = dict(batch_size=batch_size, precision=precision, device=device, ocr=ocr, ocr_with_image=ocr_with_image,
-                    hash_lists=list(hash_lists), policy=policy)
+                    hash_lists=list(hash_lists), policy=policy, onnx_text=onnx_text, onnx_max_posts=0)
         self.scorer = Scorer.from_dir(model, **opts) if model else Scorer.default(**opts)
         self.chunker = ChunkScorer(self.scorer, workers)
         self.schema = part_arrow_schema(self.scorer.categories)
@@ -374,18 +375,18 @@ def _connect(address: str | None, num_cpus: int | None):
 def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike, *,
                    model: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None,
                    address: str | None = None, num_actors: int = 1, cpus_per_actor: float | None = None,
-                   batch_size: int = 32, precision: str = "fp32", device: str = "cpu", chunk_size: int = 128,
+                   batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "fp32", device: str = "cpu", chunk_size: int = 128,
                    workers: int | None = None, restart: bool = False, overwrite: bool = False,
                    max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, progress: bool = True, ocr: str = "auto",
                    ocr_with_image: bool = False, hash_lists: Sequence[str | os.PathLike] = (),
-                   policy: str | os.PathLike | None = None) -> BatchSummary:
+                   policy: str | os.PathLike | None = None, onnx_text: str = "off") -> BatchSummary:
     """Score dumps into OUT with Ray Data: same arguments and output contract as moderation.batch.score_dump.
 
     address: an existing cluster ("auto", "ray://host:10001", ...); None uses the Ray already running in
     this process or starts a local loopback-only one. num_actors: scorer actors (model replicas), each
     reserving cpus_per_actor CPUs (default: `default_cpus_per_actor`: the cluster's CPUs less half a CPU, shared
     among the actors) and using as many torch threads (at least 1). ocr / ocr_with_image / hash_lists: as Scorer's (hash-list paths must be
-    readable on every node). Raises FileNotFoundError / ValueError for bad arguments or a refused job
+    readable on every node). onnx_text: as Scorer's, for bf16-guarded's re-scored posts only (`moderation score`: auto). Raises FileNotFoundError / ValueError for bad arguments or a refused job
     (JobLockedError: another job writes OUT), OutputWriteError when OUT cannot be written (disk full...),
     RowsLostError when the parts miss input rows (nothing written to OUT). Returns a RayBatchSummary.
     """
@@ -461,7 +462,7 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
                                                            "workers": workers, "threads": max(1, int(cpus)),
                                                            "ocr": ocr, "ocr_with_image": bool(ocr_with_image),
                                                            "hash_lists": [str(Path(p).resolve()) for p in hash_lists],
-                                                           "policy": policy_path})
+                                                           "policy": policy_path, "onnx_text": onnx_text})
                 ds.write_parquet(str(parts_dir), ray_remote_args={"num_cpus": 0.25})
                 names.update({k: v for k, v in node_names(ray).items() if k not in names})
             finally:

@@ -31,6 +31,7 @@ from moderation.batch.workdir import (
     writing,
 )
 from moderation.dumps import DEFAULT_MAX_ROW_BYTES, count_rows, iter_rows
+from moderation.precision import DEFAULT_BATCH_SIZE
 
 
 def _progress_bar(enabled: bool, total: int | None, desc: str, initial: int = 0, unit: str = "row"):
@@ -110,8 +111,8 @@ def score_dump(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str
                scorer: Any = None, model: str | os.PathLike | None = None,
                image_root: str | os.PathLike | None = None, chunk_size: int = 128, workers: int | None = None,
                prefetch: int = 2, read_ahead: int = 4, progress: bool = True, restart: bool = False,
-               overwrite: bool = False, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, batch_size: int = 32,
-               device: str = "cpu", precision: str = "auto") -> BatchSummary:
+               overwrite: bool = False, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
+               batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu", precision: str = "auto") -> BatchSummary:
     """Score every row of the input dumps into OUT (.jsonl or .parquet); the Python API of `moderation score`.
 
     inputs: files, folders or glob patterns of JSONL / CSV / Parquet dumps. scorer: a ready Scorer, else one

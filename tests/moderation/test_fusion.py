@@ -88,3 +88,34 @@ def test_late_fusion_caps_the_image_and_handles_missing_modalities():
     torch.testing.assert_close(head(emb, present, lexical)[2], uni["text"][2] + 2.0)
     with pytest.raises(ValueError, match="at least one present modality"):
         head(emb, torch.tensor([[False, False]] * 3))
+
+
+def test_the_head_runs_in_fp32_under_bf16_autocast(tiny_model_dir):
+    """Under bf16 autocast only the encoders run in bf16: the head's inputs and matmuls stay fp32 (its bf16
+    rounding was up to half of bf16's logit error on the default model, which sets bf16-guarded's margins)."""
+    from moderation.model import collate
+    from moderation.scorer import Scorer
+
+    scorer = Scorer.from_dir(tiny_model_dir, ocr="off", detect_language=False)
+    model = scorer.model
+    batch = collate(scorer.prepare_many([{"id": "a", "text": "you people are the worst"},
+                                         {"id": "b", "text": "lovely weather"}]), model)
+    seen: dict[str, list] = {"head": [], "encoder": []}
+
+    def record(part):
+        return lambda mod, inp, out: seen[part].append(out.dtype)
+
+    hooks = [m.register_forward_hook(record(part)) for part, module in (("head", model.head),
+                                                                      ("encoder", model.encoders["text"]))
+             for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.inference_mode(), torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = model(batch)
+        encoded = model.embed(batch)
+    for h in hooks:
+        h.remove()
+    assert seen["head"] and set(seen["head"]) == {torch.float32} and out.dtype == torch.float32
+    assert set(seen["encoder"]) == {torch.bfloat16}  # the encoder's matmuls did run in bf16
+    with torch.inference_mode():
+        want = model.head({m: e.float() for m, e in encoded.items()}, batch["present"],
+                          *([batch["lexical"]] if model.config.lexical else []))
+    assert torch.allclose(out, want, atol=1e-6)

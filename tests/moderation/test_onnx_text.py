@@ -110,3 +110,49 @@ def test_modes_and_a_missing_package(tiny_model, cache, monkeypatch):
     with pytest.raises(onnx_text.OnnxUnavailableError, match="'onnx' is not installed"):
         onnx_text.text_runtime("on", tiny_model, torch.device("cpu"))
     assert "CPU-only" in onnx_text.unavailable_reason(torch.device("cuda"))
+
+
+def test_batch_jobs_build_onnx_runtime_only_to_rescore(tiny_model_dir, cache):
+    """`moderation score` asks for "auto" with no small-batch path (onnx_max_posts=0): ONNX Runtime is built only
+    where something runs in it, bf16-guarded's re-scored posts."""
+    margin = {"hate": 0.1, "offensive": 0.1}
+    opts = dict(onnx_text="auto", onnx_max_posts=0, ocr="off", detect_language=False)
+    for precision in ("fp32", "bf16"):
+        plain = Scorer.from_dir(tiny_model_dir, precision=precision, **opts)
+        assert plain.onnx_text is None and plain.onnx_text_choice.startswith("auto: off (no batch goes through it")
+    guarded = Scorer.from_dir(tiny_model_dir, precision="bf16-guarded", guard_margin=margin, **opts)
+    assert guarded.onnx_text is not None and guarded.onnx_text.spin is False
+    assert guarded.onnx_text_choice.startswith("auto: re-scored posts run fp32 in ONNX Runtime")
+    served = Scorer.from_dir(tiny_model_dir, precision="bf16-guarded", guard_margin=margin, onnx_text="auto",
+                             onnx_max_posts=4, ocr="off", detect_language=False)
+    assert served.onnx_text_choice.startswith("auto: batches of at most 4 posts and re-scored posts run fp32")
+    guarded.score([{"id": str(i), "text": f"post {i}"} for i in range(12)])  # bf16 in PyTorch, no small-batch path
+    assert guarded.forward_stats["onnx"] == 0 and guarded.forward_stats["posts"] == 12
+
+
+def test_the_score_command_passes_onnx_text_to_both_engines(monkeypatch, tmp_path):
+    """`moderation score --onnx-text` reaches the local engine's scorer and the Ray engine's actors."""
+    import argparse
+
+    from moderation import batch_cli
+    from serving import batch_engine
+
+    parser = argparse.ArgumentParser()
+    batch_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["score", "in.jsonl", "--out", str(tmp_path / "o.jsonl")])
+    assert args.onnx_text == "auto"
+
+    class Built(Exception):
+        pass
+
+    def build(args, **kwargs):
+        raise Built(kwargs)
+
+    monkeypatch.setattr(batch_cli, "build_scorer", build)
+    with pytest.raises(Built) as built:
+        batch_cli._score(args)
+    assert built.value.args[0] == {"onnx_text": "auto", "onnx_max_posts": 0}
+    seen = {}
+    monkeypatch.setattr("serving.batch_ray.score_dump_ray", lambda *a, **kw: seen.update(kw))
+    batch_engine.score(parser.parse_args(["score", "in.jsonl", "--out", "o.jsonl", "--onnx-text", "off"]), 1024)
+    assert seen["onnx_text"] == "off"
