@@ -45,8 +45,8 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "bf16-guarded")
 GUARDED = "bf16-guarded"
 #: What a caller may ask for: a precision, or "auto".
 PRECISION_MODES: tuple[str, ...] = ("auto", *PRECISIONS)
-#: Posts per forward pass when scoring: 16 ran 1.11-1.20x the posts/s of 32 on the 2-core CPU in bf16 and in fp32
-#: (tweets and longer posts, length-sorted windows of 128; docs/benchmarks.md, 2026-12-07 evening).
+#: Posts per forward pass when scoring: 16 ran 1.08-1.13x the posts/s of 32 on the 2-core CPU in bf16 and in fp32,
+#: tweets and longer posts alike (`python -m benchmarks.forward_batch`; docs/benchmarks.md).
 DEFAULT_BATCH_SIZE = 16
 #: The precision record of a model directory.
 PRECISION_FILE = "precision.json"
