@@ -67,3 +67,47 @@ def test_ray_engine_gives_the_same_rows_as_the_local_engine(ray_local, tiny_mode
                 assert rr[key] == value, (key, lr, rr)
     assert _read(errors_path_for(ray_out)) == _read(errors_path_for(local_out))
     assert not work_dir_for(ray_out).exists()
+
+
+@pytest.mark.ray
+def test_both_engines_rescore_in_onnx_runtime_under_bf16_guarded(ray_local, tiny_model_dir, mixed_dumps, image_dir,
+                                                                 tmp_path):
+    """Under bf16-guarded with ONNX Runtime re-scoring (`moderation score`'s default --onnx-text auto) and margins wide
+    enough to re-score every post, both engines give fp32's scores (the re-scoring ran) and the same rows. (ONNX
+    Runtime and PyTorch fp32 agree within 1e-6 here, so that the actors were handed onnx_text is shown by
+    tests/moderation/test_onnx_text.py, not by these scores.)"""
+    import shutil
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from moderation.model_dir import read_model_info
+    from moderation.policy import CategoryPolicy, LanguageRule, Policy, policy_version
+    from moderation.precision import GUARDED, PrecisionRecord
+    from moderation.scorer import Scorer
+    from serving.batch_ray import score_dump_ray
+
+    model = tmp_path / "guarded-model"
+    shutil.copytree(tiny_model_dir, model)
+    info = read_model_info(model)
+    margin = {c: 1e3 for c in info.config.categories}
+    PrecisionRecord(model_version=info.model_version, precisions={GUARDED: {
+        "status": "validated", "posts": 10, "blocks_changed": 0, "decisions_changed": 0,
+        "margin_logit": margin}}).save(model)
+    cats = {c: CategoryPolicy(block=0.6, review=0.4) for c in info.config.categories}  # thresholds to be near
+    policy = Policy(version=policy_version(cats, LanguageRule()), categories=cats).save(tmp_path / "policy.json")
+    outs = {name: tmp_path / f"{name}.parquet" for name in ("fp32", "local", "ray")}
+    fp32 = Scorer.from_dir(model, precision="fp32", policy=policy)
+    score_dump([mixed_dumps], outs["fp32"], scorer=fp32, image_root=image_dir, chunk_size=4, progress=False)
+    scorer = Scorer.from_dir(model, precision=GUARDED, onnx_text="on", onnx_max_posts=0, policy=policy)  # as the CLI
+    score_dump([mixed_dumps], outs["local"], scorer=scorer, image_root=image_dir, chunk_size=4, progress=False)
+    assert scorer.forward_stats["rescored"] > 0 and scorer.onnx_text is not None
+    score_dump_ray([mixed_dumps], outs["ray"], model=model, precision=GUARDED, onnx_text="on", image_root=image_dir,
+                   chunk_size=4, num_actors=1, cpus_per_actor=1, progress=False, policy=policy)
+    rows = {name: _read(path) for name, path in outs.items()}
+    assert len(rows["ray"]) == len(rows["local"]) == len(rows["fp32"]) == 13
+    for want, local, ray in zip(rows["fp32"], rows["local"], rows["ray"]):
+        assert local["precision"] == ray["precision"] == (GUARDED if want["precision"] else None)
+        for key, value in want.items():
+            if key.endswith("_score") and value is not None:
+                assert local[key] == pytest.approx(value, abs=1e-4), key  # fp32's, through ONNX Runtime
+                assert ray[key] == pytest.approx(local[key], abs=1e-6), key
