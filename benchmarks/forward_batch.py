@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {scorer.model_version}  torch threads {torch.get_num_threads()}  window {args.window}", flush=True)
     best: dict[tuple[str, str, int], float] = {}
     for kind, names in SOURCES.items():
-        posts = [scorer.prepare({"id": str(i), "text": t}) for i, t in enumerate(test_texts(args.datasets, names, args.posts))]
+        texts = test_texts(args.datasets, names, args.posts)
+        posts = [scorer.prepare({"id": str(i), "text": t}) for i, t in enumerate(texts)]
         windows = [sorted(posts[s:s + args.window], key=lambda q: len(q.text or ""))
                    for s in range(0, len(posts), args.window)]
         batches = {b: [collate(w[i:i + b], scorer.model, scorer.device) for w in windows for i in range(0, len(w), b)]

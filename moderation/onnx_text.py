@@ -175,5 +175,6 @@ def text_runtime(mode: str, model: nn.Module, device: torch.device, threads: int
         if mode == "on":
             raise OnnxUnavailableError(f"onnx_text 'on': the export failed ({type(exc).__name__}: {exc})") from exc
         return None, f"auto: off (the export failed: {type(exc).__name__}: {exc})"
-    uses = ([f"batches of at most {max_posts} posts"] if max_posts > 0 else []) + (["re-scored posts"] if rescoring else [])
+    uses = [f"batches of at most {max_posts} posts"] if max_posts > 0 else []
+    uses += ["re-scored posts"] if rescoring else []
     return session, f"{mode}: {' and '.join(uses) or 'nothing'} run fp32 in ONNX Runtime ({session.path.name})"

@@ -110,8 +110,8 @@ class Scorer:
     is on and its packages are missing, HashListError / FileNotFoundError for a bad list.
     """
 
-    def __init__(self, model: ModerationModel, info: ModelInfo, *, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu",
-                 precision: str = "fp32", image_root: str | os.PathLike | None = None,
+    def __init__(self, model: ModerationModel, info: ModelInfo, *, batch_size: int = DEFAULT_BATCH_SIZE,
+                 device: str = "cpu", precision: str = "fp32", image_root: str | os.PathLike | None = None,
                  limits: InputLimits = DEFAULT_LIMITS, num_workers: int | None = None, ocr: str = "auto",
                  ocr_with_image: bool = False,
                  hash_lists: Sequence[str | os.PathLike | HashList] | HashMatcher | None = None,

@@ -375,7 +375,8 @@ def _connect(address: str | None, num_cpus: int | None):
 def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike, *,
                    model: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None,
                    address: str | None = None, num_actors: int = 1, cpus_per_actor: float | None = None,
-                   batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "fp32", device: str = "cpu", chunk_size: int = 128,
+                   batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "fp32", device: str = "cpu",
+                   chunk_size: int = 128,
                    workers: int | None = None, restart: bool = False, overwrite: bool = False,
                    max_row_bytes: int = DEFAULT_MAX_ROW_BYTES, progress: bool = True, ocr: str = "auto",
                    ocr_with_image: bool = False, hash_lists: Sequence[str | os.PathLike] = (),
@@ -385,8 +386,9 @@ def score_dump_ray(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out:
     address: an existing cluster ("auto", "ray://host:10001", ...); None uses the Ray already running in
     this process or starts a local loopback-only one. num_actors: scorer actors (model replicas), each
     reserving cpus_per_actor CPUs (default: `default_cpus_per_actor`: the cluster's CPUs less half a CPU, shared
-    among the actors) and using as many torch threads (at least 1). ocr / ocr_with_image / hash_lists: as Scorer's (hash-list paths must be
-    readable on every node). onnx_text: as Scorer's, for bf16-guarded's re-scored posts only (`moderation score`: auto). Raises FileNotFoundError / ValueError for bad arguments or a refused job
+    among the actors) and using as many torch threads (at least 1). ocr / ocr_with_image / hash_lists: as Scorer's
+    (hash-list paths must be readable on every node). onnx_text: as Scorer's, for bf16-guarded's re-scored posts only
+    (`moderation score` passes auto). Raises FileNotFoundError / ValueError for bad arguments or a refused job
     (JobLockedError: another job writes OUT), OutputWriteError when OUT cannot be written (disk full...),
     RowsLostError when the parts miss input rows (nothing written to OUT). Returns a RayBatchSummary.
     """
