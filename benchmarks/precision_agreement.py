@@ -4,7 +4,7 @@ precision by the same model, its calibration and its policy; the decisions compa
     python -m benchmarks.precision_agreement                         # shipped default model, every test split
     python -m benchmarks.precision_agreement --limit 800 --record    # a sample per dataset; write precision.json
     python -m benchmarks.precision_agreement --model DIR --precisions bf16 --tolerance-blocks 0
-    python -m benchmarks.precision_agreement --limit 400 --precisions bf16 bf16-guarded --record
+    python -m benchmarks.precision_agreement --precisions bf16 bf16-guarded bf16-block-guarded --record
 
 Each dataset's test split is loaded through moderation.datasets (every shared dataset with a test split: the
 default model's, the hard negatives and the Jigsaw sample), `--limit` posts drawn from each at random (seed
@@ -13,7 +13,7 @@ scored by the model in fp32 (the reference: the thresholds are fitted in it), in
 (dynamic quantization of the text encoder's Linear layers, torch.ao.quantization.quantize_dynamic), in an order
 that rotates per dataset so that a change of the machine's load hits each alike.
 
-bf16-guarded (moderation.precision) needs its margins before the test splits are scored: each dataset's val split
+bf16-guarded and bf16-block-guarded (moderation.precision) need their margins (one measurement for both) before the test splits are scored: each dataset's val split
 (the same `--limit` and seed) is scored in fp32 and bf16 first, and the margin of a category is the largest
 |bf16 - fp32| logit difference there times `--guard-factor` (default 2). The test splits then check them: a test
 post whose difference exceeds its margin can still flip, and would be counted. Printed per dataset and in
@@ -24,14 +24,14 @@ total, per precision against fp32:
 - blocks changed: posts whose set of blocked categories differs (a block gained, lost or moved);
 - speed: posts/s of the scoring step (tokenizing, lexical channel, forward, calibration, policy) and of the
   model's forward alone, as ratios to fp32 within this run;
-- bf16-guarded: the share of posts scored twice (bf16, then fp32: near a threshold).
+- the guarded precisions: the share of posts scored twice (bf16, then fp32: near a threshold, or a block one).
 
 Exit status 1 when a precision named by `--gate` (default: bf16, or the runnable precisions measured when bf16 is
 not among them) changes more blocks than
 `--tolerance-blocks` (default 0, issue 19's target); 0 otherwise; 2 for bad arguments. `--fail-fast` stops after
 the first dataset that takes a gated precision beyond the tolerance (the verdict cannot improve; the datasets
 left are not scored, and the report and record say so). `--record` writes the
-verdicts into the model directory's precision.json (moderation.precision): `auto` runs bf16 (or bf16-guarded, with
+verdicts into the model directory's precision.json (moderation.precision): `auto` runs bf16 (or a guarded one, with
 the margins measured here) only for a model version whose record validates it. int8 is measured, never recorded as runnable: it is not a precision a Scorer
 offers (docs/benchmarks.md says why).
 """
@@ -58,11 +58,12 @@ from moderation.cli import _quiet_libraries
 from moderation.datasets import (ALL_DATASETS, DATA_FILE, KNOWN_DATASETS, data_root, DatasetWarning,
                                  default_dataset_specs, load_labelled)
 from moderation.model import PreparedPost
-from moderation.precision import DEFAULT_BATCH_SIZE, GUARDED, PRECISIONS, cpu_native_bf16, PrecisionRecord
+from moderation.precision import (BLOCK_GUARDED, DEFAULT_BATCH_SIZE, GUARDED, GUARDED_MODES, PRECISIONS,
+                                  cpu_native_bf16, PrecisionRecord)
 from moderation.scorer import Scorer
 
 REFERENCE = "fp32"
-MEASURABLE = ("bf16", GUARDED, "int8")
+MEASURABLE = ("bf16", GUARDED, BLOCK_GUARDED, "int8")
 ACTIONS = ("allow", "review", "block")
 
 
@@ -126,8 +127,8 @@ def build_scorers(scorer: Any, precisions: Sequence[str],
     for p in precisions:
         if p == "bf16":
             out[p] = Scorer(scorer.model, scorer.info, precision="bf16", device=str(scorer.device), **opts)
-        elif p == GUARDED:
-            out[p] = Scorer(scorer.model, scorer.info, precision=GUARDED, device=str(scorer.device),
+        elif p in GUARDED_MODES:
+            out[p] = Scorer(scorer.model, scorer.info, precision=p, device=str(scorer.device),
                             guard_margin=guard_margin, **opts)
         elif p == "int8":
             if scorer.device.type != "cpu":
@@ -270,7 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not names:
         raise FileNotFoundError(f"no shared dataset with a test split under {args.data_root} (give --data-root)")
     margins = (guard_margins(scorer, args.data_root, names, args.limit, args.seed, args.guard_factor, args.quiet)
-               if GUARDED in precisions else None)
+               if set(GUARDED_MODES) & set(precisions) else None)
     scorers = build_scorers(scorer, precisions, margins["margin_logit"] if margins else None)
     order = [REFERENCE, *precisions]
     report: dict[str, Any] = {
@@ -370,7 +371,7 @@ def record(report: dict[str, Any], command: str) -> Path:
                          "max_abs_diff": {c: round(v, 6) for c, v in t["max_abs_diff"].items()},
                          "max_abs_logit_diff": {c: round(v, 6) for c, v in t["max_abs_logit_diff"].items()},
                          "speed_vs_fp32": round(report["speed"][p]["vs_fp32"], 3)}
-        if p == GUARDED:
+        if p in GUARDED_MODES:
             m = report["guard_margins"]
             precisions[p].update(
                 margin_logit=m["margin_logit"], rescored_share=round(t["rescored"] / t["posts"], 4) if t["posts"] else 0.0,
@@ -423,10 +424,11 @@ def print_report(report: dict[str, Any]) -> None:
               f"{t['blocks_changed']} (gained {t['blocks_gained']}, lost {t['blocks_lost']}); mean |d| "
               + "/".join(f"{t['mean_abs_diff'][c]:.5f}" for c in cats) + "; max |d logit| "
               + "/".join(f"{t['max_abs_logit_diff'][c]:.4f}" for c in cats)
-              + (f"; scored twice {t['rescored']} ({t['rescored'] / max(t['posts'], 1):.1%})" if p == GUARDED else ""))
+              + (f"; scored twice {t['rescored']} ({t['rescored'] / max(t['posts'], 1):.1%})" if p in GUARDED_MODES
+                 else ""))
     if "guard_margins" in report:
         m = report["guard_margins"]
-        print(f"{GUARDED} margins (logit, from {m['posts']:,} val posts: largest difference x {m['factor']:g}): "
+        print(f"guard margins (logit, from {m['posts']:,} val posts: largest difference x {m['factor']:g}): "
               + ", ".join(f"{c} {m['margin_logit'][c]:.4f}" for c in cats))
     sp = report["speed"]
     print("speed (same run): " + "; ".join(

@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=int, default=128,
                    help="rows per part file and per model window sorted by text length (default: 128)")
     p.add_argument("--onnx-text", choices=("auto", "on", "off"), default="auto",
-                   help="where the precision is bf16-guarded, re-score the posts near a threshold in fp32 through ONNX "
+                   help="where the precision is a guarded bf16, re-score the posts near a threshold in fp32 through ONNX "
                         "Runtime instead of PyTorch (~1.6x faster for them; the same fp32 graph): auto (default: "
                         "where onnx and onnxruntime are installed, on a CPU), on, off")
     p.add_argument("--max-row-bytes", type=int, default=None,

@@ -21,7 +21,7 @@ A row says what was decided about a post and by what, never what the post said (
     applied_input_types    what the scores used (adds "ocr_text" when text was read from the image)
     text_truncated, language, language_confidence, hash_match {list, list_version, id, category, distance,
     threshold}, action_reasons (JSON text), model_version, thresholds_version, policy_version,
-    precision              what the scores were computed in: "fp32", "bf16" or "bf16-guarded" (moderation.precision); null when errored
+    precision              what the scores were computed in: one of moderation.precision.PRECISIONS; null when errored
     latency_ms             time the endpoint took to answer the request the post came in (ms)
     error_code             why the post was not scored (stable code); null when scored
     text, ocr_text         the post's text and the text OCR read in its image: only when `content` is on

@@ -1,9 +1,9 @@
-"""The numeric precision a scorer runs in: "fp32", "bf16" (autocast), "bf16-guarded", or "auto", the default of
-batch scoring and serving, which picks a bf16 only where it is both fast and known to keep the model's decisions,
-fp32 elsewhere.
+"""The numeric precision a scorer runs in: "fp32", "bf16" (autocast), "bf16-guarded", "bf16-block-guarded", or
+"auto", the default of batch scoring and serving, which picks a bf16 only where it is both fast and known to keep
+the model's blocks, fp32 elsewhere.
 
     choice = resolve_precision("auto", torch.device("cpu"), model_version=info.model_version, record=info.precision)
-    choice.chosen   # "bf16", "bf16-guarded" or "fp32"
+    choice.chosen   # "bf16", "bf16-block-guarded", "bf16-guarded" or "fp32"
     choice.line()   # "precision bf16 (auto: native bf16 on this CPU (avx512_bf16); validated for ...)"
 
 "bf16-guarded" scores every post in bf16, then scores again in fp32 the posts whose bf16 logits lie within a
@@ -11,7 +11,9 @@ margin of a decision threshold (per category, in logit space: the calibrated sco
 logit + margin fall on two sides of a block or review threshold). A post whose fp32 logit is within the margin of
 its bf16 logit therefore gets fp32's decision; the margins are measured on the val splits (the largest
 |bf16 - fp32| logit difference there, times a safety factor) and kept in the precision record, which also says
-how many test decisions the guarded scoring changed and what share of posts it scored twice.
+how many test decisions the guarded scoring changed and what share of posts it scored twice. "bf16-block-guarded"
+does the same for the block thresholds only: far fewer posts lie near one (1.4% against 12.2% of 1,500 val posts on
+the shipped model), blocks stay fp32's, and review / allow may differ where plain bf16's would.
 
 "auto" chooses
 1. fp32 unless the device computes bf16 natively: a CPU with AVX512-BF16 or AMX-BF16 (x86) or the BF16 extension
@@ -19,13 +21,15 @@ how many test decisions the guarded scoring changed and what share of posts it s
 2. bf16 when the model directory's precision record (`precision.json`, written by
    `python -m benchmarks.precision_agreement --record`) says that bf16 was measured against fp32 on the shared
    test splits for this very model version and changed no more blocks than the record's tolerance (0 by default);
-3. else bf16-guarded when the record validates it (same test, same tolerance) and gives its margins;
+3. else bf16-block-guarded, else bf16-guarded, when the record validates it (same test, same tolerance) and gives
+   the margins: the first re-scores only the posts near a block threshold (blocks stay fp32's; a review <-> allow
+   decision may differ, as plain bf16's may), the second those near any threshold (every decision stays fp32's);
 4. else fp32. A model without a record, with a record of another model version (it was retrained), or whose
    record refused both runs in fp32: a block must almost never be wrong, so the thresholds fitted in fp32 are
    only trusted in another precision once measured.
 
 An explicit "fp32" or "bf16" is always obeyed; a bf16 that the record refused carries a warning. An explicit
-"bf16-guarded" needs margins: the record's, or a Scorer's `guard_margin`.
+guarded precision needs margins: the record's, or a Scorer's `guard_margin`.
 Core module: torch only, imported where the hardware is asked about, so that the command-line parser can read
 PRECISION_MODES without loading torch.
 """
@@ -40,9 +44,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 #: The precisions a scorer can run in.
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "bf16-guarded")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "bf16-guarded", "bf16-block-guarded")
 #: bf16 with fp32 re-scoring of the posts near a threshold (see the module docstring).
 GUARDED = "bf16-guarded"
+#: The same, near a block threshold only: blocks stay fp32's, review <-> allow may differ as in plain bf16.
+BLOCK_GUARDED = "bf16-block-guarded"
+#: The precisions that re-score posts near a threshold, with the record's margins.
+GUARDED_MODES: tuple[str, ...] = (GUARDED, BLOCK_GUARDED)
 #: What a caller may ask for: a precision, or "auto".
 PRECISION_MODES: tuple[str, ...] = ("auto", *PRECISIONS)
 #: Posts per forward pass when scoring: 16 ran 1.08-1.13x the posts/s of 32 on the 2-core CPU in bf16 and in fp32,
@@ -157,11 +165,12 @@ class PrecisionRecord:
                 f"{self.tolerance.get('blocks_changed', 0)} blocks)")
 
     def guard_margin(self) -> dict[str, float] | None:
-        """The logit margin per category of bf16-guarded scoring (None when the record has none)."""
-        margin = (self.precisions.get(GUARDED) or {}).get("margin_logit")
-        if not isinstance(margin, Mapping) or not margin:
-            return None
-        return {str(c): float(v) for c, v in margin.items()}
+        """The logit margin per category of the guarded precisions (one measurement; None when the record has none)."""
+        for precision in GUARDED_MODES:
+            margin = (self.precisions.get(precision) or {}).get("margin_logit")
+            if isinstance(margin, Mapping) and margin:
+                return {str(c): float(v) for c, v in margin.items()}
+        return None
 
     def _body(self) -> dict[str, Any]:
         return {"model_version": self.model_version, "reference": self.reference, "tolerance": self.tolerance,
@@ -258,10 +267,11 @@ def resolve_precision(asked: str, device: torch.device | str, *, model_version: 
     status = current.status("bf16")
     if status == "validated":
         return PrecisionChoice(asked, "bf16", f"{hardware}; validated for {model_version}: {current.summary('bf16')}")
-    if current.status(GUARDED) == "validated" and current.guard_margin() is not None:
-        refused = f"bf16 alone refused ({current.summary('bf16')}); " if status == "refused" else ""
-        return PrecisionChoice(asked, GUARDED, f"{hardware}; {refused}bf16 with fp32 re-scoring near the thresholds "
-                                               f"validated for {model_version}: {current.summary(GUARDED)}")
+    refused = f"bf16 alone refused ({current.summary('bf16')}); " if status == "refused" else ""
+    for mode, near in ((BLOCK_GUARDED, "the block thresholds"), (GUARDED, "the thresholds")):  # the cheaper first
+        if current.status(mode) == "validated" and current.guard_margin() is not None:
+            return PrecisionChoice(asked, mode, f"{hardware}; {refused}bf16 with fp32 re-scoring near {near} "
+                                                f"validated for {model_version}: {current.summary(mode)}")
     if status == "refused":
         return PrecisionChoice(asked, REFERENCE, f"{hardware}, but this model refuses bf16: {current.summary('bf16')}")
     return PrecisionChoice(asked, REFERENCE, f"{hardware}, but {PRECISION_FILE} has no bf16 measurement (`{rerun}`)")

@@ -2,7 +2,7 @@
 
     ok, flagged, action, <category>_score / _flagged / _threshold / _action for each category,
     applied_input_types, text_truncated, hash_match, language, language_confidence, action_reasons (JSON text),
-    policy_version, precision (what the scores were computed in: "fp32", "bf16" or "bf16-guarded"; null when not scored)
+    policy_version, precision (what the scores were computed in: moderation.precision.PRECISIONS; null when not scored)
 
 `moderation.batch.scoring.make_record` (batch output) and `moderation.decision_log.decision_record` (the log)
 start from this row and add their own columns (where the row came from, versions, errors, latency, content),

@@ -236,7 +236,7 @@ class ScoreResult:
     #: Matches of the policy's term lists in the scored text, by position (allow lists included; the reasons say
     #: which decided). Spans are character offsets in the text the model read (with OCR text where it read it).
     term_matches: list[TermMatch] = field(default_factory=list)
-    #: The numeric precision the scores were computed in ("fp32", "bf16" or "bf16-guarded", moderation.precision):
+    #: The numeric precision the scores were computed in (one of moderation.precision.PRECISIONS):
     #: with the model, thresholds and policy versions, what the decision depended on. None for a post not scored.
     precision: str | None = None
 

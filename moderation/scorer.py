@@ -31,8 +31,8 @@ from moderation.model import ModelConfig, ModerationModel, PreparedPost, collate
 from moderation.language import detect_language
 from moderation.model_dir import ModelInfo, default_model_dir, load_model, read_model_info
 from moderation.policy import POLICY_FILE, Policy, from_thresholds
-from moderation.precision import (PRECISIONS, GUARDED, DEFAULT_BATCH_SIZE, PrecisionChoice,  # noqa: F401 - PRECISIONS re-exported
-                                  PrecisionError, check_precision, guard_margins, resolve_precision)
+from moderation.precision import (PRECISIONS, BLOCK_GUARDED, DEFAULT_BATCH_SIZE, GUARDED_MODES,  # noqa: F401 - PRECISIONS
+                                  PrecisionChoice, PrecisionError, check_precision, guard_margins, resolve_precision)
 from moderation.onnx_text import DEFAULT_MAX_POSTS, text_runtime
 from moderation.ocr import OcrEngine, OcrUnavailableError, check_ocr_mode, model_dir as ocr_model_dir, shared_engine
 from moderation.textnorm import normalize_text
@@ -92,7 +92,8 @@ class Scorer:
     batch_size: posts per forward pass. precision: "fp32" (the default here: the thresholds are fitted in it), "bf16"
     autocast (faster on CPUs and GPUs with native bf16), "bf16-guarded" (bf16, then fp32 again for the posts whose
     bf16 logits lie within `guard_margin`, per category, of a threshold: fp32's decisions near bf16's cost; default
-    margins: the precision record's; `forward_stats` counts posts scored, scored twice and run through ONNX), or
+    margins: the precision record's; `forward_stats` counts posts scored, scored twice and run through ONNX),
+    "bf16-block-guarded" (the same for the block thresholds only: fp32's blocks), or
     "auto": a bf16 where the device has native bf16 and the model directory's precision record validates it for this
     model, fp32 elsewhere (moderation.precision; the default of batch scoring and serving). `precision` is then what runs and
     `precision_choice` says why; every result records it. num_workers: threads that read and decode images in
@@ -127,18 +128,17 @@ class Scorer:
         self.batch_size = batch_size
         self.precision_choice: PrecisionChoice = resolve_precision(
             precision, self.device, model_version=info.model_version, record=info.precision)
-        #: What the model runs in ("fp32", "bf16" or "bf16-guarded"), after resolving "auto".
+        #: What the model runs in (one of PRECISIONS), after resolving "auto".
         self.precision: str = self.precision_choice.chosen
         self.guard_margin: dict[str, float] | None = None
-        if self.precision == GUARDED:
+        if self.precision in GUARDED_MODES:
             self.guard_margin = guard_margins(guard_margin, info.precision, info.model_version, self.categories)
-        #: posts scored, those scored again in fp32 (bf16-guarded, near a threshold), those run in ONNX Runtime
-        self.forward_stats: dict[str, int] = {"posts": 0, "rescored": 0, "onnx": 0}
+        self.forward_stats: dict[str, int] = {"posts": 0, "rescored": 0, "onnx": 0}  # rescored: fp32 again (guarded)
         #: onnx_text "auto" / "on": batches of at most onnx_max_posts run fp32 in ONNX Runtime (moderation.onnx_text)
         self.onnx_max_posts = int(onnx_max_posts)
         self.onnx_text, self.onnx_text_choice = text_runtime(
-            onnx_text, self.model, self.device, max_posts=self.onnx_max_posts, spin=self.precision != GUARDED,
-            rescoring=self.precision == GUARDED)
+            onnx_text, self.model, self.device, max_posts=self.onnx_max_posts,
+            spin=self.precision not in GUARDED_MODES, rescoring=self.precision in GUARDED_MODES)
         self.image_root = image_root
         self.limits = limits
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
@@ -379,15 +379,14 @@ class Scorer:
     def logits(self, items: Sequence[PreparedPost]) -> tuple[np.ndarray, np.ndarray]:
         """Raw logits for prepared posts, (N, C) float64, plus (N,) bool 'text truncated'. Order kept.
 
-        Runs in chunks of `batch_size`, each chunk's posts sorted by text length to cut padding. bf16-guarded:
-        the posts near_thresholds() finds in the bf16 pass get their fp32 logits (from ONNX Runtime where the
-        scorer has it: the same fp32 graph at ~0.6-0.75x PyTorch fp32's time for these small batches).
-        """
+        Runs in chunks of `batch_size`, each chunk's posts sorted by text length to cut padding. The guarded
+        precisions: the posts near_thresholds() finds in the bf16 pass get their fp32 logits (from ONNX Runtime where
+        the scorer has it: the same fp32 graph at ~0.6x PyTorch fp32's time for these small batches)."""
         self.forward_stats["posts"] += len(items)
         if self.onnx_text is not None and len(items) <= self.onnx_max_posts:
             self.forward_stats["onnx"] += len(items)
             return self._forward(items, bf16=False, runtime=self.onnx_text)
-        if self.precision != GUARDED:
+        if self.precision not in GUARDED_MODES:
             return self._forward(items, bf16=self.precision == "bf16")
         logits, truncated = self._forward(items, bf16=True)
         near = self.near_thresholds(items, logits)
@@ -397,20 +396,22 @@ class Scorer:
             self.forward_stats["rescored"] += len(idx)
         return logits, truncated
 
-    def near_thresholds(self, items: Sequence[PreparedPost], logits: np.ndarray,
-                        margins: Mapping[str, float] | None = None) -> np.ndarray:
+    def near_thresholds(self, items: Sequence[PreparedPost], logits: np.ndarray, margins: Mapping[str, float] | None
+                        = None, blocks_only: bool | None = None) -> np.ndarray:
         """(N,) bool: posts whose decision could differ for a logit within `margins` (default: guard_margin) of
         theirs, i.e. whose calibrated scores at logit - margin and logit + margin lie on two sides of a category's
-        block or review threshold (calibration is monotone, so every score in between lies between them)."""
+        block or review threshold (calibration is monotone, so every score in between lies between them).
+        blocks_only (default: the precision is bf16-block-guarded): the block thresholds alone."""
         margins = self.guard_margin if margins is None else margins
         if margins is None:
-            raise PrecisionError(f"near_thresholds needs the margins of {GUARDED}")
+            raise PrecisionError(f"near_thresholds needs the margins of {' or '.join(GUARDED_MODES)}")
+        blocks_only = self.precision == BLOCK_GUARDED if blocks_only is None else blocks_only
         margin = np.array([margins[c] for c in self.categories], dtype=np.float64)
         low, high = self.probabilities(items, logits - margin), self.probabilities(items, logits + margin)
         near = np.zeros(len(items), dtype=bool)
         for j, c in enumerate(self.categories):
             entry = self.policy.categories.get(c)
-            for t in ((entry.block, entry.review) if entry is not None else ()):
+            for t in (() if entry is None else (entry.block,) if blocks_only else (entry.block, entry.review)):
                 if t is not None:
                     near |= (low[:, j] < t) & (high[:, j] >= t)
         return near

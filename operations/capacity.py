@@ -308,7 +308,7 @@ def plan_endpoint(req: PlanRequest, point: Mapping[str, Any], cost: Mapping[str,
     """Serving cores and replicas at peak, at the measured operating point `point` (serving_point). An image post
     costs the text request plus what the image adds in batch scoring (`cost`: batch_cost at the same precision,
     image+text minus text per row), provisioned at the same utilisation. Additive, not a ratio: the endpoint's text
-    path (lone posts in fp32 ONNX Runtime) and batch scoring's (bf16 or bf16-guarded batches of 32) cost different
+    path (lone posts in fp32 ONNX Runtime) and batch scoring's (bf16 or guarded bf16 batches of 16) cost different
     amounts, and a ratio would carry that difference into the image's OCR cost (which neither precision changes)."""
     text_cost = 1.0 / point["req_s_per_core"]  # core seconds per text request at that utilisation
     per_type = {"text": text_cost}

@@ -72,7 +72,7 @@ class ModelMetrics:
         self.posts = metrics.Counter("moderation_model_posts_total", description="Posts scored by the model replica.")
         self.rescored = metrics.Counter(
             "moderation_model_rescored_total",
-            description="Posts scored again in fp32 by precision bf16-guarded (their bf16 score was near a threshold).")
+            description="Posts scored again in fp32 by a guarded precision (their bf16 score was near a threshold).")
 
     def batch(self, size: int, latency_ms: float, rescored: int = 0) -> None:
         self.batch_size.observe(size)

@@ -183,7 +183,7 @@ class ModelCore:
                 "precision": self.scorer.precision, "precision_choice": self.scorer.precision_choice.to_dict(),
                 "torch_threads": self.torch_threads, "warm_up_s": round(self.warm_up_s, 3),
                 "stats": {"batches": self.batches, "posts": self.posts, "largest_batch": self.largest_batch,
-                          # bf16-guarded: posts scored again in fp32 (0 in another precision)
+                          # guarded precisions: posts scored again in fp32 (0 in another)
                           "rescored": self.scorer.forward_stats["rescored"],
                           # posts whose text ran fp32 in ONNX Runtime (small batches: moderation.onnx_text)
                           "onnx_text": self.scorer.forward_stats["onnx"]}}

@@ -116,9 +116,9 @@ class ServeArgs(BaseModel):
     model_dir: Optional[str] = None
     device: str = "cpu"
     #: "auto": bf16 where the device has native bf16 and the model's precision.json validates it, else fp32
-    #: (moderation.precision), or bf16-guarded where the record validates that; "fp32", "bf16" or "bf16-guarded"
-    #: to force one.
-    precision: Literal["auto", "fp32", "bf16", "bf16-guarded"] = "auto"
+    #: (moderation.precision), or a guarded bf16 where the record validates that; "fp32", "bf16", "bf16-guarded" or
+    #: "bf16-block-guarded" to force one.
+    precision: Literal["auto", "fp32", "bf16", "bf16-guarded", "bf16-block-guarded"] = "auto"
     #: The text encoder of batches of at most 4 posts (a lone request) in fp32 through ONNX Runtime
     #: (moderation.onnx_text): "auto" (on where onnx and onnxruntime are installed and the device is a CPU), "on", "off".
     onnx_text: Literal["auto", "on", "off"] = "auto"
@@ -340,7 +340,7 @@ class ModerationResult(BaseModel):
     language: Optional[str] = None
     language_confidence: Optional[float] = None
     policy_version: Optional[str] = None
-    #: The numeric precision the scores were computed in ("fp32", "bf16" or "bf16-guarded"); null when not scored.
+    #: The numeric precision the scores were computed in (moderation.precision.PRECISIONS); null when not scored.
     precision: Optional[str] = None
     text_truncated: bool = False
     #: Text OCR read in the image ("" none found); null when OCR did not run on this item.

@@ -174,8 +174,9 @@ def test_bf16_guarded_takes_its_margins_from_val_and_keeps_the_flipped_block(mon
     policy = _flip_policy(tiny_model_dir, data_root, tmp_path)
     out = tmp_path / "report.json"
     code = pa.main(["--model", str(tiny_model_dir), "--data-root", str(data_root), "--precisions", "bf16",
-                    "bf16-guarded", "--gate", "bf16-guarded", "--datasets", "tweeteval_hate", "--ocr", "off",
-                    "--policy", str(policy), "--record", "--json", str(out), "--quiet"])
+                    "bf16-guarded", "bf16-block-guarded", "--gate", "bf16-guarded", "bf16-block-guarded",
+                    "--datasets", "tweeteval_hate", "--ocr", "off", "--policy", str(policy), "--record", "--json",
+                    str(out), "--quiet"])
     assert code == 0
     report = json.loads(out.read_text())
     assert report["guard_margins"]["posts"] == 8 and report["guard_margins"]["factor"] == 2.0
@@ -183,7 +184,9 @@ def test_bf16_guarded_takes_its_margins_from_val_and_keeps_the_flipped_block(mon
     assert total["bf16"]["blocks_changed"] >= 1 and total["bf16-guarded"]["blocks_changed"] == 0
     assert total["bf16-guarded"]["rescored"] >= 1  # at least the post at the threshold was scored again
     assert total["bf16"]["max_abs_logit_diff"]["hate"] > 0
-    assert "bf16-guarded margins (logit, from 8 val posts" in capsys.readouterr().out
+    assert total["bf16-block-guarded"]["blocks_changed"] == 0
+    assert 1 <= total["bf16-block-guarded"]["rescored"] <= total["bf16-guarded"]["rescored"]
+    assert "guard margins (logit, from 8 val posts" in capsys.readouterr().out
     record = json.loads((tiny_model_dir / "precision.json").read_text())
     guarded = record["precisions"]["bf16-guarded"]
     assert record["precisions"]["bf16"]["status"] == "refused" and guarded["status"] == "validated"
@@ -191,8 +194,10 @@ def test_bf16_guarded_takes_its_margins_from_val_and_keeps_the_flipped_block(mon
                                                             rel=1e-3, abs=1.6e-6)  # both rounded to 6 decimals
     assert 0 < guarded["rescored_share"] <= 1 and "val splits (8 posts)" in guarded["margin_from"]
     _native(monkeypatch, True)
+    block = record["precisions"]["bf16-block-guarded"]
+    assert block["status"] == "validated" and block["margin_logit"] == guarded["margin_logit"]
     auto = Scorer.from_dir(tiny_model_dir, precision="auto", ocr="off")
-    assert auto.precision == "bf16-guarded" and auto.guard_margin == guarded["margin_logit"]
+    assert auto.precision == "bf16-block-guarded" and auto.guard_margin == guarded["margin_logit"]
     assert "bf16 alone refused" in auto.precision_choice.reason
 
 

@@ -95,7 +95,7 @@ def test_explicit_precisions_are_obeyed_and_a_refused_bf16_warns(monkeypatch):
     assert "WARNING" in bf16.line()
     fp32 = resolve_precision("fp32", "cpu", model_version="m-1", record=refused)
     assert fp32.chosen == "fp32" and fp32.warning is None
-    with pytest.raises(PrecisionError, match="auto, fp32, bf16, bf16-guarded; got 'fp16'"):
+    with pytest.raises(PrecisionError, match="auto, fp32, bf16, bf16-guarded, bf16-block-guarded; got 'fp16'"):
         resolve_precision("fp16", "cpu", model_version="m-1", record=None)
 
 
@@ -241,7 +241,48 @@ def test_auto_falls_back_to_bf16_guarded_when_bf16_alone_is_refused(monkeypatch)
     assert resolve_precision("auto", "cpu", model_version="m-1", record=_guarded_record("m-1")).chosen == "fp32"
 
 
-def _guarded_scorers(tiny_model_dir, texts, margin):
+def test_auto_prefers_bf16_block_guarded_which_shares_the_margins(monkeypatch):
+    _hardware(monkeypatch, torch_caps={"avx512_bf16": True})
+    record = _guarded_record("m-1")
+    entry = {"status": "validated", "posts": 900, "blocks_changed": 0, "decisions_changed": 4, "rescored_share": 0.014}
+    record.precisions["bf16-block-guarded"] = entry
+    choice = resolve_precision("auto", "cpu", model_version="m-1", record=record)
+    assert choice.chosen == "bf16-block-guarded"  # cheaper than bf16-guarded, the same blocks
+    assert "near the block thresholds" in choice.reason and "4 decisions" in choice.reason
+    entry["status"] = "refused"
+    assert resolve_precision("auto", "cpu", model_version="m-1", record=record).chosen == "bf16-guarded"
+    only_block = PrecisionRecord(model_version="m-1", precisions={"bf16-block-guarded": {
+        **entry, "status": "validated", "margin_logit": {"hate": 0.4, "offensive": 0.5}}})
+    assert only_block.guard_margin() == {"hate": 0.4, "offensive": 0.5}
+    assert resolve_precision("auto", "cpu", model_version="m-1", record=only_block).chosen == "bf16-block-guarded"
+    record.precisions["bf16"]["status"] = "validated"  # plain bf16 first whenever it is validated
+    assert resolve_precision("auto", "cpu", model_version="m-1", record=record).chosen == "bf16"
+
+
+def test_bf16_block_guarded_rescores_only_the_posts_near_a_block_threshold(tiny_model_dir):
+    import numpy as np
+
+    texts = [{"id": str(i), "text": f"post number {i} says {'hello ' * (i % 5)}{'awful ' * (i % 3)}"} for i in range(40)]
+    fp32, bf16, guarded = _guarded_scorers(tiny_model_dir, texts, {"hate": 0.05, "offensive": 0.05})
+    block = _guarded_scorers(tiny_model_dir, texts, {"hate": 0.05, "offensive": 0.05}, "bf16-block-guarded")[2]
+    prepared = fp32.prepare_many(texts)
+    ref, low = fp32.logits(prepared)[0], bf16.logits(prepared)[0]
+    near_any, near_block = guarded.near_thresholds(prepared, low), block.near_thresholds(prepared, low)
+    assert near_block.any() and near_block.sum() < near_any.sum() and not (near_block & ~near_any).any()
+    assert np.array_equal(block.near_thresholds(prepared, low, blocks_only=False), near_any)
+    got = block.logits(prepared)[0]
+    np.testing.assert_allclose(got[near_block], ref[near_block], atol=1e-6)  # fp32 again (other batch-mates' padding)
+    assert np.array_equal(got[~near_block], low[~near_block])
+    assert block.forward_stats["rescored"] == int(near_block.sum())
+    # a margin that covers every bf16 difference gives fp32's blocks on every post
+    covering = float(np.abs(ref - low).max()) * 1.01
+    block = _guarded_scorers(tiny_model_dir, texts, {"hate": covering, "offensive": covering}, "bf16-block-guarded")[2]
+    blocked = [{c for c, r in res.categories.items() if r.action == "block"} for res in block.score(texts)]
+    assert blocked == [{c for c, r in res.categories.items() if r.action == "block"} for res in fp32.score(texts)]
+    assert block.score(texts[:1])[0].precision == "bf16-block-guarded"
+
+
+def _guarded_scorers(tiny_model_dir, texts, margin, guarded: str = "bf16-guarded"):
     """fp32, bf16 and bf16-guarded scorers of the tiny model under one policy whose thresholds sit among the
     fp32 scores of `texts` (so that some posts are near one)."""
     import numpy as np
@@ -257,7 +298,7 @@ def _guarded_scorers(tiny_model_dir, texts, margin):
     opts = dict(ocr="off", detect_language=False, policy=policy)
     return (Scorer.from_dir(tiny_model_dir, precision="fp32", **opts),
             Scorer.from_dir(tiny_model_dir, precision="bf16", **opts),
-            Scorer.from_dir(tiny_model_dir, precision="bf16-guarded", guard_margin=margin, **opts))
+            Scorer.from_dir(tiny_model_dir, precision=guarded, guard_margin=margin, **opts))
 
 
 def test_bf16_guarded_rescores_exactly_the_posts_near_a_threshold(tiny_model_dir):
