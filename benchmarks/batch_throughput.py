@@ -45,7 +45,7 @@ from moderation.batch import score_dump
 from moderation.cli import _quiet_libraries
 from moderation.model import collate, ModelConfig, ModerationModel
 from moderation.model_dir import ModelInfo, save_model
-from moderation.precision import DEFAULT_BATCH_SIZE
+from moderation.precision import DEFAULT_BATCH_SIZE, PRECISION_MODES
 from moderation.scorer import Scorer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--image-sample", type=int, default=300)
     p.add_argument("--naive-text", type=int, default=300)
     p.add_argument("--naive-image", type=int, default=60)
-    p.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16", "bf16-guarded"],
+    p.add_argument("--precision", nargs="+", default=["auto"], choices=PRECISION_MODES,
                    help="precisions to measure (default: auto, what `moderation score` runs; a run is labelled "
                         "with the precision auto chose)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="as `moderation score`'s default")
