@@ -379,3 +379,18 @@ def test_onnx_text_defaults_to_auto_and_the_cli_sets_it():
     assert ServeArgs.model_validate(app_args).onnx_text == "off"
     app_args, _, _ = _serve_args(build_parser().parse_args(["serve", "--config", "none"]))
     assert "onnx_text" not in app_args and ServeArgs.model_validate(app_args).onnx_text == "auto"
+
+
+def test_serve_args_choices_follow_the_library():
+    """ServeArgs spells its choices as Literals (for the JSON schema); they must be the library's own lists, so a new
+    precision or OCR mode cannot be usable in `moderation score` and refused by the endpoint's config."""
+    from typing import get_args
+
+    from moderation.ocr import OCR_MODES
+    from moderation.precision import PRECISION_MODES
+
+    fields = ServeArgs.model_fields
+    assert set(get_args(fields["precision"].annotation)) == set(PRECISION_MODES)
+    assert set(get_args(fields["ocr"].annotation)) == set(OCR_MODES)
+    assert fields["precision"].default == "auto"
+    assert ServeArgs(precision="bf16-block-guarded").precision == "bf16-block-guarded"
