@@ -13,9 +13,10 @@ scored by the model in fp32 (the reference: the thresholds are fitted in it), in
 (dynamic quantization of the text encoder's Linear layers, torch.ao.quantization.quantize_dynamic), in an order
 that rotates per dataset so that a change of the machine's load hits each alike.
 
-bf16-guarded and bf16-block-guarded (moderation.precision) need their margins (one measurement for both) before the test splits are scored: each dataset's val split
-(the same `--limit` and seed) is scored in fp32 and bf16 first, and the margin of a category is the largest
-|bf16 - fp32| logit difference there times `--guard-factor` (default 2). The test splits then check them: a test
+bf16-guarded and bf16-block-guarded (moderation.precision) need their margins (one measurement for both) before
+the test splits are scored: each dataset's val split (the same `--limit` and seed) is scored in fp32 and bf16
+first, and the margin of a category is the largest |bf16 - fp32| logit difference there times `--guard-factor`
+(default 2). The test splits then check them: a test
 post whose difference exceeds its margin can still flip, and would be counted. Printed per dataset and in
 total, per precision against fp32:
 

@@ -281,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
         bar.update()
         return {**extra, **result.summary()}
 
+    def closed_phase(label: str, mode: str, c: int, client: str = args.client, **extra: Any) -> dict[str, Any]:
+        """One closed-loop phase of `c` clients on /mode, with the CPU each part of the path used."""
+        step(label)
+        result, cpu = measure_cpu(lambda: run_phase(closed_loop(url[mode], bodies, c, args.phase_s, args.max_requests,
+                                                                 client=client)))
+        return phase(result, mode=mode, concurrency=c, cpu_cores=cpu, **extra)
+
     step("loading the scorer in-process")
     scorer = load_scorer(args)
     report["model"] = {"model_version": scorer.model_version, "trained": scorer.trained}
@@ -314,11 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         for c in concurrencies:
             order = ["on"] + (["off", "off", "on"] if args.repeats > 1 else ["off"]) if c in off_cs else ["on"]
             for k, mode in enumerate(order):
-                step(f"/{mode} closed loop c={c}")
-                result, cpu = measure_cpu(lambda: run_phase(closed_loop(url[mode], bodies, c, args.phase_s,
-                                                                         args.max_requests, client=args.client)))
-                (closed_on if mode == "on" else closed_off).append(phase(result, mode=mode, concurrency=c, repeat=k,
-                                                                         cpu_cores=cpu))
+                (closed_on if mode == "on" else closed_off).append(
+                    closed_phase(f"/{mode} closed loop c={c}", mode, c, repeat=k))
         report["closed_on"], report["closed_off"] = closed_on, closed_off
         step("bare ceiling 2/3")
         ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.ceiling_batch))
@@ -328,27 +332,20 @@ def main(argv: list[str] | None = None) -> int:
         bar.update()
         on_by_c = _merge(closed_on)
         saturation = max(on_by_c.values(), key=lambda s: s["throughput"])
-        single = on_by_c[min(on_by_c)]  # the lowest concurrency (1): a lone request at a time
         rate = 0.5 * saturation["throughput"]
         step(f"/on open loop {rate:.1f}/s")
         report["open_half"] = phase(run_phase(open_loop(url["on"], bodies, rate, args.phase_s, args.max_requests,
                                                         client=args.client)), mode="on", rate=rate)
         if args.repeats > 1:  # the lone request again, at the end: its p50 is the ratio's denominator, pooled
             c = min(concurrencies)
-            step(f"/on closed loop c={c} again")
-            result, cpu = measure_cpu(lambda: run_phase(closed_loop(url["on"], bodies, c, args.phase_s,
-                                                                     args.max_requests, client=args.client)))
-            closed_on.append(phase(result, mode="on", concurrency=c, repeat=1, cpu_cores=cpu))
+            closed_on.append(closed_phase(f"/on closed loop c={c} again", "on", c, repeat=1))
             on_by_c = _merge(closed_on)
-            single = on_by_c[c]
+        single = on_by_c[min(on_by_c)]  # the lowest concurrency (1): a lone request at a time
         if args.client_ab:
             c = saturation["concurrency"]
-            report["client_ab"] = []
-            for client in ("httpx", "raw", "raw", "httpx"):
-                step(f"/on c={c} with the {client} client")
-                result, cpu = measure_cpu(lambda: run_phase(closed_loop(url["on"], bodies, c, args.phase_s,
-                                                                         args.max_requests, client=client)))
-                report["client_ab"].append(phase(result, mode="on", concurrency=c, client=client, cpu_cores=cpu))
+            report["client_ab"] = [{"client": client, **closed_phase(f"/on c={c} with the {client} client", "on", c,
+                                                                      client=client)}
+                                   for client in ("httpx", "raw", "raw", "httpx")]
         report["metrics"] = metrics_check(ray)
     step("bare ceiling 3/3")
     ceilings.append(bare_ceiling(scorer, texts, args.phase_s, args.ceiling_batch))
