@@ -15,7 +15,9 @@ models' fits (val data only: a selection figure, never a test one) and checks, p
 
 Why: two candidates in a row (issue 18, 2026-12-07) passed rules on val ROC-AUC and harm-vs-topic rows while their
 policies blocked far less (offensive val block recall 17.7% -> 3.6%) or held far more for review (violence 18.9% ->
-33.3% of val posts). Exit status 1 when a check fails, 2 when a model directory lacks the fits.
+33.3% of val posts). Exit status 1 when a check fails, 2 when a model directory lacks the fits. The same checks
+(operations.champion.policy_check, the same defaults) gate `moderation retrain` and `moderation compare`, there on
+the labelled posts both models score.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any, Mapping
+
+from operations.champion import MAX_REVIEW_SHARE_RISE, MIN_BLOCK_RECALL_RATIO, policy_check
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SHIPPED = REPO / "moderation" / "default_model"
@@ -56,24 +60,17 @@ def policy_fits(model_dir: Path) -> dict[str, Any]:
     return {"version": policy.get("version"), "model_version": metrics.get("model_version"), "categories": out}
 
 
-def compare(shipped: Mapping[str, Any], candidate: Mapping[str, Any], min_block_recall_ratio: float = 0.8,
-            max_review_share_rise: float = 3.0) -> list[dict[str, Any]]:
+def compare(shipped: Mapping[str, Any], candidate: Mapping[str, Any],
+            min_block_recall_ratio: float = MIN_BLOCK_RECALL_RATIO,
+            max_review_share_rise: float = MAX_REVIEW_SHARE_RISE) -> list[dict[str, Any]]:
     """One row per category of the shipped model: both fits and the two checks ("ok", "FAIL", or "-" when the shipped
     model has no such figure)."""
     rows = []
     for category, s in shipped["categories"].items():
         c = candidate["categories"].get(category, {})
-        s_recall, c_recall = s.get("block_recall"), c.get("block_recall")
-        if s_recall is None or s_recall <= 0:
-            block_check = "-"
-        else:
-            block_check = "ok" if c_recall is not None and c_recall >= min_block_recall_ratio * s_recall else "FAIL"
-        s_share, c_share = s.get("review_share"), c.get("review_share")
-        if s_share is None:
-            review_check = "-"
-        else:
-            review_check = ("ok" if c_share is not None and 100 * (c_share - s_share) <= max_review_share_rise
-                            else "FAIL")
+        block_check, review_check = policy_check(
+            s.get("block_recall"), c.get("block_recall"), s.get("review_share"), c.get("review_share"),
+            min_block_recall_ratio=min_block_recall_ratio, max_review_share_rise=max_review_share_rise)
         rows.append({"category": category, "shipped": s, "candidate": c, "block_check": block_check,
                      "review_check": review_check})
     return rows
@@ -91,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shipped", type=Path, default=DEFAULT_SHIPPED, help="the model in use (default: the shipped one)")
     p.add_argument("--candidate", type=Path, required=True, help="the trained model directory to judge")
-    p.add_argument("--min-block-recall-ratio", type=float, default=0.8,
+    p.add_argument("--min-block-recall-ratio", type=float, default=MIN_BLOCK_RECALL_RATIO,
                    help="candidate's val block recall >= this x the shipped model's, per category (default 0.8)")
-    p.add_argument("--max-review-share-rise", type=float, default=3.0,
+    p.add_argument("--max-review-share-rise", type=float, default=MAX_REVIEW_SHARE_RISE,
                    help="candidate's val review share <= the shipped model's + this many points (default 3)")
     p.add_argument("--json", type=Path, default=None, help="also write the comparison here")
     args = p.parse_args(argv)

@@ -21,6 +21,14 @@ conservative (a good challenger may be held back), and a spurious "better" one c
 set `margin` to trade these off. The operating-point figures (precision and recall at each model's own block
 threshold) are reported beside them, not gated, because each model's threshold is fitted for the same target
 precision and their precision on a test set is noisy.
+
+A better ranking can still make a worse product: a challenger whose own policy blocks far fewer posts or holds far
+more for review (issue 18, 2026-12-07: two candidates in a row ranked better on val and blocked 0.2-0.7x as many
+offensive posts). So the **policy checks** gate too, per category, on the posts of all the sets pooled that label it,
+each model with its own block and review thresholds: the challenger's block recall >= `min_block_recall_ratio`
+(0.8) x the champion's (a category the champion blocks and the challenger cannot fails), and its review share (posts
+in its review band) <= the champion's + `max_review_share_rise` (3) percentage points. None turns a check off. They
+read thresholds and scores only (not the language rule, hashes or term lists, which both models share).
 """
 
 from __future__ import annotations
@@ -137,20 +145,103 @@ def verdict(ci: Sequence[float], margin: float = 0.0) -> str:
     return "same"
 
 
+# --- what each model's policy does --------------------------------------------------------------------------
+
+#: Defaults of the policy checks (module docstring); benchmarks.policy_shift applies the same to the val fits.
+MIN_BLOCK_RECALL_RATIO = 0.8
+MAX_REVIEW_SHARE_RISE = 3.0
+
+
+def _missing(v: float | None) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def policy_check(champion_recall: float | None, challenger_recall: float | None, champion_share: float | None,
+                 challenger_share: float | None, *, min_block_recall_ratio: float | None = MIN_BLOCK_RECALL_RATIO,
+                 max_review_share_rise: float | None = MAX_REVIEW_SHARE_RISE) -> tuple[str, str]:
+    """(block check, review check), each "ok", "FAIL" or "-" (the champion has no such figure, or the check is off:
+    None). Recall and shares are fractions; the rise is in percentage points."""
+    if min_block_recall_ratio is None or _missing(champion_recall) or not champion_recall > 0:
+        block = "-"
+    else:
+        block = ("ok" if not _missing(challenger_recall) and challenger_recall >= min_block_recall_ratio * champion_recall
+                 else "FAIL")
+    if max_review_share_rise is None or _missing(champion_share):
+        review = "-"
+    else:
+        review = ("ok" if not _missing(challenger_share) and 100 * (challenger_share - champion_share) <= max_review_share_rise
+                  else "FAIL")
+    return block, review
+
+
+def policy_figures(y: np.ndarray, p: np.ndarray, block: float | None, review: float | None) -> dict[str, Any]:
+    """One model's policy on labelled posts: block recall (of the positives; 0 without a block threshold, None
+    without positives) and review share (posts in the band review <= p < block; 0 without a review threshold)."""
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    blocked = p >= block if block is not None else np.zeros(p.shape, dtype=bool)
+    in_band = (p >= review) & ~blocked if review is not None else np.zeros(p.shape, dtype=bool)
+    n_pos = float((y > 0.5).sum())
+    return {"block": block, "review": review,
+            "block_recall": float((blocked & (y > 0.5)).sum() / n_pos) if n_pos else None,
+            "review_share": float(in_band.mean()) if y.size else None}
+
+
+def policy_rows(pooled: dict[str, dict[str, list[np.ndarray]]], thresholds: dict[str, dict[str, Any]], *,
+                min_block_recall_ratio: float | None = MIN_BLOCK_RECALL_RATIO,
+                max_review_share_rise: float | None = MAX_REVIEW_SHARE_RISE) -> list[dict[str, Any]]:
+    """Per category of `pooled` ({category: {"y": [...], "champion": [...], "challenger": [...]}}, arrays of
+    the labelled posts per set): both models' policy_figures and the two checks. thresholds: {role: {"block":
+    {category: t}, "review": {category: t}}}."""
+    rows = []
+    for cat, parts in pooled.items():
+        y = np.concatenate(parts["y"]) if parts["y"] else np.zeros(0)
+        figs = {role: policy_figures(y, np.concatenate(parts[role]) if parts[role] else np.zeros(0),
+                                     thresholds[role]["block"].get(cat), thresholds[role]["review"].get(cat))
+                for role in ("champion", "challenger")}
+        a, b = figs["champion"], figs["challenger"]
+        block_check, review_check = policy_check(a["block_recall"], b["block_recall"], a["review_share"],
+                                                 b["review_share"], min_block_recall_ratio=min_block_recall_ratio,
+                                                 max_review_share_rise=max_review_share_rise)
+        rows.append({"category": cat, "n": int(y.size), "n_positive": int((y > 0.5).sum()), **figs,
+                     "block_check": block_check, "review_check": review_check})
+    return rows
+
+
+def policy_failures(rows: Sequence[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in rows:
+        a, b = r["champion"], r["challenger"]
+        if r["block_check"] == "FAIL":
+            out.append(f"{r['category']} block recall {_pct(a['block_recall'])} -> {_pct(b['block_recall'])}")
+        if r["review_check"] == "FAIL":
+            out.append(f"{r['category']} review share {_pct(a['review_share'])} -> {_pct(b['review_share'])}")
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "–" if _missing(v) else f"{100 * v:.1f}%"
+
+
 # --- the comparison ------------------------------------------------------------------------------------
 
 def _thresholds(scorer: Any) -> dict[str, float | None]:
     return scorer.thresholds() if hasattr(scorer, "thresholds") else {}
 
 
+def _review_thresholds(scorer: Any) -> dict[str, float | None]:
+    return scorer.review_thresholds() if hasattr(scorer, "review_thresholds") else {}
+
+
 def compare_models(champion: Any, challenger: Any, sets: Sequence[EvalSet], *, bootstrap: int = 1000,
                    confidence: float = 0.95, margin: float = 0.0, gate_metrics: Sequence[str] = GATE_METRICS,
-                   seed: int = 0, progress: bool = True, predictions_dir: str | os.PathLike | None = None
-                   ) -> dict[str, Any]:
+                   seed: int = 0, progress: bool = True, predictions_dir: str | os.PathLike | None = None,
+                   min_block_recall_ratio: float | None = MIN_BLOCK_RECALL_RATIO,
+                   max_review_share_rise: float | None = MAX_REVIEW_SHARE_RISE) -> dict[str, Any]:
     """Measure both scorers on every set and decide whether the challenger is promotable (module docstring).
 
     Categories: those both models score. predictions_dir: also save each model's PredictionSet per set there
-    (npz + json). Raises ValueError for an unknown gate metric or when the models share no category.
+    (npz + json). min_block_recall_ratio, max_review_share_rise: the policy checks (None: that check off). Raises
+    ValueError for an unknown gate metric or when the models share no category.
     """
 
     unknown = [m for m in gate_metrics if m not in METRICS]
@@ -160,6 +251,7 @@ def compare_models(champion: Any, challenger: Any, sets: Sequence[EvalSet], *, b
     if not cats:
         raise ValueError(f"the models share no category ({champion.categories} vs {challenger.categories})")
     thr_a, thr_b = _thresholds(champion), _thresholds(challenger)
+    pooled: dict[str, dict[str, list[np.ndarray]]] = {c: {"y": [], "champion": [], "challenger": []} for c in cats}
     cells: list[dict[str, Any]] = []
     set_info: list[dict[str, Any]] = []
     for k, es in enumerate(sets):
@@ -185,6 +277,8 @@ def compare_models(champion: Any, challenger: Any, sets: Sequence[EvalSet], *, b
                                     "n_positive": n_pos}
             if not len(yy):
                 continue  # this set does not label this category
+            for key, arr in (("y", yy), ("champion", pa[rows, ja]), ("challenger", pb[rows, jb])):
+                pooled[cat][key].append(arr)
             if n_pos < MIN_CLASS or len(yy) - n_pos < MIN_CLASS:
                 cell["note"] = f"not judged: {n_pos} positives and {len(yy) - n_pos} negatives (need {MIN_CLASS} of each)"
                 cells.append(cell)
@@ -198,7 +292,11 @@ def compare_models(champion: Any, challenger: Any, sets: Sequence[EvalSet], *, b
                 fig["gates"] = m in gate_metrics
             cell["metrics"] = boot
             cells.append(cell)
-    decision = decide(cells, gate_metrics)
+    roles = {"champion": champion, "challenger": challenger}
+    policy = policy_rows({c: v for c, v in pooled.items() if v["y"]},
+                         {r: {"block": _thresholds(m), "review": _review_thresholds(m)} for r, m in roles.items()},
+                         min_block_recall_ratio=min_block_recall_ratio, max_review_share_rise=max_review_share_rise)
+    decision = decide(cells, gate_metrics, policy)
     return to_jsonable({
         "format_version": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -208,14 +306,18 @@ def compare_models(champion: Any, challenger: Any, sets: Sequence[EvalSet], *, b
                        "path": str(challenger.info.path) if challenger.info.path else None},
         "categories": cats, "sets": set_info,
         "settings": {"bootstrap": bootstrap, "confidence": confidence, "margin": margin, "seed": seed,
-                     "gate_metrics": list(gate_metrics), "min_class": MIN_CLASS},
+                     "gate_metrics": list(gate_metrics), "min_class": MIN_CLASS,
+                     "min_block_recall_ratio": min_block_recall_ratio, "max_review_share_rise": max_review_share_rise},
         "cells": cells,
+        "policy": policy,
         "decision": decision,
     })
 
 
-def decide(cells: Sequence[dict[str, Any]], gate_metrics: Sequence[str] = GATE_METRICS) -> dict[str, Any]:
-    """Promotable when no gating cell is "worse" and at least one is "better" (cells as compare_models makes)."""
+def decide(cells: Sequence[dict[str, Any]], gate_metrics: Sequence[str] = GATE_METRICS,
+           policy: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Promotable when no gating cell is "worse", at least one is "better" (cells as compare_models makes) and no
+    policy check fails (rows as policy_rows makes)."""
     judged = [(c, m) for c in cells if "metrics" in c for m in gate_metrics]
 
     def line(c: dict[str, Any], m: str) -> str:
@@ -224,16 +326,19 @@ def decide(cells: Sequence[dict[str, Any]], gate_metrics: Sequence[str] = GATE_M
 
     worse = [line(c, m) for c, m in judged if c["metrics"][m]["verdict"] == "worse"]
     better = [line(c, m) for c, m in judged if c["metrics"][m]["verdict"] == "better"]
+    failed = policy_failures(policy)
     if not judged:
         reason = "no cell could be judged (too few labelled posts of a class in every set)"
     elif worse:
         reason = f"{len(worse)} gating cell(s) significantly worse"
+    elif failed:
+        reason = f"{len(failed)} policy check(s) failed: {'; '.join(failed)}"
     elif not better:
         reason = "no gating cell significantly better: nothing to gain from the swap"
     else:
         reason = f"no gating cell worse, {len(better)} better"
-    return {"promotable": bool(judged) and not worse and bool(better), "reason": reason, "worse": worse,
-            "better": better, "cells_judged": len(judged)}
+    return {"promotable": bool(judged) and not worse and not failed and bool(better), "reason": reason,
+            "worse": worse, "better": better, "cells_judged": len(judged), "policy_failed": failed}
 
 
 # --- writing it down -------------------------------------------------------------------------------------
@@ -286,6 +391,28 @@ def comparison_rows(comparison: dict[str, Any]) -> list[list[str]]:
 
 
 HEADERS = ("set", "category", "posts", "positives", "metric", "champion", "challenger", "Δ [interval]", "verdict")
+POLICY_HEADERS = ("category", "posts", "positives", "block threshold A / B", "block recall A / B", "check",
+                  "review threshold A / B", "review share A / B", "check")
+
+
+def policy_table(comparison: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for r in comparison.get("policy", []):
+        a, b = r["champion"], r["challenger"]
+        rows.append([r["category"], f"{r['n']:,}", f"{r['n_positive']:,}", f"{_fmt(a['block'], 3)} / {_fmt(b['block'], 3)}",
+                     f"{_pct(a['block_recall'])} / {_pct(b['block_recall'])}", r["block_check"],
+                     f"{_fmt(a['review'], 3)} / {_fmt(b['review'], 3)}",
+                     f"{_pct(a['review_share'])} / {_pct(b['review_share'])}", r["review_check"]])
+    return rows
+
+
+def _policy_rule(settings: dict[str, Any]) -> str:
+    ratio, rise = settings.get("min_block_recall_ratio"), settings.get("max_review_share_rise")
+    block = f"the challenger's block recall >= {ratio:g}x the champion's" if ratio is not None else "block recall not checked"
+    review = (f"its review share <= the champion's + {rise:g} points" if rise is not None
+              else "review share not checked")
+    return (f"Policy checks, per category on the labelled posts of all sets pooled, each model with its own "
+            f"thresholds: {block}; {review}.")
 
 
 def write_comparison(out_dir: str | os.PathLike, comparison: dict[str, Any],
@@ -315,6 +442,9 @@ def write_comparison(out_dir: str | os.PathLike, comparison: dict[str, Any],
              f"per set and category) is worse (its {s['confidence']:.0%} paired-bootstrap interval of Δ below "
              f"{0 - s['margin']:g}) and at least one is better (interval above 0). {s['bootstrap']} resamples; a cell needs "
              f"{s['min_class']} labelled posts of each class. Each model uses its own calibration and thresholds.</p>")
+    if comparison.get("policy"):
+        h.append("<h2>What each model's policy does</h2><p class='note'>" + esc(_policy_rule(s)) + "</p>"
+                 + html_table(POLICY_HEADERS, [[esc(x) for x in r] for r in policy_table(comparison)]))
     h.append("<h2>Evaluation sets</h2>" + html_table(("set", "kind", "posts", "scored by both"),
                                                    [[esc(x["name"]), esc(x["kind"]), f"{x['rows']:,}",
                                                      f"{x['scored_by_both']:,}"] for x in comparison["sets"]]))
@@ -333,5 +463,7 @@ def write_comparison(out_dir: str | os.PathLike, comparison: dict[str, Any],
           f"Champion (A) `{comparison['champion']['model_version']}`, challenger (B) "
           f"`{comparison['challenger']['model_version']}`; Δ = B − A, {s['confidence']:.0%} paired bootstrap "
           f"({s['bootstrap']} resamples).", "", md_table(HEADERS, comparison_rows(comparison)), ""]
+    if comparison.get("policy"):
+        md += [_policy_rule(s), "", md_table(POLICY_HEADERS, policy_table(comparison)), ""]
     paths["md"].write_text("\n".join(md), encoding="utf-8")
     return paths

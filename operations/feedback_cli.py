@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from moderation.decision_log import categories_in, decision_files, iter_log_rows
-from operations.retrain_cli import add_retrain_parser
+from operations.retrain_cli import add_compare_parser, add_retrain_parser
 
 #: Exit statuses (docs/operations.md).
 EXIT_OK, EXIT_SOME_REJECTED, EXIT_BAD_ARGS, EXIT_NOT_PROMOTABLE = 0, 1, 2, 3
@@ -106,6 +106,7 @@ def register(subparsers: Any) -> None:
     sim.set_defaults(func=_cmd_simulate)
 
     add_retrain_parser(subparsers)
+    add_compare_parser(subparsers)
 
 
 def _read_verdict_file(path: str) -> Iterator[dict[str, Any]]:

@@ -11,8 +11,10 @@
    policy.json, the challenger gets one fitted the same way (eval.policy).
 3. Both models are measured on the same fixed evaluation sets (each training dataset's test split, --eval-data,
    and the feedback's test part, which neither model trained on) by operations.champion: paired bootstrap per set and
-   category; promotable only if no gating cell is worse and at least one is better. Posts of the fixed sets whose
-   text is in the feedback's train part are removed from them first (no leak into the verdict).
+   category; promotable only if no gating cell is worse, at least one is better and the policy checks pass (the
+   challenger's own policy blocks >= 0.8x the champion's recall and holds <= 3 points more for review, per
+   category). Posts of the fixed sets whose text is in the feedback's train part are removed from them first (no
+   leak into the verdict).
 4. NEW/comparison.json, comparison.html, comparison.md; NEW/config.json gets a "lineage" entry: the parent model
    (path, version), every dataset (path, labels, sha256 of the file), the feedback store (verdicts fingerprint,
    rows per split), the comparison's decision.
@@ -34,12 +36,14 @@ import numpy as np
 from eval.calibrate import calibrate_model_dir
 from eval.policy import ReviewTarget, fit_policy
 from eval.predict import predict_logits
-from moderation.datasets import DATA_FILE, DatasetSpec, data_root as default_root, load_labelled, parse_dataset_arg
+from moderation.datasets import (DATA_FILE, KNOWN_DATASETS, DatasetSpec, data_root as default_root, default_dataset_specs,
+                                 load_labelled, parse_dataset_arg)
 from moderation.model import ModelConfig
 from moderation.model_dir import read_model_info
 from moderation.policy import Policy
 from moderation.scorer import Scorer
-from operations.champion import EvalSet, compare_models, write_comparison
+from operations.champion import (MAX_REVIEW_SHARE_RISE, MIN_BLOCK_RECALL_RATIO, EvalSet, compare_models,
+                                 write_comparison)
 from operations.feedback import FeedbackStore
 from training.config import TrainConfig
 from training.train import train
@@ -71,6 +75,10 @@ class RetrainConfig:
     confidence: float = 0.95
     margin: float = 0.0
     gate_metrics: tuple[str, ...] = ("roc_auc", "average_precision")
+    #: The policy checks (operations.champion): the challenger's block recall >= this x the champion's, and its
+    #: review share <= the champion's + that many percentage points, per category; None turns one off.
+    min_block_recall_ratio: float | None = MIN_BLOCK_RECALL_RATIO
+    max_review_share_rise: float | None = MAX_REVIEW_SHARE_RISE
     #: Target precision of the challenger's thresholds (None: the current model's).
     target_precision: float | None = None
     cache_dir: str | None = None
@@ -231,7 +239,9 @@ def retrain(model_dir: str | os.PathLike, feedback: str | os.PathLike, out_dir: 
     log(f"comparing on {len(sets)} sets: {', '.join(s.name for s in sets)}")
     comparison = compare_models(champion, challenger, sets, bootstrap=config.bootstrap, confidence=config.confidence,
                                 margin=config.margin, gate_metrics=config.gate_metrics, progress=progress,
-                                predictions_dir=out_dir / "comparison-predictions")
+                                predictions_dir=out_dir / "comparison-predictions",
+                                min_block_recall_ratio=config.min_block_recall_ratio,
+                                max_review_share_rise=config.max_review_share_rise)
     lineage = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "created_by": "moderation retrain",
@@ -277,3 +287,39 @@ def _fit_policy_like(info: Any, out_dir: Path, challenger: Any, val: Any, progre
     new.save(out_dir)
     log(f"policy fitted like the current model's: {new.version}")
     return new.version
+
+
+def compare_dirs(champion_dir: str | os.PathLike, challenger_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                 data: Sequence[str] = (), data_root: str | None = None, split: str = "test", limit: int | None = None,
+                 seed: int = 0, batch_size: int = 32, progress: bool = True, log: Callable[[str], None] = print,
+                 **settings: Any) -> dict[str, Any]:
+    """`moderation compare`: both existing models on the `split` rows of `data` (shared dataset names or dataset
+    arguments; default: the champion's training datasets), at most `limit` posts a set (a seeded sample), compared
+    and decided as retrain does (settings: compare_models' keyword arguments). Writes OUT/comparison.*."""
+    champion = Scorer.from_dir(champion_dir, batch_size=batch_size)
+    challenger = Scorer.from_dir(challenger_dir, batch_size=batch_size)
+    categories = [c for c in champion.categories if c in challenger.categories]
+    if data:
+        specs = [default_dataset_specs(data_root, [d])[0] if d in KNOWN_DATASETS else parse_dataset_arg(d) for d in data]
+    else:
+        specs = resolve_datasets(read_model_info(champion_dir).meta, data_root)
+    rng = np.random.default_rng(seed)
+    sets = []
+    for spec in specs:
+        rows = load_labelled([spec], categories, split) if spec.categories() & set(categories) else None
+        if rows is None or not len(rows):
+            log(f"note: {spec.name} has no {split} rows labelled for {categories}: left out")
+            continue
+        if limit is not None and len(rows) > limit:
+            rows = rows.subset(np.sort(rng.choice(len(rows), size=limit, replace=False)))
+        sets.append(EvalSet(f"{spec.name}/{split}", rows, "fixed"))
+    if not sets:
+        raise ValueError(f"no set has {split} rows labelled for the models' categories {categories}")
+    log(f"comparing {champion.model_version} (champion) and {challenger.model_version} (challenger) on "
+        f"{', '.join(f'{s.name} ({len(s.data):,})' for s in sets)}")
+    comparison = compare_models(champion, challenger, sets, progress=progress, seed=seed, **settings)
+    paths = write_comparison(out_dir, comparison, {"compared_by": "moderation compare", "split": split,
+                                                   "limit": limit})
+    dec = comparison["decision"]
+    log(f"{'PROMOTABLE' if dec['promotable'] else 'NOT PROMOTABLE'}: {dec['reason']} -> {paths['html']}")
+    return comparison

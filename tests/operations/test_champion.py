@@ -57,3 +57,52 @@ def test_verdicts_and_the_promotion_rule():
     assert decide([{"set": "a", "category": "hate", "note": "not judged"}])["promotable"] is False
     # Gating on AUC alone ignores an AP loss.
     assert decide([cell("a", "better", "worse")], ["roc_auc"])["promotable"] is True
+
+
+def test_policy_checks_block_recall_ratio_and_review_share_rise():
+    from operations.champion import policy_check
+
+    assert policy_check(0.30, 0.24, 0.20, 0.23) == ("ok", "ok")          # exactly 0.8x, exactly +3 points
+    assert policy_check(0.30, 0.23, 0.20, 0.2301) == ("FAIL", "FAIL")
+    assert policy_check(0.30, None, 0.20, None) == ("FAIL", "FAIL")      # the challenger cannot block / has no fit
+    assert policy_check(0.0, 0.0, None, 0.5) == ("-", "-")               # nothing the champion did to keep
+    assert policy_check(float("nan"), 0.1, 0.1, 0.1) == ("-", "ok")
+    assert policy_check(0.30, 0.01, 0.0, 0.9, min_block_recall_ratio=None, max_review_share_rise=None) == ("-", "-")
+    assert policy_check(0.30, 0.20, 0.10, 0.20, min_block_recall_ratio=0.5, max_review_share_rise=10) == ("ok", "ok")
+
+
+def test_policy_figures_and_rows_pool_the_sets():
+    from operations.champion import policy_figures, policy_rows
+
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], dtype=float)
+    p = np.array([0.95, 0.9, 0.6, 0.2, 0.7, 0.55, 0.1, 0.1, 0.1, 0.1])
+    f = policy_figures(y, p, block=0.8, review=0.5)
+    assert f["block_recall"] == 0.5 and f["review_share"] == 0.3  # 0.6, 0.7, 0.55 in the band
+    assert policy_figures(y, p, None, None) == {"block": None, "review": None, "block_recall": 0.0, "review_share": 0.0}
+    assert policy_figures(np.zeros(3), p[:3], 0.8, 0.5)["block_recall"] is None
+
+    # Two sets pooled: the challenger blocks only one of the four positives and reviews most of the rest.
+    pooled = {"hate": {"y": [y[:5], y[5:]], "champion": [p[:5], p[5:]],
+                       "challenger": [p[:5] * 0.87, np.full(5, 0.6)]}}
+    thr = {"champion": {"block": {"hate": 0.8}, "review": {"hate": 0.5}},
+           "challenger": {"block": {"hate": 0.8}, "review": {"hate": 0.5}}}
+    (row,) = policy_rows(pooled, thr)
+    assert row["n"] == 10 and row["n_positive"] == 4
+    assert row["champion"]["block_recall"] == 0.5 and row["challenger"]["block_recall"] == 0.25
+    assert row["challenger"]["review_share"] == 0.8 and row["block_check"] == "FAIL" and row["review_check"] == "FAIL"
+    (off,) = policy_rows(pooled, thr, min_block_recall_ratio=None, max_review_share_rise=None)
+    assert off["block_check"] == off["review_check"] == "-"
+
+
+def test_a_failed_policy_check_holds_a_better_ranking_back():
+    cell = {"set": "a", "category": "hate", "metrics": {
+        "roc_auc": {"diff": 0.02, "ci": [0.01, 0.03], "verdict": "better"},
+        "average_precision": {"diff": 0.0, "ci": [0, 0], "verdict": "same"}}}
+    ok = {"category": "hate", "champion": {"block_recall": 0.3, "review_share": 0.2},
+          "challenger": {"block_recall": 0.3, "review_share": 0.2}, "block_check": "ok", "review_check": "ok"}
+    assert decide([cell], policy=[ok])["promotable"] is True
+    bad = {**ok, "challenger": {"block_recall": 0.05, "review_share": 0.2}, "block_check": "FAIL"}
+    held = decide([cell], policy=[bad])
+    assert held["promotable"] is False
+    assert held["reason"] == "1 policy check(s) failed: hate block recall 30.0% -> 5.0%"
+    assert held["policy_failed"] == ["hate block recall 30.0% -> 5.0%"]

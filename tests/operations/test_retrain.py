@@ -99,6 +99,12 @@ def test_retrain_from_simulated_reviewers_compares_and_decides(tmp_path, champio
     assert fb["challenger"] > fb["champion"] and fb["verdict"] == "better"  # it learned the new slang
     assert cells[("base/test", "hate")]["metrics"]["roc_auc"]["verdict"] in ("same", "better")
     assert comp["decision"]["promotable"] is True and comp["decision"]["better"]
+    # The policy checks ran on the posts of both sets pooled, with each model's own thresholds, and passed.
+    (pol,) = comp["policy"]
+    assert pol["category"] == "hate" and pol["n"] == sum(c["n"] for c in comp["cells"])
+    assert pol["block_check"] in ("ok", "-") and pol["review_check"] in ("ok", "-")
+    assert comp["decision"]["policy_failed"] == []
+    assert "Policy checks" in (tmp_path / "new" / "comparison.md").read_text()
     assert (tmp_path / "new" / "comparison.html").read_text().count("PROMOTABLE") >= 1
     # Lineage: the parent, the data (with hashes), the feedback's fingerprint, the decision.
     info = read_model_info(tmp_path / "new")
@@ -109,6 +115,30 @@ def test_retrain_from_simulated_reviewers_compares_and_decides(tmp_path, champio
     assert lineage["comparison"]["promotable"] is True
     assert info.thresholds is not None and info.calibration is not None  # recalibrated
     assert [d["name"] for d in info.meta["training"]["datasets"]] == ["base", "feedback"]
+
+
+def test_a_challenger_that_ranks_as_well_but_cannot_block_is_not_promotable(tmp_path, champion_dir):
+    from moderation.datasets import DatasetSpec, load_labelled
+    from moderation.scorer import Scorer
+    from operations.champion import EvalSet, compare_models, write_comparison
+
+    spec = DatasetSpec(tmp_path / "data" / "base" / "data.jsonl", {"label": "hate"}, "base")
+    sets = [EvalSet("base/test", load_labelled([spec], ["hate"], "test"))]
+    champion = Scorer.from_dir(champion_dir, num_workers=0)
+    challenger = Scorer.from_dir(champion_dir, num_workers=0)
+    champion.thresholds = lambda: {"hate": 0.5}     # (the tiny model's own fit found no block threshold)
+    challenger.thresholds = lambda: {"hate": None}  # the same scores, but its policy never blocks
+    comp = compare_models(champion, challenger, sets, bootstrap=100, progress=False)
+    (pol,) = comp["policy"]
+    assert pol["champion"]["block_recall"] > 0 and pol["challenger"]["block_recall"] == 0.0
+    assert pol["block_check"] == "FAIL"
+    assert comp["decision"]["promotable"] is False
+    assert comp["decision"]["reason"].startswith("1 policy check(s) failed: hate block recall")
+    off = compare_models(champion, challenger, sets, bootstrap=100, progress=False, min_block_recall_ratio=None,
+                         max_review_share_rise=None)
+    assert off["policy"][0]["block_check"] == "-" and off["decision"]["policy_failed"] == []
+    html = write_comparison(tmp_path / "cmp", comp)["html"].read_text()
+    assert "policy does</h2>" in html and "FAIL" in html
 
 
 def test_retrain_refusals(tmp_path, champion_dir):
@@ -122,3 +152,26 @@ def test_retrain_refusals(tmp_path, champion_dir):
     assert main(base + ["--feedback", str(tmp_path / "other"), "--out", str(tmp_path / "n2")]) == 2
     assert main(base + ["--feedback", str(tmp_path / "empty"), "--out", str(champion_dir)]) == 2
     assert main(base + ["--feedback", str(tmp_path / "empty"), "--out", str(tmp_path / "n3"), "--gate", "f1"]) == 2
+    for bad in (["--min-block-recall-ratio", "0"], ["--min-block-recall-ratio", "1.5"], ["--max-review-share-rise", "-1"]):
+        assert main(base + ["--feedback", str(tmp_path / "other"), "--out", str(tmp_path / "n4")] + bad) == 2
+
+
+def test_compare_two_existing_models_from_the_command_line(tmp_path, champion_dir):
+    from moderation.cli import main
+
+    out = tmp_path / "cmp"
+    base = ["compare", "--champion", str(champion_dir), "--challenger", str(champion_dir), "--bootstrap", "100",
+            "--no-progress", "--out", str(out)]
+    # A model against itself: nothing better, so not promotable (exit 3); the sets default to its training data.
+    assert main(base) == 3
+    comp = json.loads((out / "comparison.json").read_text())
+    assert [s["name"] for s in comp["sets"]] == ["base/test"] and comp["limit"] is None
+    assert comp["decision"]["reason"].startswith("no gating cell significantly better")
+    assert comp["policy"][0]["block_check"] in ("ok", "-") and comp["policy"][0]["review_check"] == "ok"
+    spec = f"{tmp_path / 'data' / 'base' / 'data.jsonl'}:label=hate@again"
+    assert main(base + ["--data", spec, "--limit", "12", "--split", "test"]) == 3
+    comp = json.loads((out / "comparison.json").read_text())
+    assert comp["sets"] == [{"name": "again/test", "kind": "fixed", "rows": 12, "scored_by_both": 12,
+                             "errors": {"champion": {}, "challenger": {}}}]
+    assert main(base + ["--limit", "5"]) == 2
+    assert main(base + ["--data", spec, "--split", "nonesuch"]) == 2
