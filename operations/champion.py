@@ -331,6 +331,8 @@ def decide(cells: Sequence[dict[str, Any]], gate_metrics: Sequence[str] = GATE_M
         reason = "no cell could be judged (too few labelled posts of a class in every set)"
     elif worse:
         reason = f"{len(worse)} gating cell(s) significantly worse"
+        if failed:
+            reason += f"; {len(failed)} policy check(s) failed: {'; '.join(failed)}"
     elif failed:
         reason = f"{len(failed)} policy check(s) failed: {'; '.join(failed)}"
     elif not better:

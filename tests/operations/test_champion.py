@@ -106,3 +106,7 @@ def test_a_failed_policy_check_holds_a_better_ranking_back():
     assert held["promotable"] is False
     assert held["reason"] == "1 policy check(s) failed: hate block recall 30.0% -> 5.0%"
     assert held["policy_failed"] == ["hate block recall 30.0% -> 5.0%"]
+    both = decide([{**cell, "metrics": {**cell["metrics"], "average_precision": {
+        "diff": -0.02, "ci": [-0.03, -0.01], "verdict": "worse"}}}], policy=[bad])
+    assert both["reason"] == ("1 gating cell(s) significantly worse; 1 policy check(s) failed: hate block recall "
+                              "30.0% -> 5.0%")
