@@ -6,8 +6,9 @@
     python -m training.recipes.default_model --mode lora     # LoRA on MiniLM's top layers (GPU, or hours on a CPU)
     ./run.sh -- train-default                                 # same as the first line
 
-The shipped default (`default-7d0c1f25e965`) is `--mode full`, three epochs more from each previous model (`--init-from`, half
-the learning rates), one with group statements averaged with its start (training.average), one with per-dataset heads:
+The shipped default (`default-f2f0be49e0e3`) is `--mode full`, three epochs more from each previous model (`--init-from`, half
+the learning rates), one with group statements averaged with its start (training.average), one with per-dataset heads,
+and that model averaged with its own epoch without them:
 
     python -m training.recipes.default_model --mode full                                       # default-04f06c50180b
     python -m training.recipes.default_model --mode full --init-from runs/shipped_04f0 --lr-scale 0.5 --seed 1  # 1d98ef45
@@ -22,9 +23,10 @@ the learning rates), one with group statements averaged with its start (training
         --group-data v2 --seed 5 --work-dir runs/soup2/model                                   # default-d24e81d9cbf5
     python -m training.recipes.default_model --mode full --init-from runs/soup2/model --lr-scale 0.5 --seed 7 \
         --insult-data v1 --violence-data v2 --group-data v2 --dataset-heads --work-dir runs/dh/model  # 7d0c1f25
+    (the same from runs/dh/model, --seed 13, no --dataset-heads, --work-dir runs/nh/model: f7fb510a), then
+    training.average runs/dh/model runs/nh/model --out runs/nhavg/model and --skip-train on it  # default-f2f0be49e0e3
 
-Fine-tuning on a CPU is not bit-for-bit reproducible across machines; each model's card records its command and
-docs/benchmarks-quality.md its figures.
+Not bit-for-bit reproducible across CPUs; each model's card records its command, docs/benchmarks-quality.md its figures.
 
 1. trains on the train splits of the eight shared datasets in `../shared/datasets/` (or $MODERATION_DATA_ROOT),
    mapped to `hate`, `offensive` and `violence` by moderation.datasets.KNOWN_DATASETS (a field a dataset does not
@@ -36,11 +38,9 @@ docs/benchmarks-quality.md its figures.
    scored without OCR, so that a picture without readable text has a calibration of its own), and fits the
    moderation policy on them (eval.policy): block for precision 0.90 (95% lower bound), review for a
    block + review recall of 0.90 (95% lower bound); thresholds.json holds the block thresholds;
-3. measures on the official test splits (eval.quality) and writes metrics.json, MODEL_CARD.md and an HTML
-   report (docs/default_model_report/ by default);
-4. copies the model directory (config, head, lexical channel, adapters if any, calibration, thresholds,
-   policy, metrics, card) into moderation/default_model/, which Scorer.default() then loads. No pretrained
-   encoder weights are copied.
+3. measures on the official test splits (eval.quality); writes metrics.json, MODEL_CARD.md, an HTML report;
+4. copies the model directory (config, head, lexical channel, adapters if any, calibration, thresholds, policy,
+   metrics, card) into moderation/default_model/ (Scorer.default() loads it); no pretrained weights are copied.
 """
 
 from __future__ import annotations
