@@ -110,3 +110,16 @@ def test_a_failed_policy_check_holds_a_better_ranking_back():
         "diff": -0.02, "ci": [-0.03, -0.01], "verdict": "worse"}}}], policy=[bad])
     assert both["reason"] == ("1 gating cell(s) significantly worse; 1 policy check(s) failed: hate block recall "
                               "30.0% -> 5.0%")
+
+
+def test_the_command_line_defaults_are_the_library_defaults():
+    """retrain_cli must stay light at import (no numpy), so it spells the policy checks' defaults itself."""
+    import argparse
+
+    from operations.champion import MAX_REVIEW_SHARE_RISE, MIN_BLOCK_RECALL_RATIO
+    from operations.retrain_cli import add_comparison_options
+
+    p = argparse.ArgumentParser()
+    add_comparison_options(p)
+    args = p.parse_args([])
+    assert (args.min_block_recall_ratio, args.max_review_share_rise) == (MIN_BLOCK_RECALL_RATIO, MAX_REVIEW_SHARE_RISE)
