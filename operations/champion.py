@@ -190,13 +190,13 @@ def policy_rows(pooled: dict[str, dict[str, list[np.ndarray]]], thresholds: dict
                 min_block_recall_ratio: float | None = MIN_BLOCK_RECALL_RATIO,
                 max_review_share_rise: float | None = MAX_REVIEW_SHARE_RISE) -> list[dict[str, Any]]:
     """Per category of `pooled` ({category: {"y": [...], "champion": [...], "challenger": [...]}}, arrays of
-    the labelled posts per set): both models' policy_figures and the two checks. thresholds: {role: {"block":
+    the labelled posts per set, at least one set per category): both models' policy_figures and the two checks. thresholds: {role: {"block":
     {category: t}, "review": {category: t}}}."""
     rows = []
     for cat, parts in pooled.items():
-        y = np.concatenate(parts["y"]) if parts["y"] else np.zeros(0)
-        figs = {role: policy_figures(y, np.concatenate(parts[role]) if parts[role] else np.zeros(0),
-                                     thresholds[role]["block"].get(cat), thresholds[role]["review"].get(cat))
+        y = np.concatenate(parts["y"])
+        figs = {role: policy_figures(y, np.concatenate(parts[role]), thresholds[role]["block"].get(cat),
+                                     thresholds[role]["review"].get(cat))
                 for role in ("champion", "challenger")}
         a, b = figs["champion"], figs["challenger"]
         block_check, review_check = policy_check(a["block_recall"], b["block_recall"], a["review_share"],
@@ -292,9 +292,9 @@ def compare_models(champion: Any, challenger: Any, sets: Sequence[EvalSet], *, b
                 fig["gates"] = m in gate_metrics
             cell["metrics"] = boot
             cells.append(cell)
-    roles = {"champion": champion, "challenger": challenger}
     policy = policy_rows({c: v for c, v in pooled.items() if v["y"]},
-                         {r: {"block": _thresholds(m), "review": _review_thresholds(m)} for r, m in roles.items()},
+                         {"champion": {"block": thr_a, "review": _review_thresholds(champion)},
+                          "challenger": {"block": thr_b, "review": _review_thresholds(challenger)}},
                          min_block_recall_ratio=min_block_recall_ratio, max_review_share_rise=max_review_share_rise)
     decision = decide(cells, gate_metrics, policy)
     return to_jsonable({

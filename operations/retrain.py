@@ -302,7 +302,7 @@ def compare_dirs(champion_dir: str | os.PathLike, challenger_dir: str | os.PathL
     if data:
         specs = [default_dataset_specs(data_root, [d])[0] if d in KNOWN_DATASETS else parse_dataset_arg(d) for d in data]
     else:
-        specs = resolve_datasets(read_model_info(champion_dir).meta, data_root)
+        specs = resolve_datasets(champion.info.meta, data_root)
     rng = np.random.default_rng(seed)
     sets = []
     for spec in specs:
